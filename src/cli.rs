@@ -1,0 +1,296 @@
+//! The command line: clap definitions only. The `///` comments are the `--help` text.
+//!
+//! Credentials are deliberately not flags: a flag value is visible to every user of the host
+//! in the process list, and clap would print an env value in `--help`. They come from
+//! `VELT_API_KEY` / `VELT_AUTH_TOKEN` or from the files named by `--api-key-file` /
+//! `--auth-token-file` (see `client::Credentials`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "velt-group-sync",
+    version,
+    about = "Add users to Velt organization user groups in bulk, with a per-membership report.",
+    after_help = "Exit codes: 0 every membership added (or planned), 1 at least one membership not added, \
+                  2 usage, input or configuration error (nothing sent), 3 the API rejected the credentials."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VELT_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// More log output (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only warnings and errors; no summary line, no progress bar.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Read a membership file and add every membership to its group.
+    Sync(Box<SyncArgs>),
+    /// Run the built-in Velt emulator as a standalone server (for demos and tests).
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Membership file (CSV, JSON or JSON Lines), or `-` for standard input.
+    #[arg(default_value = "-")]
+    pub input: PathBuf,
+
+    /// Input format; `auto` goes by the file extension, or sniffs standard input.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+
+    /// Organization ID for records that do not carry one.
+    #[arg(long, value_name = "ID")]
+    pub org: Option<String>,
+
+    /// Group (organizationUserGroupId) for records that do not carry one.
+    #[arg(long, value_name = "ID")]
+    pub group: Option<String>,
+
+    /// Column (or JSON key) that holds the organization ID; case-insensitive.
+    #[arg(long, value_name = "NAME")]
+    pub org_column: Option<String>,
+
+    /// Column (or JSON key) that holds the group ID; case-insensitive.
+    #[arg(long, value_name = "NAME")]
+    pub group_column: Option<String>,
+
+    /// Column (or JSON key) that holds the user ID; case-insensitive.
+    #[arg(long, value_name = "NAME")]
+    pub user_column: Option<String>,
+
+    /// CSV delimiter: one ASCII character, or `tab`. Default: detected from the header line.
+    #[arg(long, value_name = "C", value_parser = parse_delimiter)]
+    pub delimiter: Option<u8>,
+
+    /// Base URL of the Velt API.
+    #[arg(long, env = "VELT_BASE_URL", default_value = "https://api.velt.dev")]
+    pub base_url: String,
+
+    /// API version used in request paths.
+    #[arg(long, value_enum, default_value_t = ApiVersion::V1)]
+    pub api_version: ApiVersion,
+
+    /// Read the API key from this file instead of the VELT_API_KEY environment variable.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+
+    /// Read the auth token from this file instead of the VELT_AUTH_TOKEN environment variable.
+    #[arg(long, value_name = "PATH")]
+    pub auth_token_file: Option<PathBuf>,
+
+    /// Most user IDs per add request.
+    #[arg(long, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub chunk_size: u32,
+
+    /// Most requests per second (fractions allowed, e.g. 0.5).
+    #[arg(long, value_name = "R", default_value_t = 10.0, value_parser = parse_rate)]
+    pub rate: f64,
+
+    /// Most requests in flight at once.
+    #[arg(long, value_name = "C", default_value_t = 4,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub concurrency: u32,
+
+    /// Time allowed for one request (e.g. 30s, 500ms).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub timeout: Duration,
+
+    /// Where to write the report; `-` writes it to standard output.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "velt-group-sync-report.csv"
+    )]
+    pub report: PathBuf,
+
+    /// Report format. Default: from the report's extension (.json, .jsonl, otherwise CSV).
+    #[arg(long, value_enum)]
+    pub report_format: Option<ReportFormat>,
+
+    /// Read, validate and plan; send nothing. The report lists every membership as `planned`.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Stop before sending anything if any record is invalid (exit 2).
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Run against the built-in Velt emulator on a loopback port; no credentials needed.
+    #[arg(long, conflicts_with_all = ["api_key_file", "auth_token_file"])]
+    pub emulator: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EmulatorArgs {
+    /// Port on 127.0.0.1 to listen on (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+
+    /// Refuse requests whose credentials differ from VELT_API_KEY / VELT_AUTH_TOKEN.
+    #[arg(long)]
+    pub require_credentials: bool,
+
+    /// Accept at most this many requests per second; answer the rest 429 RESOURCE_EXHAUSTED.
+    #[arg(long, value_name = "R", value_parser = parse_rate)]
+    pub rate_limit: Option<f64>,
+
+    /// Refuse add requests with more than N user IDs (400 INVALID_ARGUMENT).
+    #[arg(long, value_name = "N")]
+    pub max_user_ids: Option<usize>,
+
+    /// Answer latency, fixed (`40ms`) or a range (`20ms-80ms`).
+    #[arg(long, value_name = "DURATION[-DURATION]", default_value = "0ms", value_parser = parse_latency)]
+    pub latency: (Duration, Duration),
+
+    /// Share of requests answered 503 UNAVAILABLE, from 0 to 1.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_fraction)]
+    pub unavailable_fraction: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    Auto,
+    Csv,
+    Json,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Csv,
+    Json,
+    Jsonl,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ApiVersion {
+    V1,
+    V2,
+}
+
+impl ApiVersion {
+    pub fn path(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => "v1",
+            ApiVersion::V2 => "v2",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "tab" | "\\t" | "\t" => Ok(b'\t'),
+        _ if s.len() == 1 && s.is_ascii() && s != "\"" => Ok(s.as_bytes()[0]),
+        _ => Err("expected one ASCII character (other than a quote), or `tab`".into()),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 && r <= 1_000_000.0 => Ok(r),
+        _ => Err("expected a number of requests per second above 0".into()),
+    }
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err("expected a number from 0 to 1".into()),
+    }
+}
+
+/// `30s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
+            Ok(Duration::from_secs_f64(v * scale))
+        }
+        _ => Err(format!(
+            "`{s}` is not a duration; write e.g. 30s, 500ms or 2m"
+        )),
+    }
+}
+
+fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (parse_duration(a)?, parse_duration(b)?),
+        None => {
+            let d = parse_duration(s)?;
+            (d, d)
+        }
+    };
+    if lo > hi {
+        return Err("the lower latency must come first".into());
+    }
+    Ok((lo, hi))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn latency_ranges() {
+        assert_eq!(
+            parse_latency("20ms-80ms"),
+            Ok((Duration::from_millis(20), Duration::from_millis(80)))
+        );
+        assert!(parse_latency("80ms-20ms").is_err());
+    }
+
+    #[test]
+    fn delimiters() {
+        assert_eq!(parse_delimiter("tab"), Ok(b'\t'));
+        assert_eq!(parse_delimiter(";"), Ok(b';'));
+        assert!(parse_delimiter(";;").is_err());
+        assert!(parse_delimiter("\"").is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

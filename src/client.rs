@@ -1,0 +1,406 @@
+//! The HTTP client for Velt's REST API: one call, "add users to a group", and the reading of
+//! every kind of answer the API documentation allows (see `shared/velt-api.md`).
+//!
+//! Secrets stay here: they come from the environment or files, are sent as headers marked
+//! sensitive, and `Credentials` never prints them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ApiVersion;
+use crate::error::Error;
+
+pub const API_KEY_ENV: &str = "VELT_API_KEY";
+pub const AUTH_TOKEN_ENV: &str = "VELT_AUTH_TOKEN";
+
+/// The API key and workspace auth token. `Debug` shows neither.
+#[derive(Clone)]
+pub struct Credentials {
+    api_key: String,
+    auth_token: String,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credentials { <redacted> }")
+    }
+}
+
+impl Credentials {
+    pub fn new(api_key: impl Into<String>, auth_token: impl Into<String>) -> Credentials {
+        Credentials {
+            api_key: api_key.into(),
+            auth_token: auth_token.into(),
+        }
+    }
+
+    /// From the files if given, otherwise from `VELT_API_KEY` / `VELT_AUTH_TOKEN`.
+    pub fn resolve(
+        api_key_file: Option<&Path>,
+        auth_token_file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Credentials, Error> {
+        let api_key = secret(api_key_file, API_KEY_ENV, "--api-key-file", &env)?;
+        let auth_token = secret(auth_token_file, AUTH_TOKEN_ENV, "--auth-token-file", &env)?;
+        Ok(Credentials {
+            api_key,
+            auth_token,
+        })
+    }
+
+    fn headers(&self) -> Result<HeaderMap, Error> {
+        let mut headers = HeaderMap::new();
+        for (name, value, origin) in [
+            ("x-velt-api-key", &self.api_key, "the API key"),
+            ("x-velt-auth-token", &self.auth_token, "the auth token"),
+        ] {
+            let mut v = HeaderValue::from_str(value).map_err(|_| {
+                Error::Config(format!(
+                    "{origin} contains characters that cannot be sent in a header; check its value"
+                ))
+            })?;
+            v.set_sensitive(true);
+            headers.insert(name, v);
+        }
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        Ok(headers)
+    }
+}
+
+fn secret(
+    file: Option<&Path>,
+    var: &str,
+    flag: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<String, Error> {
+    let value = match file {
+        Some(path) => std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?,
+        None => env(var).unwrap_or_default(),
+    };
+    let value = value.trim().to_string();
+    if value.is_empty() {
+        let origin = match file {
+            Some(p) => format!("{} is empty", p.display()),
+            None => format!("{var} is not set"),
+        };
+        return Err(Error::Config(format!(
+            "{origin}; set {var} or pass {flag} (or use --emulator / --dry-run to send nothing real)"
+        )));
+    }
+    Ok(value)
+}
+
+/// One user's entry in `result.data` of a successful answer. An entry of another shape reads
+/// as one without a `success` flag: not confirmed either way.
+#[derive(Debug, Clone, Default)]
+pub struct UserEntry {
+    pub success: Option<bool>,
+    pub message: Option<String>,
+}
+
+impl UserEntry {
+    fn from_value(v: &serde_json::Value) -> UserEntry {
+        UserEntry {
+            success: v.get("success").and_then(serde_json::Value::as_bool),
+            message: v
+                .get("message")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_string),
+        }
+    }
+}
+
+/// Everything an add call can come back with.
+#[derive(Debug)]
+pub enum AddResponse {
+    /// A 2xx answer of the documented shape: per-user entries, keyed by user ID.
+    PerUser {
+        http_status: u16,
+        entries: HashMap<String, UserEntry>,
+    },
+    /// An error answer, a non-2xx status, or a 2xx body that is not the documented shape.
+    Rejected {
+        http_status: u16,
+        error_status: Option<String>,
+        message: String,
+    },
+    /// No HTTP answer. `maybe_applied` is false only when the request surely never left.
+    Transport {
+        message: String,
+        maybe_applied: bool,
+    },
+}
+
+impl AddResponse {
+    /// 401/403 or their `error.status`: the credentials are wrong, and the run must stop.
+    pub fn is_auth_failure(&self) -> bool {
+        match self {
+            AddResponse::Rejected {
+                http_status,
+                error_status,
+                ..
+            } => {
+                matches!(http_status, 401 | 403)
+                    || matches!(
+                        error_status.as_deref(),
+                        Some("UNAUTHENTICATED" | "PERMISSION_DENIED")
+                    )
+            }
+            _ => false,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AddBody<'a> {
+    data: AddData<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AddData<'a> {
+    organization_id: &'a str,
+    organization_user_group_id: &'a str,
+    user_ids: &'a [&'a str],
+}
+
+#[derive(Deserialize)]
+struct SuccessBody {
+    result: SuccessResult,
+}
+
+#[derive(Deserialize)]
+struct SuccessResult {
+    data: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: ErrorObject,
+}
+
+#[derive(Deserialize)]
+struct ErrorObject {
+    #[serde(default)]
+    message: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// A client bound to one base URL, API version and set of credentials.
+#[derive(Debug, Clone)]
+pub struct VeltClient {
+    http: reqwest::Client,
+    add_url: String,
+}
+
+impl VeltClient {
+    pub fn new(
+        base_url: &str,
+        version: ApiVersion,
+        credentials: &Credentials,
+        timeout: Duration,
+    ) -> Result<VeltClient, Error> {
+        let base = base_url.trim_end_matches('/');
+        let parsed = reqwest::Url::parse(base).map_err(|e| {
+            Error::Config(format!(
+                "--base-url `{base}` is not a URL ({e}); write e.g. https://api.velt.dev"
+            ))
+        })?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(Error::Config(format!(
+                "--base-url `{base}` must start with https:// (or http:// for a local server)"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .default_headers(credentials.headers()?)
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("velt-group-sync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(VeltClient {
+            http,
+            add_url: format!(
+                "{base}/{}/organizations/usergroups/users/add",
+                version.path()
+            ),
+        })
+    }
+
+    pub fn add_url(&self) -> &str {
+        &self.add_url
+    }
+
+    /// Sends one add request and reads whatever comes back. Never fails: every outcome is data.
+    pub async fn add_users(&self, org: &str, group: &str, user_ids: &[&str]) -> AddResponse {
+        let body = AddBody {
+            data: AddData {
+                organization_id: org,
+                organization_user_group_id: group,
+                user_ids,
+            },
+        };
+        let response = match self.http.post(&self.add_url).json(&body).send().await {
+            Ok(r) => r,
+            Err(e) => return transport_error(&e),
+        };
+        let http_status = response.status().as_u16();
+        let bytes = match response.bytes().await {
+            Ok(b) => b,
+            Err(e) => return transport_error(&e),
+        };
+        read_add_response(http_status, &bytes)
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> AddResponse {
+    // A connection that was never made cannot have applied anything; any other failure
+    // (timeout, reset, a body cut short) may have come after the server acted.
+    let maybe_applied = !e.is_connect() && !e.is_builder();
+    AddResponse::Transport {
+        message: error_chain(e),
+        maybe_applied,
+    }
+}
+
+/// The error and its causes on one line: reqwest's own message alone says little.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+/// Reads a status and body into an `AddResponse`.
+pub fn read_add_response(http_status: u16, body: &[u8]) -> AddResponse {
+    if (200..300).contains(&http_status)
+        && let Ok(ok) = serde_json::from_slice::<SuccessBody>(body)
+    {
+        return AddResponse::PerUser {
+            http_status,
+            entries: ok
+                .result
+                .data
+                .iter()
+                .map(|(user, v)| (user.clone(), UserEntry::from_value(v)))
+                .collect(),
+        };
+    }
+    if let Ok(err) = serde_json::from_slice::<ErrorBody>(body) {
+        let message = err
+            .error
+            .message
+            .unwrap_or_else(|| "the server gave no message".into());
+        return AddResponse::Rejected {
+            http_status,
+            error_status: err.error.status,
+            message,
+        };
+    }
+    let message = if (200..300).contains(&http_status) {
+        format!(
+            "the answer is not the documented shape (no result.data): {}",
+            snippet(body)
+        )
+    } else {
+        format!("HTTP {http_status}: {}", snippet(body))
+    };
+    AddResponse::Rejected {
+        http_status,
+        error_status: None,
+        message,
+    }
+}
+
+/// The start of a body, on one line, for messages (a proxy's HTML page can be long).
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.is_empty() {
+        return "empty body".into();
+    }
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < text.len() {
+        format!("{}…", &text[..end])
+    } else {
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_never_print() {
+        let c = Credentials::new("KEY-SECRET-1", "TOKEN-SECRET-2");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+    }
+
+    #[test]
+    fn missing_credentials_name_the_variable() {
+        let err = Credentials::resolve(None, None, |_| None).unwrap_err();
+        assert!(err.to_string().contains("VELT_API_KEY is not set"), "{err}");
+        let err = Credentials::resolve(None, None, |v| (v == API_KEY_ENV).then(|| "k".to_string()))
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("VELT_AUTH_TOKEN is not set"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn success_body_gives_per_user_entries() {
+        let body = br#"{"result":{"status":"success","data":{"a":{"success":true},"b":{"success":false,"message":"nope"}}}}"#;
+        match read_add_response(200, body) {
+            AddResponse::PerUser { entries, .. } => {
+                assert_eq!(entries["a"].success, Some(true));
+                assert_eq!(entries["b"].message.as_deref(), Some("nope"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn error_bodies_and_odd_answers_are_rejections() {
+        let r = read_add_response(
+            400,
+            br#"{"error":{"status":"INVALID_ARGUMENT","message":"bad"}}"#,
+        );
+        assert!(
+            matches!(r, AddResponse::Rejected { http_status: 400, ref error_status, .. }
+            if error_status.as_deref() == Some("INVALID_ARGUMENT"))
+        );
+        let r = read_add_response(502, b"<html><body>Bad gateway</body></html>");
+        assert!(matches!(r, AddResponse::Rejected { ref message, .. }
+            if message == "HTTP 502: <html><body>Bad gateway</body></html>"));
+        let r = read_add_response(200, b"{\"ok\":true}");
+        assert!(matches!(r, AddResponse::Rejected { ref message, .. }
+            if message.starts_with("the answer is not the documented shape")));
+        let r = read_add_response(
+            200,
+            br#"{"error":{"status":"PERMISSION_DENIED","message":"x"}}"#,
+        );
+        assert!(r.is_auth_failure());
+    }
+}

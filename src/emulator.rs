@@ -1,0 +1,377 @@
+//! An in-memory, Velt-compatible server for demos and tests.
+//!
+//! It serves the add call under `/v1` and `/v2` with the request checks of the callable
+//! protocol (credential headers present, `application/json`, a body of exactly `{"data": ...}`),
+//! answers per user, and keeps the memberships it was given where tests can see them
+//! (`Emulator::memberships`, or `GET /__emulator/memberships` on a standalone server). Faults
+//! for tests and demos: required credentials, a request rate limit answered 429
+//! `RESOURCE_EXHAUSTED` with `Retry-After`, a cap on `userIds` per request, a latency, and a
+//! share of 503 `UNAVAILABLE` answers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Default)]
+pub struct EmulatorConfig {
+    /// When set, requests must carry exactly this API key and auth token.
+    pub credentials: Option<(String, String)>,
+    /// Requests per second accepted; the rest get 429 with `Retry-After`.
+    pub rate_limit: Option<f64>,
+    /// Most `userIds` in one add request.
+    pub max_user_ids: Option<usize>,
+    /// Each answer waits a time drawn evenly from this range.
+    pub latency: (Duration, Duration),
+    /// Share of requests answered 503 `UNAVAILABLE`, from 0 to 1.
+    pub unavailable_fraction: f64,
+}
+
+type Groups = BTreeMap<(String, String), BTreeSet<String>>;
+
+struct Shared {
+    config: EmulatorConfig,
+    started: Instant,
+    groups: Mutex<Groups>,
+    requests: AtomicU64,
+    arrivals: Mutex<Vec<Duration>>,
+    bucket: Mutex<Bucket>,
+}
+
+/// A token bucket of one second's worth of requests.
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Shared {
+    fn groups(&self) -> MutexGuard<'_, Groups> {
+        // A panic while holding the lock cannot leave the sets half-changed; keep serving.
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `None` if the request may proceed, or the seconds to wait.
+    fn throttle(&self, now: Instant) -> Option<u64> {
+        let rate = self.config.rate_limit?;
+        let capacity = rate.max(1.0);
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
+        b.tokens = (b.tokens + elapsed * rate).min(capacity);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            None
+        } else {
+            Some((((1.0 - b.tokens) / rate).ceil() as u64).max(1))
+        }
+    }
+}
+
+/// A running emulator, stopped when dropped.
+pub struct Emulator {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Emulator {
+    /// Starts on `addr` (use port 0 for a free one) in the current tokio runtime.
+    pub async fn start(config: EmulatorConfig, addr: SocketAddr) -> io::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let rate = config.rate_limit.unwrap_or(0.0);
+        let shared = Arc::new(Shared {
+            config,
+            started: Instant::now(),
+            groups: Mutex::new(BTreeMap::new()),
+            requests: AtomicU64::new(0),
+            arrivals: Mutex::new(Vec::new()),
+            bucket: Mutex::new(Bucket {
+                tokens: rate.max(1.0),
+                last: Instant::now(),
+            }),
+        });
+        let router = Router::new()
+            .route(
+                "/{version}/organizations/usergroups/users/add",
+                post(add_users),
+            )
+            .route("/__emulator/memberships", get(list_memberships))
+            .fallback(|| async {
+                error(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    "no such endpoint on the emulator",
+                )
+            })
+            .with_state(shared.clone());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
+                let _ = rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::error!(event = "emulator_failed", message = %e);
+            }
+        });
+        Ok(Emulator {
+            addr,
+            shared,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every membership held, as (organization, group, user), sorted.
+    pub fn memberships(&self) -> Vec<(String, String, String)> {
+        self.shared
+            .groups()
+            .iter()
+            .flat_map(|((org, group), users)| {
+                users
+                    .iter()
+                    .map(move |u| (org.clone(), group.clone(), u.clone()))
+            })
+            .collect()
+    }
+
+    /// Requests received on the add endpoint, answered or not.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// When each add request arrived, measured from the emulator's start.
+    pub fn arrivals(&self) -> Vec<Duration> {
+        self.shared
+            .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stops serving and waits for open connections to finish.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({"error": {"message": message, "status": code}}).to_string(),
+    )
+        .into_response()
+}
+
+fn invalid(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
+}
+
+async fn add_users(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let arrived = Instant::now();
+    shared.requests.fetch_add(1, Ordering::Relaxed);
+    shared
+        .arrivals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(arrived.duration_since(shared.started));
+    let throttled = shared.throttle(arrived);
+    let (lo, hi) = shared.config.latency;
+    if hi > Duration::ZERO {
+        let wait = lo + (hi - lo).mul_f64(fastrand::f64());
+        tokio::time::sleep(wait).await;
+    }
+    if version != "v1" && version != "v2" {
+        return error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no such API version; use /v1 or /v2",
+        );
+    }
+    if let Some(seconds) = throttled {
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RESOURCE_EXHAUSTED",
+            "Rate limit exceeded. Try again later.",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return r;
+    }
+    if shared.config.unavailable_fraction > 0.0
+        && fastrand::f64() < shared.config.unavailable_fraction
+    {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+        );
+    }
+    if let Some(r) = check_credentials(&shared.config, &headers) {
+        return r;
+    }
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().starts_with("application/json"));
+    if !json_type {
+        return invalid("Bad Request: content-type must be application/json");
+    }
+    let data = match parse_add(&body, shared.config.max_user_ids) {
+        Ok(d) => d,
+        Err(message) => return invalid(&message),
+    };
+    let mut entries = serde_json::Map::new();
+    {
+        let mut groups = shared.groups();
+        let members = groups
+            .entry((data.org.clone(), data.group.clone()))
+            .or_default();
+        for user in data.users {
+            members.insert(user.clone());
+            entries.insert(
+                user,
+                json!({"success": true, "organizationUserGroupId": data.group,
+                       "message": "User added to organization user group."}),
+            );
+        }
+    }
+    let body = json!({"result": {"status": "success",
+        "message": "Added organization users to group successfully.",
+        "data": entries}});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+fn check_credentials(config: &EmulatorConfig, headers: &HeaderMap) -> Option<Response> {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    };
+    let (key, token) = (get("x-velt-api-key"), get("x-velt-auth-token"));
+    if key.is_empty() || token.is_empty() {
+        return Some(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Missing x-velt-api-key or x-velt-auth-token header.",
+        ));
+    }
+    match &config.credentials {
+        Some((k, t)) if k != key || t != token => Some(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Invalid API key or auth token.",
+        )),
+        _ => None,
+    }
+}
+
+struct AddData {
+    org: String,
+    group: String,
+    users: Vec<String>,
+}
+
+/// The callable protocol's checks, then the add call's own.
+fn parse_add(body: &[u8], max_user_ids: Option<usize>) -> Result<AddData, String> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| "Bad Request: the body is not JSON".to_string())?;
+    let Value::Object(top) = value else {
+        return Err("Bad Request: the body must be an object".into());
+    };
+    if top.len() != 1 || !top.contains_key("data") {
+        return Err("Bad Request: the body must have exactly one key, `data`".into());
+    }
+    let data = &top["data"];
+    let text = |key: &str| match data.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+        _ => Err(format!("{key} is required and must be a non-empty string")),
+    };
+    let org = text("organizationId")?;
+    let group = text("organizationUserGroupId")?;
+    let Some(Value::Array(ids)) = data.get("userIds") else {
+        return Err("userIds is required and must be an array".into());
+    };
+    if ids.is_empty() {
+        return Err("userIds must not be empty".into());
+    }
+    if let Some(max) = max_user_ids
+        && ids.len() > max
+    {
+        return Err(format!("userIds must have at most {max} items"));
+    }
+    let users = ids
+        .iter()
+        .map(|v| match v {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            _ => Err("every userId must be a non-empty string".to_string()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AddData { org, group, users })
+}
+
+async fn list_memberships(State(shared): State<Arc<Shared>>) -> Response {
+    let memberships: Vec<Value> = shared
+        .groups()
+        .iter()
+        .flat_map(|((org, group), users)| {
+            users.iter().map(move |u| {
+                json!({"organizationId": org, "organizationUserGroupId": group, "userId": u})
+            })
+        })
+        .collect();
+    let body = json!({"requests": shared.requests.load(Ordering::Relaxed),
+                      "memberships": memberships});
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}

@@ -1,0 +1,72 @@
+//! Errors that stop a run, each mapped to a documented exit code in one place.
+//!
+//! Per-membership failures are not errors here: they are outcomes that flow into the report.
+
+use std::path::PathBuf;
+
+/// Exit codes, as documented in README.md.
+pub mod exit {
+    /// Every membership added (or planned, in a dry run).
+    pub const OK: u8 = 0;
+    /// At least one membership was not added.
+    pub const INCOMPLETE: u8 = 1;
+    /// Usage, input or configuration error; nothing was sent.
+    pub const USAGE: u8 = 2;
+    /// The API rejected the credentials (401/403) and the run stopped.
+    pub const AUTH: u8 = 3;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input cannot be read as its format at all.
+    #[error("{file}:{line}: {message}")]
+    Input {
+        file: String,
+        line: u64,
+        message: String,
+    },
+
+    /// A file could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A flag or environment setting is missing or wrong.
+    #[error("{0}")]
+    Config(String),
+
+    /// `--strict` and the input has invalid records.
+    #[error("{0} invalid record(s) and --strict is set; nothing was sent (see the report)")]
+    Strict(usize),
+
+    /// The report could not be written after the requests were sent.
+    #[error("could not write the report {}: {source}", path.display())]
+    Report {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Input { .. } | Error::Io { .. } | Error::Config(_) | Error::Strict(_) => {
+                exit::USAGE
+            }
+            // Requests went out: the run did not fully succeed, but it did not send nothing.
+            Error::Report { .. } => exit::INCOMPLETE,
+        }
+    }
+
+    pub fn input(file: &str, line: u64, message: impl Into<String>) -> Error {
+        Error::Input {
+            file: file.to_string(),
+            line,
+            message: message.into(),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! velt-group-sync: add users to Velt organization user groups in bulk.
+//!
+//! The pipeline, one module each: [`input`] reads records into a [`plan`], [`execute`] sends
+//! it through the [`client`], and [`report`] writes one row per membership. [`cli`] holds the
+//! command line, [`emulator`] a Velt-compatible test server, [`error`] the errors that stop a
+//! run and their exit codes.
+
+pub mod cli;
+pub mod client;
+pub mod emulator;
+pub mod error;
+pub mod execute;
+pub mod input;
+pub mod outcome;
+pub mod plan;
+pub mod report;
+
+use std::io::IsTerminal;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::{Cli, Command, EmulatorArgs, LogFormat, SyncArgs};
+use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, Credentials, VeltClient};
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::error::{Error, exit};
+use crate::execute::{ExecOptions, execute};
+use crate::input::{Columns, InputOptions};
+use crate::outcome::{Outcome, Status};
+use crate::plan::{Defaults, Plan, Planner};
+use crate::report::{ReportTarget, Summary};
+
+/// Runs a parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> u8 {
+    init_logging(&cli);
+    let output = Output::from_cli(&cli);
+    let result = match cli.command {
+        Command::Sync(args) => sync(&args, &output).await,
+        Command::Emulator(args) => serve_emulator(&args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("velt-group-sync: error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+/// How much the run shows on stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub quiet: bool,
+    pub json_logs: bool,
+}
+
+impl Output {
+    fn from_cli(cli: &Cli) -> Output {
+        Output {
+            quiet: cli.quiet,
+            json_logs: cli.log_format == LogFormat::Json,
+        }
+    }
+}
+
+fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // Our own events at the chosen level; the HTTP stack's only when asked for with -vv.
+    let filter = if cli.verbose >= 2 {
+        level.to_string()
+    } else {
+        format!("warn,velt_group_sync={level}")
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.without_time().try_init(),
+    };
+}
+
+/// The `sync` command: read, plan, send, report. Returns the exit code.
+pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
+    let started = Instant::now();
+    let credentials = if args.emulator {
+        Some(Credentials::new("emulator", "emulator"))
+    } else if args.dry_run {
+        None
+    } else {
+        Some(Credentials::resolve(
+            args.api_key_file.as_deref(),
+            args.auth_token_file.as_deref(),
+            |var| std::env::var(var).ok(),
+        )?)
+    };
+    let report = ReportTarget::prepare(&args.report, args.report_format)?;
+    let plan = read_plan(args)?;
+    let chunk_size = args.chunk_size as usize;
+    let request_count = plan.request_count(chunk_size);
+    tracing::info!(
+        event = "plan",
+        groups = plan.groups.len(),
+        memberships = plan.memberships.len(),
+        invalid = plan.invalid.len(),
+        duplicates = plan.duplicates,
+        requests = request_count,
+    );
+
+    if args.strict && !plan.invalid.is_empty() {
+        let outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
+        finish(&plan, &outcomes, 0, report, started, output)?;
+        return Err(Error::Strict(plan.invalid.len()));
+    }
+
+    if args.dry_run {
+        print_plan(&plan, chunk_size, report.is_stdout());
+        let outcomes = vec![Outcome::new(Status::Planned); plan.memberships.len()];
+        return finish(&plan, &outcomes, 0, report, started, output);
+    }
+
+    // Credentials were resolved above for every run that sends.
+    let Some(credentials) = credentials else {
+        return Err(Error::Config(format!(
+            "{API_KEY_ENV} / {AUTH_TOKEN_ENV} are needed to send"
+        )));
+    };
+    let emulator = if args.emulator {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+        let emu = Emulator::start(EmulatorConfig::default(), addr)
+            .await
+            .map_err(|e| Error::Config(format!("cannot start the built-in emulator: {e}")))?;
+        tracing::info!(event = "emulator", base_url = emu.base_url().as_str());
+        Some(emu)
+    } else {
+        None
+    };
+    let base_url = emulator
+        .as_ref()
+        .map_or_else(|| args.base_url.clone(), Emulator::base_url);
+    let client = VeltClient::new(&base_url, args.api_version, &credentials, args.timeout)?;
+    let progress = progress_bar(output, plan.memberships.len() as u64);
+    let opts = ExecOptions {
+        chunk_size,
+        rate: args.rate,
+        concurrency: args.concurrency as usize,
+    };
+    let execution = execute(&plan, &client, &opts, &progress).await;
+    progress.finish_and_clear();
+    if let Some(emu) = emulator {
+        emu.stop().await;
+    }
+    let code = finish(
+        &plan,
+        &execution.outcomes,
+        execution.requests,
+        report,
+        started,
+        output,
+    )?;
+    if let Some(message) = execution.auth_failure {
+        eprintln!(
+            "velt-group-sync: error: the API refused the credentials ({message}); the run stopped. \
+             Check {API_KEY_ENV} and {AUTH_TOKEN_ENV}."
+        );
+        return Ok(exit::AUTH);
+    }
+    Ok(code)
+}
+
+fn read_plan(args: &SyncArgs) -> Result<Plan, Error> {
+    let mut planner = Planner::new(Defaults {
+        org: args.org.clone(),
+        group: args.group.clone(),
+    });
+    let opts = InputOptions {
+        format: args.format,
+        delimiter: args.delimiter,
+        columns: Columns {
+            org: args.org_column.clone(),
+            group: args.group_column.clone(),
+            user: args.user_column.clone(),
+        },
+        has_default_org: args.org.as_deref().is_some_and(|s| !s.trim().is_empty()),
+        has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
+    };
+    let stats = input::read_path(&args.input, &opts, &mut planner)?;
+    tracing::debug!(event = "input", format = ?stats.format, records = stats.records);
+    Ok(planner.finish())
+}
+
+/// Writes the report and the summary line, and picks the exit code from the rows.
+fn finish(
+    plan: &Plan,
+    outcomes: &[Outcome],
+    requests: u64,
+    report: ReportTarget,
+    started: Instant,
+    output: &Output,
+) -> Result<u8, Error> {
+    let counts = report::count(plan, outcomes);
+    let summary = Summary::new(counts, plan.duplicates, requests, started.elapsed());
+    let path = report.path().display().to_string();
+    report.write(plan, outcomes, &summary)?;
+    if output.json_logs {
+        tracing::info!(
+            event = "summary",
+            memberships = summary.memberships,
+            added = summary.added,
+            failed = summary.failed,
+            unconfirmed = summary.unconfirmed,
+            invalid = summary.invalid,
+            not_attempted = summary.not_attempted,
+            planned = summary.planned,
+            requests = summary.requests,
+            elapsed_ms = summary.elapsed_ms,
+            report = path.as_str(),
+        );
+    } else if !output.quiet {
+        eprintln!("{}", summary_line(&summary, &path));
+    }
+    Ok(if counts.all_succeeded() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    })
+}
+
+fn summary_line(s: &Summary, path: &str) -> String {
+    let mut line = format!("velt-group-sync: {} memberships: ", s.memberships);
+    if s.planned > 0 {
+        line.push_str(&format!("{} planned, ", s.planned));
+    }
+    line.push_str(&format!(
+        "{} added, {} failed, {} unconfirmed, {} invalid",
+        s.added, s.failed, s.unconfirmed, s.invalid
+    ));
+    if s.not_attempted > 0 {
+        line.push_str(&format!(", {} not attempted", s.not_attempted));
+    }
+    let path = if path == "-" { "<stdout>" } else { path };
+    line.push_str(&format!(
+        "; {} requests in {:.2} s; report: {path}",
+        s.requests,
+        s.elapsed_ms as f64 / 1000.0
+    ));
+    line
+}
+
+fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {
+    let mut text = format!(
+        "plan: {} groups, {} memberships, {} requests (chunk size {chunk_size}), {} invalid records, {} duplicates merged\n",
+        plan.groups.len(),
+        plan.memberships.len(),
+        plan.request_count(chunk_size),
+        plan.invalid.len(),
+        plan.duplicates,
+    );
+    for g in &plan.groups {
+        text.push_str(&format!(
+            "  {} / {}: {} members, requests: {}\n",
+            g.org,
+            g.id,
+            g.members.len(),
+            g.members.len().div_ceil(chunk_size)
+        ));
+    }
+    if report_on_stdout {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+fn progress_bar(output: &Output, total: u64) -> ProgressBar {
+    if output.quiet || output.json_logs || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} memberships, {per_sec}, eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The `emulator` command: serve until interrupted.
+async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
+    let credentials = if args.require_credentials {
+        let c = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| {
+                    Error::Config(format!("--require-credentials needs {var} to be set"))
+                })
+        };
+        Some((c(API_KEY_ENV)?, c(AUTH_TOKEN_ENV)?))
+    } else {
+        None
+    };
+    let config = EmulatorConfig {
+        credentials,
+        rate_limit: args.rate_limit,
+        max_user_ids: args.max_user_ids,
+        latency: args.latency,
+        unavailable_fraction: args.unavailable_fraction,
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let emu = Emulator::start(config, addr)
+        .await
+        .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}; try another --port")))?;
+    eprintln!(
+        "velt-group-sync: emulator listening on {} (Ctrl-C to stop)",
+        emu.base_url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    emu.stop().await;
+    Ok(exit::OK)
+}

@@ -1,0 +1,106 @@
+//! What happened to each membership: the data that flows from execution into the report.
+
+use std::fmt;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    Added,
+    Failed,
+    Unconfirmed,
+    Invalid,
+    NotAttempted,
+    Planned,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::Added,
+        Status::Failed,
+        Status::Unconfirmed,
+        Status::Invalid,
+        Status::NotAttempted,
+        Status::Planned,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Added => "added",
+            Status::Failed => "failed",
+            Status::Unconfirmed => "unconfirmed",
+            Status::Invalid => "invalid",
+            Status::NotAttempted => "not_attempted",
+            Status::Planned => "planned",
+        }
+    }
+
+    /// Whether a row with this status counts as done for the exit code.
+    pub fn is_success(self) -> bool {
+        matches!(self, Status::Added | Status::Planned)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a membership ended as it did, shared by every user of one response where it is the same.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Detail {
+    pub message: String,
+    pub error_status: Option<String>,
+    pub http_status: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    /// Requests that carried this membership.
+    pub attempts: u32,
+    pub detail: Option<Arc<Detail>>,
+}
+
+impl Outcome {
+    pub fn new(status: Status) -> Outcome {
+        Outcome {
+            status,
+            attempts: 0,
+            detail: None,
+        }
+    }
+}
+
+/// Counts by status, for the summary line and the JSON report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub added: u64,
+    pub failed: u64,
+    pub unconfirmed: u64,
+    pub invalid: u64,
+    pub not_attempted: u64,
+    pub planned: u64,
+}
+
+impl Counts {
+    pub fn add(&mut self, status: Status) {
+        *match status {
+            Status::Added => &mut self.added,
+            Status::Failed => &mut self.failed,
+            Status::Unconfirmed => &mut self.unconfirmed,
+            Status::Invalid => &mut self.invalid,
+            Status::NotAttempted => &mut self.not_attempted,
+            Status::Planned => &mut self.planned,
+        } += 1;
+    }
+
+    /// Unique memberships (valid ones; invalid records are counted apart).
+    pub fn memberships(&self) -> u64 {
+        self.added + self.failed + self.unconfirmed + self.not_attempted + self.planned
+    }
+
+    pub fn all_succeeded(&self) -> bool {
+        self.failed + self.unconfirmed + self.invalid + self.not_attempted == 0
+    }
+}

@@ -1,0 +1,263 @@
+//! The report: one row per unique membership plus one per invalid record, in input order,
+//! as CSV, JSON or JSON Lines, written atomically (a temporary file in the same directory,
+//! renamed into place) so that a crash never leaves half a report.
+
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+use tempfile::NamedTempFile;
+
+use crate::cli::ReportFormat;
+use crate::error::Error;
+use crate::outcome::{Counts, Outcome, Status};
+use crate::plan::Plan;
+
+/// The report's columns, in order. The first three are input column names, so a CSV report
+/// is itself valid input.
+pub const COLUMNS: [&str; 9] = [
+    "organizationId",
+    "organizationUserGroupId",
+    "userId",
+    "status",
+    "message",
+    "errorStatus",
+    "httpStatus",
+    "attempts",
+    "line",
+];
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Row<'a> {
+    pub organization_id: &'a str,
+    pub organization_user_group_id: &'a str,
+    pub user_id: &'a str,
+    pub status: &'static str,
+    pub message: Option<&'a str>,
+    pub error_status: Option<&'a str>,
+    pub http_status: Option<u16>,
+    pub attempts: u32,
+    pub line: u64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub memberships: u64,
+    pub added: u64,
+    pub failed: u64,
+    pub unconfirmed: u64,
+    pub invalid: u64,
+    pub not_attempted: u64,
+    pub planned: u64,
+    pub duplicates: u64,
+    pub requests: u64,
+    pub elapsed_ms: u64,
+}
+
+impl Summary {
+    pub fn new(counts: Counts, duplicates: u64, requests: u64, elapsed: Duration) -> Summary {
+        Summary {
+            memberships: counts.memberships(),
+            added: counts.added,
+            failed: counts.failed,
+            unconfirmed: counts.unconfirmed,
+            invalid: counts.invalid,
+            not_attempted: counts.not_attempted,
+            planned: counts.planned,
+            duplicates,
+            requests,
+            elapsed_ms: elapsed.as_millis() as u64,
+        }
+    }
+}
+
+/// Counts every row's status.
+pub fn count(plan: &Plan, outcomes: &[Outcome]) -> Counts {
+    let mut counts = Counts::default();
+    for o in outcomes {
+        counts.add(o.status);
+    }
+    for _ in &plan.invalid {
+        counts.add(Status::Invalid);
+    }
+    counts
+}
+
+/// Calls `f` with every row, in input order.
+pub fn for_each_row<E>(
+    plan: &Plan,
+    outcomes: &[Outcome],
+    mut f: impl FnMut(&Row<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut invalid = plan.invalid.iter().peekable();
+    for (i, (m, o)) in plan.memberships.iter().zip(outcomes).enumerate() {
+        while let Some(bad) = invalid.next_if(|bad| bad.before <= i) {
+            f(&invalid_row(bad))?;
+        }
+        let group = plan.group_of(m);
+        let detail = o.detail.as_deref();
+        f(&Row {
+            organization_id: &group.org,
+            organization_user_group_id: &group.id,
+            user_id: &m.user,
+            status: o.status.as_str(),
+            message: detail.map(|d| d.message.as_str()),
+            error_status: detail.and_then(|d| d.error_status.as_deref()),
+            http_status: detail.and_then(|d| d.http_status),
+            attempts: o.attempts,
+            line: m.line,
+        })?;
+    }
+    for bad in invalid {
+        f(&invalid_row(bad))?;
+    }
+    Ok(())
+}
+
+fn invalid_row(bad: &crate::plan::Invalid) -> Row<'_> {
+    Row {
+        organization_id: &bad.org,
+        organization_user_group_id: &bad.group,
+        user_id: &bad.user,
+        status: Status::Invalid.as_str(),
+        message: Some(&bad.reason),
+        error_status: None,
+        http_status: None,
+        attempts: 0,
+        line: bad.line,
+    }
+}
+
+/// Where the report goes. Created before anything is sent, so that an unwritable report
+/// path fails the run while nothing has happened yet.
+pub struct ReportTarget {
+    path: PathBuf,
+    format: ReportFormat,
+    /// `None` for standard output.
+    file: Option<NamedTempFile>,
+}
+
+impl ReportTarget {
+    pub fn prepare(path: &Path, format: Option<ReportFormat>) -> Result<ReportTarget, Error> {
+        let format = format.unwrap_or_else(|| format_for(path));
+        if path.as_os_str() == "-" {
+            return Ok(ReportTarget {
+                path: path.to_path_buf(),
+                format,
+                file: None,
+            });
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let mut builder = tempfile::Builder::new();
+        builder.prefix(".velt-group-sync-report").suffix(".tmp");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // An ordinary file's mode (subject to the umask), not the 0600 of temporary files.
+            builder.permissions(std::fs::Permissions::from_mode(0o666));
+        }
+        let file = builder.tempfile_in(dir).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source: io::Error::new(
+                source.kind(),
+                format!("cannot create the report there: {source}; choose another --report path"),
+            ),
+        })?;
+        Ok(ReportTarget {
+            path: path.to_path_buf(),
+            format,
+            file: Some(file),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_stdout(&self) -> bool {
+        self.file.is_none()
+    }
+
+    pub fn write(self, plan: &Plan, outcomes: &[Outcome], summary: &Summary) -> Result<(), Error> {
+        let report_err = |source: io::Error| Error::Report {
+            path: self.path.clone(),
+            source,
+        };
+        match self.file {
+            None => {
+                let stdout = io::stdout();
+                let mut out = BufWriter::new(stdout.lock());
+                write_rows(&mut out, self.format, plan, outcomes, summary)
+                    .and_then(|()| out.flush())
+                    .map_err(report_err)
+            }
+            Some(file) => {
+                let mut out = BufWriter::with_capacity(256 * 1024, file);
+                write_rows(&mut out, self.format, plan, outcomes, summary)
+                    .and_then(|()| out.flush())
+                    .map_err(report_err)?;
+                let file = out.into_inner().map_err(|e| report_err(e.into_error()))?;
+                file.as_file().sync_all().map_err(report_err)?;
+                file.persist(&self.path).map_err(|e| report_err(e.error))?;
+                Ok(())
+            }
+        }
+    }
+}
+
+fn format_for(path: &Path) -> ReportFormat {
+    match path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        Some("json") => ReportFormat::Json,
+        Some("jsonl" | "ndjson") => ReportFormat::Jsonl,
+        _ => ReportFormat::Csv,
+    }
+}
+
+/// Writes the whole report to `out`.
+pub fn write_rows<W: Write>(
+    out: &mut W,
+    format: ReportFormat,
+    plan: &Plan,
+    outcomes: &[Outcome],
+    summary: &Summary,
+) -> io::Result<()> {
+    match format {
+        ReportFormat::Csv => {
+            let mut csv = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(out);
+            csv.write_record(COLUMNS)?;
+            for_each_row(plan, outcomes, |row| {
+                csv.serialize(row).map_err(io::Error::from)
+            })?;
+            csv.flush()
+        }
+        ReportFormat::Jsonl => for_each_row(plan, outcomes, |row| {
+            serde_json::to_writer(&mut *out, row)?;
+            out.write_all(b"\n")
+        }),
+        ReportFormat::Json => {
+            out.write_all(b"{\"summary\": ")?;
+            serde_json::to_writer(&mut *out, summary)?;
+            out.write_all(b",\n \"results\": [")?;
+            let mut first = true;
+            for_each_row(plan, outcomes, |row| {
+                out.write_all(if first { b"\n  " } else { b",\n  " })?;
+                first = false;
+                serde_json::to_writer(&mut *out, row).map_err(io::Error::from)
+            })?;
+            out.write_all(b"\n]}\n")
+        }
+    }
+}
