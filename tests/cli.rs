@@ -1,0 +1,448 @@
+//! The binary end to end, as an operator runs it: samples in, report and exit code out.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use common::*;
+use predicates::prelude::*;
+use velt_group_sync::emulator::{Emulator, EmulatorConfig};
+
+fn expected_sample_rows() -> Vec<String> {
+    [
+        "acme/engineering/alice=added",
+        "acme/engineering/bob=added",
+        "acme/design/carol=added",
+        "globex/support/dave=added",
+        "globex/support/erin=added",
+        "acme/design/frank=added",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn sample_memberships() -> Vec<(String, String, String)> {
+    let mut v: Vec<_> = [
+        ("acme", "design", "carol"),
+        ("acme", "design", "frank"),
+        ("acme", "engineering", "alice"),
+        ("acme", "engineering", "bob"),
+        ("globex", "support", "dave"),
+        ("globex", "support", "erin"),
+    ]
+    .iter()
+    .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+    .collect();
+    v.sort();
+    v
+}
+
+async fn emulator() -> Emulator {
+    Emulator::start(
+        EmulatorConfig::default(),
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+    )
+    .await
+    .expect("emulator starts")
+}
+
+/// Runs a blocking assert_cmd command from inside a tokio test.
+async fn run(mut cmd: assert_cmd::Command) -> assert_cmd::assert::Assert {
+    tokio::task::spawn_blocking(move || cmd.assert())
+        .await
+        .expect("command ran")
+}
+
+#[test]
+fn quick_start_adds_every_sample_membership_and_writes_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    bin(dir.path())
+        .args(["sync"])
+        .arg(samples().join("memberships.csv"))
+        .arg("--emulator")
+        .assert()
+        .code(0)
+        .stderr(predicate::str::contains(
+            "6 memberships: 6 added, 0 failed, 0 unconfirmed, 0 invalid; 3 requests",
+        ));
+    let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
+    assert_eq!(statuses(&rows), expected_sample_rows());
+    let lines: Vec<_> = rows.iter().map(|r| r["line"].as_str()).collect();
+    assert_eq!(
+        lines,
+        ["2", "3", "4", "6", "7", "8"],
+        "first appearance, duplicate merged"
+    );
+    assert!(rows.iter().all(|r| r["attempts"] == "1"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_input_format_adds_the_same_memberships() {
+    for file in ["memberships.csv", "memberships.json", "memberships.jsonl"] {
+        let emu = emulator().await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = bin_with_credentials(dir.path());
+        cmd.args(["sync", "--base-url", &emu.base_url()])
+            .arg(samples().join(file));
+        run(cmd).await.code(0);
+        assert_eq!(emu.memberships(), sample_memberships(), "{file}");
+        assert_eq!(emu.requests(), 3, "{file}: one request per group");
+        let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
+        let mut got = statuses(&rows);
+        got.sort();
+        let mut want = expected_sample_rows();
+        want.sort();
+        assert_eq!(got, want, "{file}");
+    }
+}
+
+#[test]
+fn stdin_is_sniffed_for_each_format() {
+    let dir = tempfile::tempdir().unwrap();
+    for file in ["memberships.csv", "memberships.json", "memberships.jsonl"] {
+        let input = std::fs::read(samples().join(file)).unwrap();
+        let out = bin(dir.path())
+            .args(["sync", "-", "--dry-run", "--report", "-"])
+            .write_stdin(input)
+            .assert()
+            .code(0)
+            .get_output()
+            .stdout
+            .clone();
+        let rows = parse_csv_report(&String::from_utf8(out).unwrap());
+        let got: Vec<_> = statuses(&rows);
+        let want: Vec<_> = expected_sample_rows()
+            .iter()
+            .map(|r| r.replace("=added", "=planned"))
+            .collect();
+        assert_eq!(got, want, "{file}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hr_export_with_its_own_columns_bom_crlf_and_quoted_commas() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args(["sync", "--base-url", &emu.base_url()])
+        .arg(samples().join("hr-export.csv"))
+        .args(["--org", "acme", "--user-column", "employee id"])
+        .args(["--group-column", "Department"]);
+    run(cmd).await.code(0);
+    let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
+    assert_eq!(
+        statuses(&rows),
+        [
+            "acme/engineering/E-1001=added",
+            "acme/engineering/E-1002=added",
+            "acme/research/E-1003=added",
+            "acme/research/E-1004=added"
+        ]
+    );
+    let lines: Vec<_> = rows.iter().map(|r| r["line"].as_str()).collect();
+    assert_eq!(lines, ["2", "3", "5", "6"], "the blank line 4 still counts");
+    assert_eq!(emu.memberships().len(), 4);
+}
+
+#[test]
+fn hr_export_without_an_organization_is_a_usage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    bin_with_credentials(dir.path())
+        .arg("sync")
+        .arg(samples().join("hr-export.csv"))
+        .args([
+            "--user-column",
+            "Employee ID",
+            "--group-column",
+            "Department",
+        ])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "hr-export.csv:1: no organization column",
+        ))
+        .stderr(predicate::str::contains("--org"));
+    assert!(!dir.path().join("velt-group-sync-report.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn messy_rows_are_reported_with_line_and_reason_and_good_rows_go_through() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args(["sync", "--base-url", &emu.base_url()])
+        .arg(samples().join("messy.csv"));
+    run(cmd).await.code(1).stderr(predicate::str::contains(
+        "3 added, 0 failed, 0 unconfirmed, 6 invalid",
+    ));
+    let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
+    let summary: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let user = if r["userId"].len() > 20 {
+                "<long>"
+            } else {
+                &r["userId"]
+            };
+            format!("{} {} {} {}", r["line"], user, r["status"], r["message"])
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "2 alice added ",
+            "3 bob added ",
+            "5  invalid userId is empty",
+            "6 carol invalid organizationUserGroupId is empty",
+            "7 dan\tdoe invalid userId contains the control character U+0009",
+            "8 <long> invalid userId is 1100 bytes long; at most 1024 are allowed",
+            "9 erin invalid row has 5 fields but the header has 4 (an unquoted delimiter inside a value?)",
+            "10  invalid row has 2 fields but the header has 4",
+            "12 frank added ",
+        ]
+    );
+    assert_eq!(emu.memberships().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dry_run_sends_nothing_and_prints_the_plan() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin(dir.path());
+    cmd.args(["sync", "--dry-run", "--base-url", &emu.base_url()])
+        .arg(samples().join("memberships.csv"));
+    run(cmd)
+        .await
+        .code(0)
+        .stdout(predicate::str::contains(
+            "plan: 3 groups, 6 memberships, 3 requests (chunk size 100)",
+        ))
+        .stdout(predicate::str::contains("acme / engineering: 2 members"));
+    assert_eq!(emu.requests(), 0);
+    let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
+    assert_eq!(rows.len(), 6);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "planned" && r["attempts"] == "0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn strict_stops_before_sending_when_any_record_is_invalid() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args(["sync", "--strict", "--base-url", &emu.base_url()])
+        .arg(samples().join("messy.csv"));
+    run(cmd).await.code(2).stderr(predicate::str::contains(
+        "6 invalid record(s) and --strict is set",
+    ));
+    assert_eq!(emu.requests(), 0);
+    let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
+    let invalid = rows.iter().filter(|r| r["status"] == "invalid").count();
+    let not_attempted = rows
+        .iter()
+        .filter(|r| r["status"] == "not_attempted")
+        .count();
+    assert_eq!((invalid, not_attempted), (6, 3));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_credentials_exit_2_and_send_nothing() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin(dir.path());
+    cmd.args(["sync", "--base-url", &emu.base_url()])
+        .arg(samples().join("memberships.csv"));
+    run(cmd)
+        .await
+        .code(2)
+        .stderr(predicate::str::contains("VELT_API_KEY is not set"));
+    let mut cmd = bin(dir.path());
+    cmd.env("VELT_API_KEY", API_KEY)
+        .args(["sync", "--base-url", &emu.base_url()])
+        .arg(samples().join("memberships.csv"));
+    run(cmd)
+        .await
+        .code(2)
+        .stderr(predicate::str::contains("VELT_AUTH_TOKEN is not set"));
+    assert_eq!(emu.requests(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_from_files() {
+    let emu = emulator().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("key"), format!("{API_KEY}\n")).unwrap();
+    std::fs::write(dir.path().join("token"), format!("{AUTH_TOKEN}\n")).unwrap();
+    let mut cmd = bin(dir.path());
+    cmd.args(["sync", "--base-url", &emu.base_url()])
+        .args(["--api-key-file", "key", "--auth-token-file", "token"])
+        .arg(samples().join("memberships.csv"));
+    run(cmd).await.code(0);
+    assert_eq!(emu.memberships().len(), 6);
+}
+
+#[test]
+fn unreadable_input_exits_2_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.json"),
+        "[\n {\"organizationId\": \"o\", \"groupId\": \"g\", \"userId\": \"a\"},\n {\"userId\": }\n]\n",
+    )
+    .unwrap();
+    bin_with_credentials(dir.path())
+        .args(["sync", "broken.json", "--base-url", "http://127.0.0.1:9"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("broken.json:3: invalid JSON"));
+    std::fs::write(
+        dir.path().join("latin1.csv"),
+        b"orgId,groupId,userId\no,g,Jos\xe9\n",
+    )
+    .unwrap();
+    bin_with_credentials(dir.path())
+        .args(["sync", "latin1.csv", "--base-url", "http://127.0.0.1:9"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("latin1.csv:2: not valid UTF-8"));
+    bin_with_credentials(dir.path())
+        .args(["sync", "missing.csv"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("missing.csv: No such file"));
+    std::fs::write(dir.path().join("empty.csv"), "").unwrap();
+    bin_with_credentials(dir.path())
+        .args(["sync", "empty.csv", "--dry-run"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("empty.csv:1: no header row"));
+}
+
+#[test]
+fn bad_flags_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["sync", "--chunk-size", "0"][..],
+        &["sync", "--chunk-size", "1001"],
+        &["sync", "--rate", "0"],
+        &["sync", "--format", "xml"],
+        &["sync", "--api-key", "x"],
+    ] {
+        bin(dir.path()).args(args).assert().code(2);
+    }
+}
+
+#[test]
+fn unwritable_report_path_fails_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    bin(dir.path())
+        .arg("sync")
+        .arg(samples().join("memberships.csv"))
+        .args(["--emulator", "--report", "no/such/dir/report.csv"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("no/such/dir/report.csv"))
+        .stderr(predicate::str::contains("memberships:").not());
+}
+
+#[test]
+fn json_and_jsonl_reports_carry_the_same_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    bin(dir.path())
+        .arg("sync")
+        .arg(samples().join("messy.csv"))
+        .args(["--emulator", "--report", "r.json"])
+        .assert()
+        .code(1);
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("r.json")).unwrap()).unwrap();
+    assert_eq!(json["summary"]["memberships"], 3);
+    assert_eq!(json["summary"]["added"], 3);
+    assert_eq!(json["summary"]["invalid"], 6);
+    assert_eq!(json["summary"]["requests"], 2);
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 9);
+    let keys: Vec<_> = results[0].as_object().unwrap().keys().cloned().collect();
+    let mut want = [
+        "organizationId",
+        "organizationUserGroupId",
+        "userId",
+        "status",
+        "message",
+        "errorStatus",
+        "httpStatus",
+        "attempts",
+        "line",
+    ];
+    want.sort();
+    assert_eq!(keys, want);
+    assert_eq!(results[2]["status"], "invalid");
+    assert_eq!(results[2]["line"], 5);
+
+    bin(dir.path())
+        .arg("sync")
+        .arg(samples().join("memberships.csv"))
+        .args(["--emulator", "--report", "r.jsonl"])
+        .assert()
+        .code(0);
+    let text = std::fs::read_to_string(dir.path().join("r.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 6);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "added" && r["attempts"] == 1)
+    );
+}
+
+#[test]
+fn a_csv_report_is_valid_input() {
+    let dir = tempfile::tempdir().unwrap();
+    bin(dir.path())
+        .arg("sync")
+        .arg(samples().join("memberships.csv"))
+        .args(["--emulator", "--report", "first.csv"])
+        .assert()
+        .code(0);
+    bin(dir.path())
+        .args(["sync", "first.csv", "--dry-run", "--report", "second.csv"])
+        .assert()
+        .code(0);
+    let rows = read_report(&dir.path().join("second.csv"));
+    let want: Vec<_> = expected_sample_rows()
+        .iter()
+        .map(|r| r.replace("=added", "=planned"))
+        .collect();
+    assert_eq!(statuses(&rows), want);
+}
+
+#[test]
+fn no_progress_bar_or_colour_when_stderr_is_not_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin(dir.path())
+        .arg("sync")
+        .arg(samples().join("memberships.csv"))
+        .arg("--emulator")
+        .assert()
+        .code(0)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(!err.contains('\r') && !err.contains('\u{1b}'), "{err:?}");
+}
+
+#[test]
+fn quiet_prints_no_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    bin(dir.path())
+        .arg("sync")
+        .arg(samples().join("memberships.csv"))
+        .args(["--emulator", "-q"])
+        .assert()
+        .code(0)
+        .stderr(predicate::str::is_empty());
+}
