@@ -107,9 +107,40 @@ pub struct SyncArgs {
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
 
-    /// Time allowed for one request (e.g. 30s, 500ms).
+    /// Requests the limiter lets through at once; any 1-second window holds at most RATE + BURST.
+    #[arg(long, value_name = "B", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub burst: u32,
+
+    /// Time allowed for one attempt (e.g. 30s, 500ms).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub timeout: Duration,
+
+    /// Retries per request after throttling, server faults and lost connections.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub max_retries: u32,
+
+    /// Longest wait between retries (exponential backoff with full jitter from 500 ms).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub max_backoff: Duration,
+
+    /// Longest Retry-After honoured; a longer one fails the request's users (RESOURCE_EXHAUSTED).
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    pub max_retry_after: Duration,
+
+    /// After SIGINT/SIGTERM, how long in-flight requests may finish before the report is written.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Resume journal: memberships confirmed added are appended here, and skipped when a run
+    /// with the same input, target and journal starts again.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Take only input rows with these statuses (the input is a previous report), e.g.
+    /// failed,unconfirmed,not_attempted.
+    #[arg(long, value_name = "STATUS,...", value_delimiter = ',', value_parser = parse_status)]
+    pub only_status: Option<Vec<String>>,
 
     /// Where to write the report; `-` writes it to standard output.
     #[arg(
@@ -161,6 +192,22 @@ pub struct EmulatorArgs {
     /// Share of requests answered 503 UNAVAILABLE, from 0 to 1.
     #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_fraction)]
     pub unavailable_fraction: f64,
+
+    /// Share of requests answered 500 INTERNAL, from 0 to 1.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_fraction)]
+    pub internal_fraction: f64,
+
+    /// Share of connections dropped before the request is applied.
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_fraction)]
+    pub drop_before_fraction: f64,
+
+    /// Share of connections dropped after the request was applied (the answer is lost).
+    #[arg(long, value_name = "F", default_value_t = 0.0, value_parser = parse_fraction)]
+    pub drop_after_fraction: f64,
+
+    /// Refuse a whole add request (400 INVALID_ARGUMENT) when a user ID contains this text.
+    #[arg(long, value_name = "TEXT")]
+    pub invalid_user_marker: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -204,6 +251,23 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
         "tab" | "\\t" | "\t" => Ok(b'\t'),
         _ if s.len() == 1 && s.is_ascii() && s != "\"" => Ok(s.as_bytes()[0]),
         _ => Err("expected one ASCII character (other than a quote), or `tab`".into()),
+    }
+}
+
+fn parse_status(s: &str) -> Result<String, String> {
+    const KNOWN: [&str; 6] = [
+        "added",
+        "failed",
+        "unconfirmed",
+        "invalid",
+        "not_attempted",
+        "planned",
+    ];
+    let s = s.trim();
+    if KNOWN.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("expected one of {}", KNOWN.join(", ")))
     }
 }
 

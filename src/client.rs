@@ -131,11 +131,14 @@ pub enum AddResponse {
         http_status: u16,
         error_status: Option<String>,
         message: String,
+        /// The `Retry-After` header, seconds or HTTP-date, as a wait from now.
+        retry_after: Option<Duration>,
     },
     /// No HTTP answer. `maybe_applied` is false only when the request surely never left.
     Transport {
         message: String,
         maybe_applied: bool,
+        timed_out: bool,
     },
 }
 
@@ -254,11 +257,23 @@ impl VeltClient {
             Err(e) => return transport_error(&e),
         };
         let http_status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
         let bytes = match response.bytes().await {
             Ok(b) => b,
             Err(e) => return transport_error(&e),
         };
-        read_add_response(http_status, &bytes)
+        let mut answer = read_add_response(http_status, &bytes);
+        if let AddResponse::Rejected {
+            retry_after: ra, ..
+        } = &mut answer
+        {
+            *ra = retry_after;
+        }
+        answer
     }
 }
 
@@ -269,6 +284,7 @@ fn transport_error(e: &reqwest::Error) -> AddResponse {
     AddResponse::Transport {
         message: error_chain(e),
         maybe_applied,
+        timed_out: e.is_timeout(),
     }
 }
 
@@ -311,6 +327,7 @@ pub fn read_add_response(http_status: u16, body: &[u8]) -> AddResponse {
             http_status,
             error_status: err.error.status,
             message,
+            retry_after: None,
         };
     }
     let message = if (200..300).contains(&http_status) {
@@ -325,7 +342,18 @@ pub fn read_add_response(http_status: u16, body: &[u8]) -> AddResponse {
         http_status,
         error_status: None,
         message,
+        retry_after: None,
     }
+}
+
+/// `Retry-After` as seconds (`120`) or an HTTP-date, as a wait from `now` (zero if past).
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The start of a body, on one line, for messages (a proxy's HTML page can be long).
@@ -349,6 +377,20 @@ fn snippet(body: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_in_both_forms() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+    }
 
     #[test]
     fn credentials_never_print() {

@@ -37,6 +37,18 @@ pub struct EmulatorConfig {
     pub latency: (Duration, Duration),
     /// Share of requests answered 503 `UNAVAILABLE`, from 0 to 1.
     pub unavailable_fraction: f64,
+    /// Share of requests answered 500 `INTERNAL` (not applied).
+    pub internal_fraction: f64,
+    /// Share of connections dropped before the request is applied.
+    pub drop_before_fraction: f64,
+    /// Share of connections dropped after the request was applied: the answer is lost.
+    pub drop_after_fraction: f64,
+    /// A request with a user ID containing this is refused whole with 400 `INVALID_ARGUMENT`.
+    pub invalid_user_marker: Option<String>,
+    /// `Retry-After` on 429 as an HTTP-date instead of seconds.
+    pub retry_after_http_date: bool,
+    /// A fixed `Retry-After` in seconds instead of the time until the next free slot.
+    pub retry_after_secs: Option<u64>,
 }
 
 type Groups = BTreeMap<(String, String), BTreeSet<String>>;
@@ -228,25 +240,49 @@ async fn add_users(
             "no such API version; use /v1 or /v2",
         );
     }
+    let config = &shared.config;
     if let Some(seconds) = throttled {
+        let seconds = config.retry_after_secs.unwrap_or(seconds);
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
             "RESOURCE_EXHAUSTED",
             "Rate limit exceeded. Try again later.",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        let value = if config.retry_after_http_date {
+            // HTTP-dates have whole seconds: round up so the wait is never shorter.
+            let at = std::time::SystemTime::now() + Duration::from_secs(seconds + 1);
+            HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
+        } else {
+            Some(HeaderValue::from(seconds))
+        };
+        if let Some(v) = value {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         return r;
     }
-    if shared.config.unavailable_fraction > 0.0
-        && fastrand::f64() < shared.config.unavailable_fraction
-    {
+    // One draw decides which fault, if any, this request meets.
+    let draw = fastrand::f64();
+    let mut edge = config.unavailable_fraction;
+    if draw < edge {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "The service is currently unavailable.",
         );
     }
+    edge += config.internal_fraction;
+    if draw < edge {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error.",
+        );
+    }
+    edge += config.drop_before_fraction;
+    if draw < edge {
+        return dropped_connection();
+    }
+    let drop_after = draw < edge + config.drop_after_fraction;
     if let Some(r) = check_credentials(&shared.config, &headers) {
         return r;
     }
@@ -257,10 +293,15 @@ async fn add_users(
     if !json_type {
         return invalid("Bad Request: content-type must be application/json");
     }
-    let data = match parse_add(&body, shared.config.max_user_ids) {
+    let data = match parse_add(&body, config.max_user_ids) {
         Ok(d) => d,
         Err(message) => return invalid(&message),
     };
+    if let Some(marker) = &config.invalid_user_marker
+        && let Some(bad) = data.users.iter().find(|u| u.contains(marker.as_str()))
+    {
+        return invalid(&format!("Invalid userId: {bad}"));
+    }
     let mut entries = serde_json::Map::new();
     {
         let mut groups = shared.groups();
@@ -276,6 +317,9 @@ async fn add_users(
             );
         }
     }
+    if drop_after {
+        return dropped_connection();
+    }
     let body = json!({"result": {"status": "success",
         "message": "Added organization users to group successfully.",
         "data": entries}});
@@ -285,6 +329,22 @@ async fn add_users(
         body.to_string(),
     )
         .into_response()
+}
+
+/// A response whose body fails at once: hyper sends the head, then cuts the connection, and
+/// the client sees an answer that never completes.
+fn dropped_connection() -> Response {
+    let failing = futures_util::stream::once(async {
+        Err::<Bytes, io::Error>(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "emulated connection drop",
+        ))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from_stream(failing))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
 fn check_credentials(config: &EmulatorConfig, headers: &HeaderMap) -> Option<Response> {

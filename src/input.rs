@@ -54,6 +54,16 @@ pub struct InputOptions {
     /// Whether `--org` / `--group` give a default, so that a missing column is not an error.
     pub has_default_org: bool,
     pub has_default_group: bool,
+    /// Take only rows whose `status` is one of these (the input is a previous report).
+    pub only_status: Option<Vec<String>>,
+}
+
+impl InputOptions {
+    fn status_wanted(&self, status: &str) -> bool {
+        self.only_status
+            .as_ref()
+            .is_none_or(|want| want.iter().any(|w| w == status.trim()))
+    }
 }
 
 /// What was read, for the log.
@@ -61,6 +71,8 @@ pub struct InputOptions {
 pub struct InputStats {
     pub format: Format,
     pub records: u64,
+    /// Records left out by `--only-status`.
+    pub skipped: u64,
 }
 
 /// Reads `path` (`-` is standard input) into the planner.
@@ -101,12 +113,17 @@ pub fn read<R: BufRead>(
             None => sniff(reader.fill_buf().map_err(io_err)?),
         },
     };
-    let records = match format {
-        Format::Csv => read_csv(reader, name, opts, planner)?,
-        Format::Json => read_json(reader, name, &opts.columns, planner)?,
-        Format::Jsonl => read_jsonl(reader, name, &opts.columns, planner)?,
+    let mut stats = InputStats {
+        format,
+        records: 0,
+        skipped: 0,
     };
-    Ok(InputStats { format, records })
+    match format {
+        Format::Csv => read_csv(reader, name, opts, planner, &mut stats)?,
+        Format::Json => read_json(reader, name, opts, planner, &mut stats)?,
+        Format::Jsonl => read_jsonl(reader, name, opts, planner, &mut stats)?,
+    }
+    Ok(stats)
 }
 
 fn format_from_extension(path: &Path) -> Option<Format> {
@@ -136,7 +153,8 @@ fn read_csv<R: BufRead>(
     name: &str,
     opts: &InputOptions,
     planner: &mut Planner,
-) -> Result<u64, Error> {
+    stats: &mut InputStats,
+) -> Result<(), Error> {
     let io_err =
         |line: u64| move |e: io::Error| Error::input(name, line, format!("cannot read: {e}"));
     // Keep every byte up to and including the header line so that line numbers stay true,
@@ -242,10 +260,24 @@ fn read_csv<R: BufRead>(
     let Some(user_col) = user_col else {
         return Err(missing("user", "--user-column", None, &opts.columns.user));
     };
+    let status_col = match &opts.only_status {
+        None => None,
+        Some(_) => match names.iter().position(|n| n.eq_ignore_ascii_case("status")) {
+            Some(c) => Some(c),
+            None => {
+                return Err(Error::input(
+                    name,
+                    header_at,
+                    format!(
+                        "--only-status needs a `status` column (a previous report as input); columns: {listed}"
+                    ),
+                ));
+            }
+        },
+    };
 
     let width = headers.len();
     let mut record = csv::ByteRecord::new();
-    let mut count = 0;
     while csv.read_byte_record(&mut record).map_err(csv_err)? {
         let line = lines.line_at(record.position().map_or(0, |p| p.byte()));
         if std::str::from_utf8(record.as_slice()).is_err() {
@@ -254,9 +286,15 @@ fn read_csv<R: BufRead>(
         if record.iter().all(|f| f.trim_ascii().is_empty()) {
             continue; // a blank line (or only delimiters): no data to lose
         }
-        count += 1;
         // Every field was checked as UTF-8 above.
         let field = |i: usize| record.get(i).map(|f| std::str::from_utf8(f).unwrap_or(""));
+        if let Some(c) = status_col
+            && !opts.status_wanted(field(c).unwrap_or(""))
+        {
+            stats.skipped += 1;
+            continue;
+        }
+        stats.records += 1;
         let org = org_col.and_then(field);
         let group = group_col.and_then(field);
         let user = field(user_col).unwrap_or("");
@@ -280,7 +318,7 @@ fn read_csv<R: BufRead>(
         }
         planner.record(line, org, group, user);
     }
-    Ok(count)
+    Ok(())
 }
 
 /// The csv crate's own line numbers drift after blank lines and quoted newlines, so lines are
@@ -403,19 +441,19 @@ fn not_utf8(name: &str, line: u64) -> Error {
 fn read_jsonl<R: BufRead>(
     mut reader: R,
     name: &str,
-    columns: &Columns,
+    opts: &InputOptions,
     planner: &mut Planner,
-) -> Result<u64, Error> {
+    stats: &mut InputStats,
+) -> Result<(), Error> {
     let mut buf = Vec::new();
     let mut line = 0u64;
-    let mut count = 0;
     loop {
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
             .map_err(|e| Error::input(name, line + 1, format!("cannot read: {e}")))?;
         if n == 0 {
-            return Ok(count);
+            return Ok(());
         }
         line += 1;
         let mut bytes = buf.as_slice();
@@ -429,17 +467,19 @@ fn read_jsonl<R: BufRead>(
         if std::str::from_utf8(bytes).is_err() {
             return Err(not_utf8(name, line));
         }
-        count += 1;
         // A line is a record: one broken line is an invalid record, not a broken file.
         match serde_json::from_slice::<Value>(bytes) {
-            Ok(value) => json_record(line, value, columns, planner),
-            Err(e) => planner.reject_record(
-                line,
-                None,
-                None,
-                "",
-                format!("not valid JSON: {}", strip_position(&e)),
-            ),
+            Ok(value) => json_record(line, value, opts, planner, stats),
+            Err(e) => {
+                stats.records += 1;
+                planner.reject_record(
+                    line,
+                    None,
+                    None,
+                    "",
+                    format!("not valid JSON: {}", strip_position(&e)),
+                );
+            }
         }
     }
 }
@@ -451,9 +491,10 @@ fn read_jsonl<R: BufRead>(
 fn read_json<R: BufRead>(
     reader: R,
     name: &str,
-    columns: &Columns,
+    opts: &InputOptions,
     planner: &mut Planner,
-) -> Result<u64, Error> {
+    stats: &mut InputStats,
+) -> Result<(), Error> {
     let mut scan = Scanner {
         reader,
         line: 1,
@@ -471,7 +512,6 @@ fn read_json<R: BufRead>(
         None => return Err(scan.error("empty input: expected a JSON array of objects")),
     }
     let mut element = Vec::new();
-    let mut count = 0;
     let mut first = true;
     loop {
         let start = match scan.next_non_ws()? {
@@ -493,15 +533,14 @@ fn read_json<R: BufRead>(
             let line = start_line + e.line().saturating_sub(1) as u64;
             Error::input(name, line, format!("invalid JSON: {}", strip_position(&e)))
         })?;
-        count += 1;
-        json_record(start_line, value, columns, planner);
+        json_record(start_line, value, opts, planner, stats);
         match end {
             b',' => continue,
             _ => break, // `]`
         }
     }
     match scan.next_non_ws()? {
-        None => Ok(count),
+        None => Ok(()),
         Some(_) => Err(scan.error("unexpected characters after the closing `]`")),
     }
 }
@@ -598,7 +637,41 @@ fn strip_position(e: &serde_json::Error) -> String {
 }
 
 /// Turns one JSON value into memberships (or an invalid row).
-fn json_record(line: u64, value: Value, columns: &Columns, planner: &mut Planner) {
+fn json_record(
+    line: u64,
+    value: Value,
+    opts: &InputOptions,
+    planner: &mut Planner,
+    stats: &mut InputStats,
+) {
+    let columns = &opts.columns;
+    if opts.only_status.is_some()
+        && let Value::Object(map) = &value
+    {
+        let status = map
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("status"))
+            .and_then(|(_, v)| v.as_str());
+        match status {
+            Some(s) if !opts.status_wanted(s) => {
+                stats.skipped += 1;
+                return;
+            }
+            Some(_) => {}
+            None => {
+                stats.records += 1;
+                planner.reject_record(
+                    line,
+                    None,
+                    None,
+                    "",
+                    "no `status` (--only-status needs a previous report as input)".into(),
+                );
+                return;
+            }
+        }
+    }
+    stats.records += 1;
     let Value::Object(map) = value else {
         let kind = json_kind(&value);
         planner.reject_record(
@@ -713,6 +786,7 @@ mod tests {
             columns: Columns::default(),
             has_default_org: false,
             has_default_group: false,
+            only_status: None,
         }
     }
 
@@ -845,6 +919,26 @@ mod tests {
         assert_eq!(inv.len(), 2);
         assert!(inv[0].starts_with("3: not valid JSON"), "{inv:?}");
         assert_eq!(inv[1], "5: a user ID must be a string, found a boolean");
+    }
+
+    #[test]
+    fn only_status_takes_the_chosen_rows_of_a_report() {
+        let mut o = opts(FormatArg::Csv);
+        o.only_status = Some(vec!["failed".into(), "not_attempted".into()]);
+        let report = "organizationId,organizationUserGroupId,userId,status,message\n\
+                      o,g,a,added,\no,g,b,failed,x\no,g,c,not_attempted,\no,g,d,unconfirmed,\n";
+        let plan = parse(report, &o).unwrap();
+        assert_eq!(rows(&plan), ["o/g/b@3", "o/g/c@4"]);
+        let err = parse("orgId,groupId,userId\no,g,a\n", &o).unwrap_err();
+        assert!(err.to_string().contains("needs a `status` column"), "{err}");
+        o.format = FormatArg::Jsonl;
+        let plan = parse(
+            "{\"organizationId\":\"o\",\"groupId\":\"g\",\"userId\":\"a\",\"status\":\"failed\"}\n\
+             {\"organizationId\":\"o\",\"groupId\":\"g\",\"userId\":\"b\",\"status\":\"added\"}\n",
+            &o,
+        )
+        .unwrap();
+        assert_eq!(rows(&plan), ["o/g/a@1"]);
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod input;
 pub mod outcome;
 pub mod plan;
 pub mod report;
+pub mod retry;
+pub mod state;
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -30,6 +32,7 @@ use crate::input::{Columns, InputOptions};
 use crate::outcome::{Outcome, Status};
 use crate::plan::{Defaults, Plan, Planner};
 use crate::report::{ReportTarget, Summary};
+use crate::state::Journal;
 
 /// Runs a parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
@@ -147,13 +150,44 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
         .as_ref()
         .map_or_else(|| args.base_url.clone(), Emulator::base_url);
     let client = VeltClient::new(&base_url, args.api_version, &credentials, args.timeout)?;
+    let (mut journal, already_added) = match &args.state {
+        Some(path) => {
+            let fp = state::fingerprint(&plan, &base_url, args.api_version.path());
+            let (j, done) = Journal::open(path, fp, plan.memberships.len())?;
+            if !done.is_empty() {
+                tracing::info!(
+                    event = "resume",
+                    confirmed = done.len(),
+                    state = %path.display(),
+                );
+            }
+            (Some(j), done)
+        }
+        None => (None, Vec::new()),
+    };
     let progress = progress_bar(output, plan.memberships.len() as u64);
     let opts = ExecOptions {
         chunk_size,
         rate: args.rate,
+        burst: args.burst,
         concurrency: args.concurrency as usize,
+        max_retries: args.max_retries,
+        max_backoff: args.max_backoff,
+        max_retry_after: args.max_retry_after,
+        grace: args.grace,
+        ..ExecOptions::default()
     };
-    let execution = execute(&plan, &client, &opts, &progress).await;
+    let interrupts = watch_signals()?;
+    let execution = execute(
+        &plan,
+        &client,
+        &opts,
+        &progress,
+        interrupts,
+        journal.as_mut(),
+        &already_added,
+    )
+    .await;
     progress.finish_and_clear();
     if let Some(emu) = emulator {
         emu.stop().await;
@@ -166,6 +200,17 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
         started,
         output,
     )?;
+    if let Some(code) = execution.interrupted {
+        eprintln!(
+            "velt-group-sync: interrupted; memberships not sent are `not_attempted` in the report{}",
+            if args.state.is_some() {
+                " (re-run with the same --state to finish)"
+            } else {
+                ""
+            }
+        );
+        return Ok(code);
+    }
     if let Some(message) = execution.auth_failure {
         eprintln!(
             "velt-group-sync: error: the API refused the credentials ({message}); the run stopped. \
@@ -191,9 +236,17 @@ fn read_plan(args: &SyncArgs) -> Result<Plan, Error> {
         },
         has_default_org: args.org.as_deref().is_some_and(|s| !s.trim().is_empty()),
         has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
+        only_status: args.only_status.clone(),
     };
     let stats = input::read_path(&args.input, &opts, &mut planner)?;
     tracing::debug!(event = "input", format = ?stats.format, records = stats.records);
+    if stats.skipped > 0 {
+        tracing::info!(
+            event = "only_status",
+            skipped = stats.skipped,
+            message = "rows left out by --only-status"
+        );
+    }
     Ok(planner.finish())
 }
 
@@ -293,6 +346,34 @@ fn progress_bar(output: &Output, total: u64) -> ProgressBar {
     bar
 }
 
+/// SIGINT and SIGTERM from here on are counted, not fatal: the first stops the run gracefully,
+/// the second at once; the report is written either way.
+fn watch_signals() -> Result<execute::Interrupts, Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let setup = |kind| {
+        signal(kind).map_err(|e| Error::Config(format!("cannot install signal handlers: {e}")))
+    };
+    let mut int = setup(SignalKind::interrupt())?;
+    let mut term = setup(SignalKind::terminate())?;
+    let (tx, rx) = tokio::sync::watch::channel((0u32, 0u8));
+    tokio::spawn(async move {
+        loop {
+            let code = tokio::select! {
+                Some(()) = int.recv() => 130,
+                Some(()) = term.recv() => 143,
+                else => return,
+            };
+            tx.send_modify(|(count, first)| {
+                if *count == 0 {
+                    *first = code;
+                }
+                *count += 1;
+            });
+        }
+    });
+    Ok(rx)
+}
+
 /// The `emulator` command: serve until interrupted.
 async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
     let credentials = if args.require_credentials {
@@ -314,6 +395,11 @@ async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
         max_user_ids: args.max_user_ids,
         latency: args.latency,
         unavailable_fraction: args.unavailable_fraction,
+        internal_fraction: args.internal_fraction,
+        drop_before_fraction: args.drop_before_fraction,
+        drop_after_fraction: args.drop_after_fraction,
+        invalid_user_marker: args.invalid_user_marker.clone(),
+        ..EmulatorConfig::default()
     };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
     let emu = Emulator::start(config, addr)

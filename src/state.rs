@@ -1,0 +1,182 @@
+//! The resume journal (`--state PATH`): an append-only file of the memberships confirmed
+//! added, written after each completed request, so that a run killed at any moment can be
+//! re-run and send only what was not confirmed.
+//!
+//! Format: a header line that ties the journal to its input and target, then one membership
+//! index per line. Indexes are positions in the plan, which the fingerprint pins down: the same
+//! memberships in the same order, sent to the same base URL and API version. A torn last line
+//! (the process died mid-write) is dropped when the journal is opened again.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+use crate::plan::Plan;
+
+const MAGIC: &str = "velt-group-sync state v1";
+
+/// FNV-1a over the target and every membership in plan order: stable across builds and
+/// platforms, which `std`'s hashers do not promise.
+pub fn fingerprint(plan: &Plan, base_url: &str, api_version: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    eat(base_url.trim_end_matches('/').as_bytes());
+    eat(b"\0");
+    eat(api_version.as_bytes());
+    for m in &plan.memberships {
+        let g = plan.group_of(m);
+        eat(b"\n");
+        eat(g.org.as_bytes());
+        eat(b"\0");
+        eat(g.id.as_bytes());
+        eat(b"\0");
+        eat(m.user.as_bytes());
+    }
+    h
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+}
+
+impl Journal {
+    /// Opens or creates the journal; returns it with the indexes already confirmed.
+    pub fn open(
+        path: &Path,
+        fingerprint: u64,
+        memberships: usize,
+    ) -> Result<(Journal, Vec<u32>), Error> {
+        let io_err = |source: io::Error| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io_err)?;
+        let header = format!("{MAGIC} fingerprint={fingerprint:016x} memberships={memberships}\n");
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).map_err(io_err)?;
+        let mut confirmed = Vec::new();
+        if text.is_empty() {
+            file.write_all(header.as_bytes()).map_err(io_err)?;
+            file.sync_data().map_err(io_err)?;
+        } else {
+            let shown = path.display();
+            if !text.starts_with(header.as_bytes()) {
+                let first =
+                    String::from_utf8_lossy(text.split(|&b| b == b'\n').next().unwrap_or(&[]))
+                        .chars()
+                        .take(120)
+                        .collect::<String>();
+                return Err(Error::Config(format!(
+                    "{shown}:1: this state file belongs to another input or target (it says `{first}`, this run is `{}`); \
+                     use a new --state path, or delete the file to start over",
+                    header.trim_end()
+                )));
+            }
+            // Only whole lines count: a line cut short by a crash is dropped and overwritten.
+            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            for (n, line) in text[header.len()..whole]
+                .split(|&b| b == b'\n')
+                .enumerate()
+                .filter(|(_, l)| !l.is_empty())
+            {
+                let index = std::str::from_utf8(line)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .filter(|&i| (i as usize) < memberships)
+                    .ok_or_else(|| {
+                        Error::Config(format!(
+                            "{shown}:{}: not a membership index; the state file is damaged: delete it to start over",
+                            n + 2
+                        ))
+                    })?;
+                confirmed.push(index);
+            }
+            if whole < text.len() {
+                file.set_len(whole as u64).map_err(io_err)?;
+                file.seek(SeekFrom::End(0)).map_err(io_err)?;
+            }
+        }
+        Ok((
+            Journal {
+                path: path.to_path_buf(),
+                file,
+                buf: Vec::new(),
+            },
+            confirmed,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends confirmed indexes in one write, so a crash loses at most this batch.
+    pub fn record(&mut self, indexes: impl IntoIterator<Item = u32>) -> io::Result<()> {
+        self.buf.clear();
+        for i in indexes {
+            self.buf.extend_from_slice(i.to_string().as_bytes());
+            self.buf.push(b'\n');
+        }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file.write_all(&self.buf)?;
+        self.file.flush()
+    }
+
+    /// Forces the journal to disk (at the end of a run).
+    pub fn sync(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopening_keeps_whole_lines_and_drops_a_torn_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let (mut j, done) = Journal::open(&path, 42, 100).unwrap();
+        assert!(done.is_empty());
+        j.record([3, 7]).unwrap();
+        drop(j);
+        // A crash in the middle of writing "12\n".
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"1")
+            .unwrap();
+        let (mut j, done) = Journal::open(&path, 42, 100).unwrap();
+        assert_eq!(done, [3, 7]);
+        j.record([12]).unwrap();
+        drop(j);
+        let (_, done) = Journal::open(&path, 42, 100).unwrap();
+        assert_eq!(done, [3, 7, 12]);
+    }
+
+    #[test]
+    fn a_journal_of_another_run_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        drop(Journal::open(&path, 42, 100).unwrap());
+        let err = Journal::open(&path, 43, 100).err().unwrap().to_string();
+        assert!(err.contains("belongs to another input or target"), "{err}");
+        assert!(err.contains("--state"), "{err}");
+    }
+}
