@@ -59,6 +59,7 @@ struct Shared {
     groups: Mutex<Groups>,
     requests: AtomicU64,
     arrivals: Mutex<Vec<Duration>>,
+    received: Mutex<Vec<(String, Vec<String>)>>,
     bucket: Mutex<Bucket>,
 }
 
@@ -111,6 +112,7 @@ impl Emulator {
             groups: Mutex::new(BTreeMap::new()),
             requests: AtomicU64::new(0),
             arrivals: Mutex::new(Vec::new()),
+            received: Mutex::new(Vec::new()),
             bucket: Mutex::new(Bucket {
                 tokens: rate.max(1.0),
                 last: Instant::now(),
@@ -177,6 +179,16 @@ impl Emulator {
     pub fn arrivals(&self) -> Vec<Duration> {
         self.shared
             .arrivals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The (group, user IDs) of every well-formed add request that got past the faults, in
+    /// order of arrival, whether or not its answer reached the client.
+    pub fn received(&self) -> Vec<(String, Vec<String>)> {
+        self.shared
+            .received
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
@@ -297,6 +309,11 @@ async fn add_users(
         Ok(d) => d,
         Err(message) => return invalid(&message),
     };
+    shared
+        .received
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((data.group.clone(), data.users.clone()));
     if let Some(marker) = &config.invalid_user_marker
         && let Some(bad) = data.users.iter().find(|u| u.contains(marker.as_str()))
     {
