@@ -589,3 +589,46 @@ async fn a_faulty_server_still_ends_with_every_membership_added_and_the_report_a
         "the report agrees row for row with the server"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
+    let emu = emulator(EmulatorConfig {
+        latency: (Duration::from_secs(4), Duration::from_secs(4)),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), 10, 1);
+    let mut child = spawn_binary(
+        dir.path(),
+        &emu.base_url(),
+        &["--rate", "100", "--concurrency", "2", "--grace", "60s"],
+    );
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    signal(&child, "-INT");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    signal(&child, "-TERM");
+    let started = Instant::now();
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "the first signal's code");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "did not wait for the answers"
+    );
+    let rows = report(dir.path());
+    assert_eq!(rows.len(), 10);
+    let unconfirmed = rows_with(&rows, "unconfirmed");
+    assert_eq!(
+        unconfirmed.len(),
+        2,
+        "the two requests on the wire may have been applied"
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r["status"] == "unconfirmed")
+            .all(|r| r["attempts"] == "1" && r["message"].contains("in flight"))
+    );
+    assert_eq!(rows_with(&rows, "not_attempted").len(), 8);
+}
