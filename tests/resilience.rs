@@ -195,7 +195,7 @@ async fn retry_after_pauses_the_whole_run(http_date: bool) {
     let quiet = arrivals
         .iter()
         .filter(|&&t| {
-            t > first_429 + Duration::from_millis(150)
+            t > first_429 + Duration::from_millis(400)
                 && t < first_429 + Duration::from_millis(1900)
         })
         .count();
@@ -349,6 +349,20 @@ fn spawn_binary(dir: &Path, base_url: &str, extra: &[&str]) -> std::process::Chi
         .unwrap()
 }
 
+/// Waits (up to 20 s) until the emulator has received `n` requests: a machine under load may
+/// start the binary slowly, so fixed sleeps would make these tests flaky.
+async fn until_requests(emu: &Emulator, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while emu.requests() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} requests arrived",
+            emu.requests()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn signal(child: &std::process::Child, sig: &str) {
     let status = std::process::Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -371,7 +385,7 @@ async fn sigterm_writes_a_complete_report_and_exits_143() {
         &emu.base_url(),
         &["--rate", "10", "--concurrency", "3"],
     );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    until_requests(&emu, 6).await;
     signal(&child, "-TERM");
     let started = Instant::now();
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
@@ -414,7 +428,7 @@ async fn kill_9_then_resume_finishes_without_resending_what_the_journal_had() {
         "state.journal",
     ];
     let mut child = spawn_binary(dir.path(), &emu.base_url(), &args);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    until_requests(&emu, 15).await;
     signal(&child, "-KILL");
     tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
@@ -604,7 +618,8 @@ async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
         &emu.base_url(),
         &["--rate", "100", "--concurrency", "2", "--grace", "60s"],
     );
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    until_requests(&emu, 2).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     signal(&child, "-INT");
     tokio::time::sleep(Duration::from_millis(200)).await;
     signal(&child, "-TERM");
