@@ -215,50 +215,49 @@ fn read_csv<R: BufRead>(
         Ok(n) => n,
         Err(_) => return Err(not_utf8(name, header_at)),
     };
-    let org_col = find_column(&names, opts.columns.org.as_deref(), ORG_ALIASES);
-    let group_col = find_column(&names, opts.columns.group.as_deref(), GROUP_ALIASES);
-    let user_col = find_column(&names, opts.columns.user.as_deref(), USER_ALIASES);
     let listed = names.join(", ");
-    let missing = |what: &str, flag: &str, default_flag: Option<&str>, chosen: &Option<String>| {
-        let message = match (chosen, default_flag) {
+    // A column is found by the name given on the command line, or else by its aliases. It may
+    // be missing only when a default (`--org`, `--group`) stands in for it.
+    let column = |what: &str,
+                  chosen: &Option<String>,
+                  aliases: &[&str],
+                  flag: &str,
+                  default: Option<(&str, bool)>|
+     -> Result<Option<usize>, Error> {
+        if let Some(c) = find_column(&names, chosen.as_deref(), aliases) {
+            return Ok(Some(c));
+        }
+        let message = match (chosen, default) {
             (Some(c), _) => format!("no column named `{c}` (columns: {listed}); check {flag}"),
-            (None, Some(d)) => format!(
-                "no {what} column (looked for {}; columns: {listed}); name it with {flag} or give one for every row with {d}",
-                aliases_for(what).join(", ")
+            (None, Some((_, true))) => return Ok(None),
+            (None, Some((default_flag, false))) => format!(
+                "no {what} column (looked for {}; columns: {listed}); name it with {flag} or give one for every row with {default_flag}",
+                aliases.join(", ")
             ),
             (None, None) => format!(
                 "no {what} column (looked for {}; columns: {listed}); name it with {flag}",
-                aliases_for(what).join(", ")
+                aliases.join(", ")
             ),
         };
-        Error::input(name, header_at, message)
+        Err(Error::input(name, header_at, message))
     };
-    let org_col = match org_col {
-        Some(c) => Some(c),
-        None if opts.columns.org.is_none() && opts.has_default_org => None,
-        None => {
-            return Err(missing(
-                "organization",
-                "--org-column",
-                Some("--org"),
-                &opts.columns.org,
-            ));
-        }
-    };
-    let group_col = match group_col {
-        Some(c) => Some(c),
-        None if opts.columns.group.is_none() && opts.has_default_group => None,
-        None => {
-            return Err(missing(
-                "group",
-                "--group-column",
-                Some("--group"),
-                &opts.columns.group,
-            ));
-        }
-    };
-    let Some(user_col) = user_col else {
-        return Err(missing("user", "--user-column", None, &opts.columns.user));
+    let cols = &opts.columns;
+    let org_col = column(
+        "organization",
+        &cols.org,
+        ORG_ALIASES,
+        "--org-column",
+        Some(("--org", opts.has_default_org)),
+    )?;
+    let group_col = column(
+        "group",
+        &cols.group,
+        GROUP_ALIASES,
+        "--group-column",
+        Some(("--group", opts.has_default_group)),
+    )?;
+    let Some(user_col) = column("user", &cols.user, USER_ALIASES, "--user-column", None)? else {
+        return Err(Error::input(name, header_at, "no user column"));
     };
     let status_col = match &opts.only_status {
         None => None,
@@ -385,14 +384,6 @@ impl<R: Read> Read for LineCounting<R> {
         }
         self.offset += n as u64;
         Ok(n)
-    }
-}
-
-fn aliases_for(what: &str) -> &'static [&'static str] {
-    match what {
-        "organization" => ORG_ALIASES,
-        "group" => GROUP_ALIASES,
-        _ => USER_ALIASES,
     }
 }
 

@@ -364,17 +364,7 @@ fn json_and_jsonl_reports_carry_the_same_fields() {
     let results = json["results"].as_array().unwrap();
     assert_eq!(results.len(), 9);
     let keys: Vec<_> = results[0].as_object().unwrap().keys().cloned().collect();
-    let mut want = [
-        "organizationId",
-        "organizationUserGroupId",
-        "userId",
-        "status",
-        "message",
-        "errorStatus",
-        "httpStatus",
-        "attempts",
-        "line",
-    ];
+    let mut want = REPORT_COLUMNS;
     want.sort();
     assert_eq!(keys, want);
     assert_eq!(results[2]["status"], "invalid");
