@@ -142,26 +142,6 @@ pub enum AddResponse {
     },
 }
 
-impl AddResponse {
-    /// 401/403 or their `error.status`: the credentials are wrong, and the run must stop.
-    pub fn is_auth_failure(&self) -> bool {
-        match self {
-            AddResponse::Rejected {
-                http_status,
-                error_status,
-                ..
-            } => {
-                matches!(http_status, 401 | 403)
-                    || matches!(
-                        error_status.as_deref(),
-                        Some("UNAUTHENTICATED" | "PERMISSION_DENIED")
-                    )
-            }
-            _ => false,
-        }
-    }
-}
-
 #[derive(Serialize)]
 struct AddBody<'a> {
     data: AddData<'a>,
@@ -237,10 +217,6 @@ impl VeltClient {
                 version.path()
             ),
         })
-    }
-
-    pub fn add_url(&self) -> &str {
-        &self.add_url
     }
 
     /// Sends one add request and reads whatever comes back. Never fails: every outcome is data.
@@ -443,6 +419,6 @@ mod tests {
             200,
             br#"{"error":{"status":"PERMISSION_DENIED","message":"x"}}"#,
         );
-        assert!(r.is_auth_failure());
+        assert_eq!(crate::retry::classify(&r), crate::retry::Class::Stop);
     }
 }

@@ -14,15 +14,6 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
-        Status::Added,
-        Status::Failed,
-        Status::Unconfirmed,
-        Status::Invalid,
-        Status::NotAttempted,
-        Status::Planned,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Added => "added",

@@ -1,5 +1,5 @@
 //! The plan: validated, de-duplicated memberships grouped per (organization, group), in order
-//! of first appearance, and cut into request-sized chunks.
+//! of first appearance. `execute` cuts each group into request-sized chunks.
 //!
 //! Memory stays proportional to the unique memberships: each group's IDs are stored once, a
 //! membership holds a group index and its user ID, and the de-duplication table holds only
@@ -45,13 +45,6 @@ pub struct Invalid {
     pub reason: String,
 }
 
-/// A slice of one group's members that goes out in one request.
-#[derive(Debug, Clone, Copy)]
-pub struct Chunk<'a> {
-    pub group: &'a Group,
-    pub members: &'a [u32],
-}
-
 #[derive(Debug, Default)]
 pub struct Plan {
     pub groups: Vec<Group>,
@@ -62,16 +55,7 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Every request of a clean run, group by group.
-    pub fn chunks(&self, chunk_size: usize) -> impl Iterator<Item = Chunk<'_>> {
-        self.groups.iter().flat_map(move |group| {
-            group
-                .members
-                .chunks(chunk_size)
-                .map(move |members| Chunk { group, members })
-        })
-    }
-
+    /// Requests of a clean run: `ceil(members / chunk_size)` per group.
     pub fn request_count(&self, chunk_size: usize) -> usize {
         self.groups
             .iter()
@@ -330,7 +314,7 @@ mod tests {
     }
 
     #[test]
-    fn chunks_cover_each_group_in_ceil_n_over_size_requests() {
+    fn a_clean_run_needs_ceil_n_over_size_requests_per_group() {
         let mut p = Planner::new(Defaults::default());
         for i in 0..250 {
             p.record(i + 2, Some("o"), Some("a"), &format!("u{i}"));
@@ -339,8 +323,6 @@ mod tests {
             p.record(i + 300, Some("o"), Some("b"), &format!("u{i}"));
         }
         let plan = p.finish();
-        let sizes: Vec<_> = plan.chunks(100).map(|c| c.members.len()).collect();
-        assert_eq!(sizes, [100, 100, 50, 100]);
         assert_eq!(plan.request_count(100), 4);
         assert_eq!(plan.request_count(1000), 2);
     }
