@@ -445,17 +445,3 @@ async fn the_server_never_sees_more_than_the_rate() {
         "{span:?}"
     );
 }
-
-fn max_in_window(times: &[Duration], window: Duration) -> usize {
-    let mut t = times.to_vec();
-    t.sort();
-    let mut most = 0;
-    let mut start = 0;
-    for end in 0..t.len() {
-        while t[end] - t[start] >= window {
-            start += 1;
-        }
-        most = most.max(end - start + 1);
-    }
-    most
-}

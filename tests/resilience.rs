@@ -548,17 +548,9 @@ async fn the_server_never_sees_more_than_rate_plus_burst() {
         "8",
     ]);
     run(cmd).await.code(0);
-    let mut t = emu.arrivals();
-    assert_eq!(t.len(), 200);
-    t.sort();
-    let mut most = 0;
-    let mut start = 0;
-    for end in 0..t.len() {
-        while t[end] - t[start] >= Duration::from_secs(1) {
-            start += 1;
-        }
-        most = most.max(end - start + 1);
-    }
+    let arrivals = emu.arrivals();
+    assert_eq!(arrivals.len(), 200);
+    let most = max_in_window(&arrivals, Duration::from_secs(1));
     assert!(
         most <= 53,
         "{most} requests in one second at --rate 50 --burst 3"

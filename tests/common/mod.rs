@@ -84,3 +84,18 @@ pub fn statuses(rows: &[Row]) -> Vec<String> {
         })
         .collect()
 }
+
+/// The most requests that arrived within any window of that length.
+pub fn max_in_window(times: &[std::time::Duration], window: std::time::Duration) -> usize {
+    let mut t = times.to_vec();
+    t.sort();
+    let mut most = 0;
+    let mut start = 0;
+    for end in 0..t.len() {
+        while t[end] - t[start] >= window {
+            start += 1;
+        }
+        most = most.max(end - start + 1);
+    }
+    most
+}
