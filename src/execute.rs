@@ -456,7 +456,7 @@ async fn send_with_retries(
         }
         let users: Vec<&str> = pending
             .iter()
-            .map(|&p| &*ctx.plan.memberships[members[p] as usize].user)
+            .map(|&p| ctx.plan.user_at(members[p]))
             .collect();
         if let Some(t) = ctx.tasks().get_mut(&task) {
             t.in_flight.clone_from(&pending);
@@ -494,7 +494,7 @@ async fn send_with_retries(
                     return Sent::Done;
                 };
                 for &p in &pending {
-                    let user = &*ctx.plan.memberships[members[p] as usize].user;
+                    let user = ctx.plan.user_at(members[p]);
                     let out = &mut t.outs[p];
                     match entries.get(user).map(|e| (e.success, e.message.as_deref())) {
                         Some((Some(true), _)) => {

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::cli::FormatArg;
 use crate::error::Error;
-use crate::plan::Planner;
+use crate::plan::{Planner, Sink};
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -75,16 +75,172 @@ pub struct InputStats {
     pub skipped: u64,
 }
 
-/// Reads `path` (`-` is standard input) into the planner.
+/// Reads `path` (`-` is standard input) into the planner. Parsing runs on its own thread and
+/// hands records over in batches, so that parsing and planning use both cores.
 pub fn read_path(
     path: &Path,
     opts: &InputOptions,
     planner: &mut Planner,
 ) -> Result<InputStats, Error> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
+    std::thread::scope(|scope| {
+        let reader = scope.spawn(move || {
+            let mut sink = Batcher {
+                batch: Batch::default(),
+                tx,
+            };
+            let stats = read_path_into(path, opts, &mut sink)?;
+            sink.flush();
+            Ok(stats)
+        });
+        for batch in rx {
+            batch.replay(planner);
+        }
+        reader.join().unwrap_or_else(|_| {
+            Err(Error::input(
+                &path.display().to_string(),
+                0,
+                "the input reader stopped unexpectedly",
+            ))
+        })
+    })
+}
+
+/// Records parsed but not yet planned: their text end to end, and what to do with each.
+#[derive(Default)]
+struct Batch {
+    text: String,
+    ops: Vec<Op>,
+}
+
+/// A span of `Batch::text`; `None` for an absent field.
+type Span = Option<(u32, u32)>;
+
+enum Op {
+    Record {
+        line: u64,
+        org: Span,
+        group: Span,
+        user: Span,
+    },
+    Reject {
+        line: u64,
+        org: Span,
+        group: Span,
+        user: Span,
+        reason: String,
+    },
+}
+
+impl Batch {
+    const RECORDS: usize = 8192;
+
+    fn push(&mut self, value: Option<&str>) -> Span {
+        let v = value?;
+        let at = self.text.len() as u32;
+        self.text.push_str(v);
+        Some((at, v.len() as u32))
+    }
+
+    fn get(&self, span: Span) -> Option<&str> {
+        span.map(|(at, len)| &self.text[at as usize..(at + len) as usize])
+    }
+
+    fn replay(&self, planner: &mut Planner) {
+        for op in &self.ops {
+            match op {
+                Op::Record {
+                    line,
+                    org,
+                    group,
+                    user,
+                } => planner.record(
+                    *line,
+                    self.get(*org),
+                    self.get(*group),
+                    self.get(*user).unwrap_or(""),
+                ),
+                Op::Reject {
+                    line,
+                    org,
+                    group,
+                    user,
+                    reason,
+                } => planner.reject_record(
+                    *line,
+                    self.get(*org),
+                    self.get(*group),
+                    self.get(*user).unwrap_or(""),
+                    reason.clone(),
+                ),
+            }
+        }
+    }
+}
+
+/// A `Sink` that fills batches and sends them to the planning thread.
+struct Batcher {
+    batch: Batch,
+    tx: std::sync::mpsc::SyncSender<Batch>,
+}
+
+impl Batcher {
+    fn flush(&mut self) {
+        if !self.batch.ops.is_empty() {
+            // The receiver only goes away when the planner is done, so a failed send loses nothing.
+            let _ = self.tx.send(std::mem::take(&mut self.batch));
+        }
+    }
+
+    fn push(&mut self, op: Op) {
+        self.batch.ops.push(op);
+        if self.batch.ops.len() >= Batch::RECORDS {
+            self.flush();
+        }
+    }
+}
+
+impl Sink for Batcher {
+    fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str) {
+        let b = &mut self.batch;
+        let op = Op::Record {
+            line,
+            org: b.push(org),
+            group: b.push(group),
+            user: b.push(Some(user)),
+        };
+        self.push(op);
+    }
+
+    fn reject_record(
+        &mut self,
+        line: u64,
+        org: Option<&str>,
+        group: Option<&str>,
+        user: &str,
+        reason: String,
+    ) {
+        let b = &mut self.batch;
+        let op = Op::Reject {
+            line,
+            org: b.push(org),
+            group: b.push(group),
+            user: b.push(Some(user)),
+            reason,
+        };
+        self.push(op);
+    }
+}
+
+fn read_path_into(
+    path: &Path,
+    opts: &InputOptions,
+    sink: &mut impl Sink,
+) -> Result<InputStats, Error> {
     if path.as_os_str() == "-" {
         let stdin = io::stdin();
         let reader = BufReader::with_capacity(256 * 1024, stdin.lock());
-        return read(reader, "<stdin>", None, opts, planner);
+        return read(reader, "<stdin>", None, opts, sink);
     }
     let file = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
@@ -92,7 +248,7 @@ pub fn read_path(
     })?;
     let reader = BufReader::with_capacity(256 * 1024, file);
     let name = path.display().to_string();
-    read(reader, &name, Some(path), opts, planner)
+    read(reader, &name, Some(path), opts, sink)
 }
 
 /// Reads one input stream into the planner; `name` is used in messages.
@@ -101,7 +257,7 @@ pub fn read<R: BufRead>(
     name: &str,
     path: Option<&Path>,
     opts: &InputOptions,
-    planner: &mut Planner,
+    planner: &mut impl Sink,
 ) -> Result<InputStats, Error> {
     let io_err = |e: io::Error| Error::input(name, 0, format!("cannot read: {e}"));
     let format = match opts.format {
@@ -152,7 +308,7 @@ fn read_csv<R: BufRead>(
     mut reader: R,
     name: &str,
     opts: &InputOptions,
-    planner: &mut Planner,
+    planner: &mut impl Sink,
     stats: &mut InputStats,
 ) -> Result<(), Error> {
     let io_err =
@@ -433,7 +589,7 @@ fn read_jsonl<R: BufRead>(
     mut reader: R,
     name: &str,
     opts: &InputOptions,
-    planner: &mut Planner,
+    planner: &mut impl Sink,
     stats: &mut InputStats,
 ) -> Result<(), Error> {
     let mut buf = Vec::new();
@@ -483,7 +639,7 @@ fn read_json<R: BufRead>(
     reader: R,
     name: &str,
     opts: &InputOptions,
-    planner: &mut Planner,
+    planner: &mut impl Sink,
     stats: &mut InputStats,
 ) -> Result<(), Error> {
     let mut scan = Scanner {
@@ -632,7 +788,7 @@ fn json_record(
     line: u64,
     value: Value,
     opts: &InputOptions,
-    planner: &mut Planner,
+    planner: &mut impl Sink,
     stats: &mut InputStats,
 ) {
     let columns = &opts.columns;
@@ -792,7 +948,7 @@ mod tests {
             .iter()
             .map(|m| {
                 let g = plan.group_of(m);
-                format!("{}/{}/{}@{}", g.org, g.id, m.user, m.line)
+                format!("{}/{}/{}@{}", g.org, g.id, plan.user(m), m.line)
             })
             .collect()
     }

@@ -317,13 +317,20 @@ fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {
         plan.invalid.len(),
         plan.duplicates,
     );
-    for g in &plan.groups {
+    const SHOWN: usize = 20;
+    for g in plan.groups.iter().take(SHOWN) {
         text.push_str(&format!(
             "  {} / {}: {} members, requests: {}\n",
             g.org,
             g.id,
             g.members.len(),
             g.members.len().div_ceil(chunk_size)
+        ));
+    }
+    if plan.groups.len() > SHOWN {
+        text.push_str(&format!(
+            "  ... and {} more groups (the report lists every membership)\n",
+            plan.groups.len() - SHOWN
         ));
     }
     if report_on_stdout {

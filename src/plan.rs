@@ -1,11 +1,12 @@
 //! The plan: validated, de-duplicated memberships grouped per (organization, group), in order
 //! of first appearance. `execute` cuts each group into request-sized chunks.
 //!
-//! Memory stays proportional to the unique memberships: each group's IDs are stored once, a
-//! membership holds a group index and its user ID, and the de-duplication table holds only
-//! indexes into the membership list.
+//! Memory stays proportional to the unique memberships and small per membership: each group's
+//! IDs are stored once; user IDs sit end to end in one arena string (no allocation per row); a
+//! membership is a group index, a span of the arena and a line number; and the de-duplication
+//! table holds only an index and 32 bits of hash per membership, so it can grow without
+//! touching the memberships again.
 
-use std::collections::HashMap;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
@@ -23,12 +24,13 @@ pub struct Group {
     pub members: Vec<u32>,
 }
 
-/// One unique (organization, group, user) triple.
+/// One unique (organization, group, user) triple. The user ID is `Plan::user`.
 #[derive(Debug)]
 pub struct Membership {
     /// Index into `Plan::groups`.
     pub group: u32,
-    pub user: Box<str>,
+    user_len: u32,
+    user_at: u64,
     /// Input line where the membership first appeared.
     pub line: u64,
 }
@@ -52,6 +54,8 @@ pub struct Plan {
     pub invalid: Vec<Invalid>,
     /// Valid records that repeated a membership already seen.
     pub duplicates: u64,
+    /// Every unique user ID, end to end.
+    ids: String,
 }
 
 impl Plan {
@@ -61,6 +65,16 @@ impl Plan {
             .iter()
             .map(|g| g.members.len().div_ceil(chunk_size))
             .sum()
+    }
+
+    pub fn user(&self, m: &Membership) -> &str {
+        let at = m.user_at as usize;
+        &self.ids[at..at + m.user_len as usize]
+    }
+
+    /// The user ID of membership `i`.
+    pub fn user_at(&self, i: u32) -> &str {
+        self.user(&self.memberships[i as usize])
     }
 
     pub fn group_of(&self, m: &Membership) -> &Group {
@@ -75,6 +89,38 @@ pub struct Defaults {
     pub group: Option<String>,
 }
 
+/// Where the input reader puts what it reads.
+pub trait Sink {
+    /// One (organization, group, user); `None` or blank fields take the defaults.
+    fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str);
+    /// A record that cannot be used, with the reason the report gives.
+    fn reject_record(
+        &mut self,
+        line: u64,
+        org: Option<&str>,
+        group: Option<&str>,
+        user: &str,
+        reason: String,
+    );
+}
+
+impl Sink for Planner {
+    fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str) {
+        Planner::record(self, line, org, group, user);
+    }
+
+    fn reject_record(
+        &mut self,
+        line: u64,
+        org: Option<&str>,
+        group: Option<&str>,
+        user: &str,
+        reason: String,
+    ) {
+        Planner::reject_record(self, line, org, group, user, reason);
+    }
+}
+
 /// Builds a `Plan` from records as the input reader produces them.
 pub struct Planner {
     defaults: Defaults,
@@ -84,11 +130,11 @@ pub struct Planner {
 /// Everything but the defaults, so that borrowed defaults and mutable state can coexist.
 struct State {
     plan: Plan,
-    /// `org \0 group` -> group index. NUL cannot occur in a valid ID, so the key is unambiguous.
-    group_index: HashMap<Box<str>, u32>,
-    key: String,
+    /// Group indexes, hashed by (organization, group).
+    group_index: HashTable<u32>,
     last_group: Option<u32>,
-    seen: HashTable<u32>,
+    /// (membership index, low 32 bits of its hash).
+    seen: HashTable<(u32, u32)>,
     hasher: hashbrown::DefaultHashBuilder,
 }
 
@@ -98,8 +144,7 @@ impl Planner {
             defaults,
             state: State {
                 plan: Plan::default(),
-                group_index: HashMap::new(),
-                key: String::new(),
+                group_index: HashTable::new(),
                 last_group: None,
                 seen: HashTable::new(),
                 hasher: hashbrown::DefaultHashBuilder::default(),
@@ -112,13 +157,22 @@ impl Planner {
         let org = pick(org, self.defaults.org.as_deref());
         let group = pick(group, self.defaults.group.as_deref());
         let user = user.trim();
-        let problem = check("organizationId", org)
-            .or_else(|| check("organizationUserGroupId", group))
-            .or_else(|| check("userId", user));
-        match problem {
-            Some(reason) => self.state.reject(line, org, group, user, reason),
-            None => self.state.insert(line, org, group, user),
+        if let Some(reason) = check("userId", user) {
+            return self.state.reject(line, org, group, user, reason);
         }
+        // A known group was checked when it was first seen.
+        let g = match self.state.find_group(org, group) {
+            Some(g) => g,
+            None => {
+                let problem = check("organizationId", org)
+                    .or_else(|| check("organizationUserGroupId", group));
+                if let Some(reason) = problem {
+                    return self.state.reject(line, org, group, user, reason);
+                }
+                self.state.add_group(org, group)
+            }
+        };
+        self.state.insert(line, g, user);
     }
 
     /// A record that cannot be used, with the reason the report gives. The defaults are
@@ -142,32 +196,34 @@ impl Planner {
 }
 
 impl State {
-    fn insert(&mut self, line: u64, org: &str, group: &str, user: &str) {
-        let g = self.group(org, group);
-        let hash = self.hasher.hash_one((g, user));
-        let memberships = &mut self.plan.memberships;
-        match self.seen.entry(
-            hash,
-            |&i| {
-                let m = &memberships[i as usize];
-                m.group == g && &*m.user == user
+    fn insert(&mut self, line: u64, g: u32, user: &str) {
+        let short = self.hasher.hash_one((g, user)) as u32;
+        let plan = &mut self.plan;
+        let entry = self.seen.entry(
+            spread(short),
+            |&(i, h)| {
+                h == short && {
+                    let m = &plan.memberships[i as usize];
+                    m.group == g && plan.user(m) == user
+                }
             },
-            |&i| {
-                let m = &memberships[i as usize];
-                self.hasher.hash_one((m.group, &*m.user))
-            },
-        ) {
-            Entry::Occupied(_) => self.plan.duplicates += 1,
+            |&(_, h)| spread(h),
+        );
+        match entry {
+            Entry::Occupied(_) => plan.duplicates += 1,
             Entry::Vacant(slot) => {
-                let index = u32::try_from(memberships.len())
+                let index = u32::try_from(plan.memberships.len())
                     .expect("more than 4 billion unique memberships in one run");
-                slot.insert(index);
-                memberships.push(Membership {
+                slot.insert((index, short));
+                plan.memberships.push(Membership {
                     group: g,
-                    user: user.into(),
+                    // IDs are at most MAX_ID_BYTES long (checked before).
+                    user_len: user.len() as u32,
+                    user_at: plan.ids.len() as u64,
                     line,
                 });
-                self.plan.groups[g as usize].members.push(index);
+                plan.ids.push_str(user);
+                plan.groups[g as usize].members.push(index);
             }
         }
     }
@@ -183,34 +239,48 @@ impl State {
         });
     }
 
-    fn group(&mut self, org: &str, group: &str) -> u32 {
-        // Exports are usually sorted by group: try the last one before hashing.
+    fn find_group(&mut self, org: &str, group: &str) -> Option<u32> {
+        // Exports are often sorted by group: try the last one before hashing.
         if let Some(g) = self.last_group {
             let last = &self.plan.groups[g as usize];
-            if &*last.org == org && &*last.id == group {
-                return g;
+            if &*last.id == group && &*last.org == org {
+                return Some(g);
             }
         }
-        self.key.clear();
-        self.key.push_str(org);
-        self.key.push('\0');
-        self.key.push_str(group);
-        let g = match self.group_index.get(self.key.as_str()) {
-            Some(&g) => g,
-            None => {
-                let g = self.plan.groups.len() as u32;
-                self.group_index.insert(self.key.as_str().into(), g);
-                self.plan.groups.push(Group {
-                    org: org.into(),
-                    id: group.into(),
-                    members: Vec::new(),
-                });
-                g
-            }
-        };
+        let groups = &self.plan.groups;
+        let g = *self
+            .group_index
+            .find(self.hasher.hash_one((org, group)), |&g| {
+                let known = &groups[g as usize];
+                &*known.id == group && &*known.org == org
+            })?;
+        self.last_group = Some(g);
+        Some(g)
+    }
+
+    fn add_group(&mut self, org: &str, group: &str) -> u32 {
+        let g = self.plan.groups.len() as u32;
+        let groups = &self.plan.groups;
+        let hasher = &self.hasher;
+        self.group_index
+            .insert_unique(hasher.hash_one((org, group)), g, |&i| {
+                let known = &groups[i as usize];
+                hasher.hash_one((&*known.org, &*known.id))
+            });
+        self.plan.groups.push(Group {
+            org: org.into(),
+            id: group.into(),
+            members: Vec::new(),
+        });
         self.last_group = Some(g);
         g
     }
+}
+
+/// A full 64-bit table hash from the stored 32 bits: the table places entries by the low bits
+/// and tags them with the top 7, so both must vary.
+fn spread(short: u32) -> u64 {
+    u64::from(short).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ u64::from(short)
 }
 
 fn pick<'a>(value: Option<&'a str>, default: Option<&'a str>) -> &'a str {
@@ -224,6 +294,10 @@ fn pick<'a>(value: Option<&'a str>, default: Option<&'a str>) -> &'a str {
 fn check(field: &str, value: &str) -> Option<String> {
     if value.is_empty() {
         return Some(format!("{field} is empty"));
+    }
+    // The common case, printable ASCII of a sane length, without decoding characters.
+    if value.len() <= MAX_ID_BYTES && value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
     }
     if let Some(c) = value.chars().find(|c| c.is_control()) {
         return Some(format!(
@@ -248,7 +322,7 @@ mod tests {
         plan.groups[g]
             .members
             .iter()
-            .map(|&i| &*plan.memberships[i as usize].user)
+            .map(|&i| plan.user_at(i))
             .collect()
     }
 

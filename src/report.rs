@@ -102,7 +102,7 @@ pub fn for_each_row<E>(
         f(&Row {
             organization_id: &group.org,
             organization_user_group_id: &group.id,
-            user_id: &m.user,
+            user_id: plan.user(m),
             status: o.status.as_str(),
             message: detail.map(|d| d.message.as_str()),
             error_status: detail.and_then(|d| d.error_status.as_deref()),
@@ -224,6 +224,34 @@ fn format_for(path: &Path) -> ReportFormat {
     }
 }
 
+/// One CSV record (RFC 4180): a field is quoted only when it holds a comma, a quote or a line
+/// break. Written by hand because the csv crate's general writer was a fifth of a large
+/// dry run's time.
+fn write_csv_record<W: Write>(out: &mut W, fields: &[&str]) -> io::Result<()> {
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        let bytes = field.as_bytes();
+        if bytes
+            .iter()
+            .any(|&b| matches!(b, b',' | b'"' | b'\n' | b'\r'))
+        {
+            out.write_all(b"\"")?;
+            for part in bytes.split_inclusive(|&b| b == b'"') {
+                out.write_all(part)?;
+                if part.ends_with(b"\"") {
+                    out.write_all(b"\"")?;
+                }
+            }
+            out.write_all(b"\"")?;
+        } else {
+            out.write_all(bytes)?;
+        }
+    }
+    out.write_all(b"\n")
+}
+
 /// Writes the whole report to `out`.
 pub fn write_rows<W: Write>(
     out: &mut W,
@@ -234,14 +262,29 @@ pub fn write_rows<W: Write>(
 ) -> io::Result<()> {
     match format {
         ReportFormat::Csv => {
-            let mut csv = csv::WriterBuilder::new()
-                .has_headers(false)
-                .from_writer(out);
-            csv.write_record(COLUMNS)?;
+            write_csv_record(out, &COLUMNS)?;
+            let mut numbers = [
+                itoa::Buffer::new(),
+                itoa::Buffer::new(),
+                itoa::Buffer::new(),
+            ];
             for_each_row(plan, outcomes, |row| {
-                csv.serialize(row).map_err(io::Error::from)
-            })?;
-            csv.flush()
+                let [http, attempts, line] = &mut numbers;
+                write_csv_record(
+                    out,
+                    &[
+                        row.organization_id,
+                        row.organization_user_group_id,
+                        row.user_id,
+                        row.status,
+                        row.message.unwrap_or(""),
+                        row.error_status.unwrap_or(""),
+                        row.http_status.map_or("", |h| http.format(h)),
+                        attempts.format(row.attempts),
+                        line.format(row.line),
+                    ],
+                )
+            })
         }
         ReportFormat::Jsonl => for_each_row(plan, outcomes, |row| {
             serde_json::to_writer(&mut *out, row)?;
@@ -259,5 +302,34 @@ pub fn write_rows<W: Write>(
             })?;
             out.write_all(b"\n]}\n")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed_and_read_back_the_same() {
+        let fields = [
+            "plain",
+            "a,b",
+            "say \"hi\"",
+            "two\nlines",
+            "",
+            "tab\tok",
+            "cr\r",
+        ];
+        let mut out = Vec::new();
+        write_csv_record(&mut out, &fields).unwrap();
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "plain,\"a,b\",\"say \"\"hi\"\"\",\"two\nlines\",,tab\tok,\"cr\r\"\n"
+        );
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .from_reader(out.as_slice());
+        let record = reader.records().next().unwrap().unwrap();
+        assert_eq!(record.iter().collect::<Vec<_>>(), fields);
     }
 }

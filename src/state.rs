@@ -36,7 +36,7 @@ pub fn fingerprint(plan: &Plan, base_url: &str, api_version: &str) -> u64 {
         eat(b"\0");
         eat(g.id.as_bytes());
         eat(b"\0");
-        eat(m.user.as_bytes());
+        eat(plan.user(m).as_bytes());
     }
     h
 }
