@@ -98,14 +98,25 @@ pub struct SyncArgs {
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub chunk_size: u32,
 
-    /// Most requests per second (fractions allowed, e.g. 0.5).
-    #[arg(long, value_name = "R", default_value_t = 10.0, value_parser = parse_rate)]
-    pub rate: f64,
+    /// Requests per second (fractions allowed, e.g. 0.5), or `auto`: start low, speed up while
+    /// the API accepts, back off when it throttles, never above --max-rate.
+    #[arg(long, value_name = "R|auto", default_value = "10", value_parser = parse_rate_arg)]
+    pub rate: RateArg,
 
-    /// Most requests in flight at once.
+    /// The ceiling for --rate auto.
+    #[arg(long, value_name = "R", default_value_t = 500.0, value_parser = parse_rate)]
+    pub max_rate: f64,
+
+    /// Requests in flight at first; raised automatically, up to --max-concurrency, when the
+    /// rate times the observed latency needs more.
     #[arg(long, value_name = "C", default_value_t = 4,
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
+
+    /// The most requests in flight at once.
+    #[arg(long, value_name = "C", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub max_concurrency: u32,
 
     /// Requests the limiter lets through at once; any 1-second window holds at most RATE + BURST.
     #[arg(long, value_name = "B", default_value_t = 1,
@@ -269,6 +280,22 @@ fn parse_status(s: &str) -> Result<String, String> {
     } else {
         Err(format!("expected one of {}", KNOWN.join(", ")))
     }
+}
+
+/// `--rate`: a fixed number of requests per second, or adaptive.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RateArg {
+    Fixed(f64),
+    Auto,
+}
+
+fn parse_rate_arg(s: &str) -> Result<RateArg, String> {
+    if s.trim().eq_ignore_ascii_case("auto") {
+        return Ok(RateArg::Auto);
+    }
+    parse_rate(s)
+        .map(RateArg::Fixed)
+        .map_err(|e| format!("{e}, or `auto`"))
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {

@@ -60,6 +60,9 @@ struct Shared {
     requests: AtomicU64,
     arrivals: Mutex<Vec<Duration>>,
     received: Mutex<Vec<(String, Vec<String>)>>,
+    /// When each answered-200 request arrived.
+    accepted: Mutex<Vec<Duration>>,
+    throttled: AtomicU64,
     bucket: Mutex<Bucket>,
 }
 
@@ -113,6 +116,8 @@ impl Emulator {
             requests: AtomicU64::new(0),
             arrivals: Mutex::new(Vec::new()),
             received: Mutex::new(Vec::new()),
+            accepted: Mutex::new(Vec::new()),
+            throttled: AtomicU64::new(0),
             bucket: Mutex::new(Bucket {
                 tokens: rate.max(1.0),
                 last: Instant::now(),
@@ -194,6 +199,20 @@ impl Emulator {
             .clone()
     }
 
+    /// Arrival times of the add requests answered 200, from the emulator's start.
+    pub fn accepted(&self) -> Vec<Duration> {
+        self.shared
+            .accepted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Add requests answered 429.
+    pub fn throttled(&self) -> u64 {
+        self.shared.throttled.load(Ordering::Relaxed)
+    }
+
     /// Stops serving and waits for open connections to finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
@@ -254,6 +273,7 @@ async fn add_users(
     }
     let config = &shared.config;
     if let Some(seconds) = throttled {
+        shared.throttled.fetch_add(1, Ordering::Relaxed);
         let seconds = config.retry_after_secs.unwrap_or(seconds);
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
@@ -337,6 +357,11 @@ async fn add_users(
     if drop_after {
         return dropped_connection();
     }
+    shared
+        .accepted
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(arrived.duration_since(shared.started));
     let body = json!({"result": {"status": "success",
         "message": "Added organization users to group successfully.",
         "data": entries}});

@@ -12,6 +12,7 @@ pub mod error;
 pub mod execute;
 pub mod input;
 pub mod outcome;
+pub mod pace;
 pub mod plan;
 pub mod report;
 pub mod retry;
@@ -168,9 +169,14 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
     let progress = progress_bar(output, plan.memberships.len() as u64);
     let opts = ExecOptions {
         chunk_size,
-        rate: args.rate,
+        rate: match args.rate {
+            cli::RateArg::Fixed(r) => r,
+            cli::RateArg::Auto => args.max_rate,
+        },
+        adaptive: args.rate == cli::RateArg::Auto,
         burst: args.burst,
         concurrency: args.concurrency as usize,
+        max_concurrency: args.max_concurrency as usize,
         max_retries: args.max_retries,
         max_backoff: args.max_backoff,
         max_retry_after: args.max_retry_after,

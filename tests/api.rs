@@ -295,7 +295,14 @@ async fn rejected_credentials_stop_the_run_with_exit_3() {
     }
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = sync_cmd(dir.path(), &server.uri(), &input);
-    cmd.args(["--concurrency", "4", "--rate", "100"]);
+    cmd.args([
+        "--concurrency",
+        "4",
+        "--max-concurrency",
+        "4",
+        "--rate",
+        "100",
+    ]);
     run(cmd)
         .await
         .code(3)

@@ -292,6 +292,8 @@ async fn a_server_that_limits_list_size_gets_smaller_chunks_for_the_rest_of_the_
         "200",
         "--concurrency",
         "1",
+        "--max-concurrency",
+        "1",
         "--log-format",
         "json",
     ]);
@@ -326,7 +328,14 @@ async fn a_401_mid_run_stops_it_within_a_few_requests() {
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path(), 30, 1);
     let mut cmd = sync(dir.path(), &server.uri());
-    cmd.args(["--rate", "100", "--concurrency", "2"]);
+    cmd.args([
+        "--rate",
+        "100",
+        "--concurrency",
+        "2",
+        "--max-concurrency",
+        "2",
+    ]);
     run(cmd).await.code(3);
     let sent = server.received_requests().await.unwrap().len();
     assert!(sent <= 3 + 2, "{sent} requests");
@@ -608,7 +617,16 @@ async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
     let mut child = spawn_binary(
         dir.path(),
         &emu.base_url(),
-        &["--rate", "100", "--concurrency", "2", "--grace", "60s"],
+        &[
+            "--rate",
+            "100",
+            "--concurrency",
+            "2",
+            "--max-concurrency",
+            "2",
+            "--grace",
+            "60s",
+        ],
     );
     until_requests(&emu, 2).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -638,4 +656,53 @@ async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
             .all(|r| r["attempts"] == "1" && r["message"].contains("in flight"))
     );
     assert_eq!(rows_with(&rows, "not_attempted").len(), 8);
+}
+
+/// A low --concurrency must not cap the rate: 20 requests/s at 200 ms each need 4+ in flight.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_rises_to_what_rate_times_latency_needs() {
+    let emu = emulator(EmulatorConfig {
+        latency: (Duration::from_millis(200), Duration::from_millis(200)),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), 1, 60);
+    let mut cmd = sync(dir.path(), &emu.base_url());
+    cmd.args(["--chunk-size", "1", "--rate", "20", "--concurrency", "1"])
+        .args(["--log-format", "json"]);
+    let out = run(cmd).await.code(0).get_output().clone();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("\"event\":\"concurrency_raised\""),
+        "{stderr}"
+    );
+    let arrivals = emu.arrivals();
+    let span = *arrivals.iter().max().unwrap() - *arrivals.iter().min().unwrap();
+    // One at a time this would take 60 x 200 ms = 12 s; at 20/s it is about 3 s.
+    assert!(span < Duration::from_secs(5), "{span:?}");
+}
+
+/// --rate auto finds an unknown limit: it ramps up, backs off on 429, and gets close.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_rate_finds_the_servers_limit_with_few_429s() {
+    let emu = emulator(EmulatorConfig {
+        rate_limit: Some(20.0),
+        latency: (Duration::from_millis(10), Duration::from_millis(30)),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), 1, 160);
+    let mut cmd = sync(dir.path(), &emu.base_url());
+    cmd.args(["--chunk-size", "1", "--rate", "auto"]);
+    run(cmd).await.code(0);
+    assert_eq!(held(&emu).len(), 160);
+    let throttled = emu.throttled() as f64 / emu.requests() as f64;
+    assert!(throttled < 0.1, "{:.1}% answered 429", throttled * 100.0);
+    let best = max_in_window(&emu.accepted(), Duration::from_secs(2)) as f64 / 2.0;
+    assert!(
+        best >= 0.85 * 20.0,
+        "best 2 s window {best}/s of a 20/s limit"
+    );
 }
