@@ -146,8 +146,21 @@ impl Batch {
         span.map(|(at, len)| &self.text[at as usize..(at + len) as usize])
     }
 
+    /// Records ahead of the one being planned whose table slot is prefetched.
+    const AHEAD: usize = 12;
+
     fn replay(&self, planner: &mut Planner) {
-        for op in &self.ops {
+        for (i, op) in self.ops.iter().enumerate() {
+            if let Some(Op::Record {
+                org, group, user, ..
+            }) = self.ops.get(i + Self::AHEAD)
+            {
+                planner.prefetch(
+                    self.get(*org),
+                    self.get(*group),
+                    self.get(*user).unwrap_or(""),
+                );
+            }
             match op {
                 Op::Record {
                     line,
