@@ -73,6 +73,36 @@ pub struct SyncArgs {
     #[arg(long, value_name = "NAME")]
     pub user_column: Option<String>,
 
+    /// Column (or JSON key) that holds the group's display name, used by
+    /// --create-missing-groups (default: the group ID).
+    #[arg(long, value_name = "NAME")]
+    pub group_name_column: Option<String>,
+
+    /// `add`: add every membership. `delta`: read each group's members first and add only the
+    /// missing ones (others are `unchanged`). `mirror`: delta, and remove members the input does
+    /// not list (only in groups the input names; see --max-removals, --allow-empty).
+    #[arg(long, value_enum, default_value_t = Mode::Add)]
+    pub mode: Mode,
+
+    /// Mirror mode: most removals per group, a count (`25`) or a share of its current members
+    /// (`10%`, at least 1). A group needing more is left alone and reported; the run exits 1.
+    #[arg(long, value_name = "N|P%", default_value = "10%", value_parser = parse_max_removals)]
+    pub max_removals: MaxRemovals,
+
+    /// Mirror mode: allow removing every member of a group (refused by default).
+    #[arg(long)]
+    pub allow_empty: bool,
+
+    /// When an add answers that the group does not exist (NOT_FOUND), create it once
+    /// (named from --group-name-column, or its ID) and send its users again.
+    #[arg(long)]
+    pub create_missing_groups: bool,
+
+    /// Members per page when reading groups (delta and mirror modes).
+    #[arg(long, value_name = "N", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub page_size: u32,
+
     /// CSV delimiter: one ASCII character, or `tab`. Default: detected from the header line.
     #[arg(long, value_name = "C", value_parser = parse_delimiter)]
     pub delimiter: Option<u8>,
@@ -219,6 +249,48 @@ pub struct EmulatorArgs {
     /// Refuse a whole add request (400 INVALID_ARGUMENT) when a user ID contains this text.
     #[arg(long, value_name = "TEXT")]
     pub invalid_user_marker: Option<String>,
+
+    /// Groups must be created (organizations/usergroups/add) before users are added to them;
+    /// adds to an unknown group are answered 404 NOT_FOUND.
+    #[arg(long)]
+    pub groups_must_exist: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Add,
+    Delta,
+    Mirror,
+}
+
+/// `--max-removals`: a count, or a share of a group's current members.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxRemovals {
+    Count(u64),
+    Percent(f64),
+}
+
+impl MaxRemovals {
+    /// The most removals allowed from a group of `current` members: a count as given, a share
+    /// rounded down but at least 1.
+    pub fn limit(self, current: usize) -> usize {
+        match self {
+            MaxRemovals::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            MaxRemovals::Percent(p) => ((current as f64 * p / 100.0).floor() as usize).max(1),
+        }
+    }
+}
+
+fn parse_max_removals(s: &str) -> Result<MaxRemovals, String> {
+    let s = s.trim();
+    let err = || "expected a count (25) or a percentage (10%)".to_string();
+    match s.strip_suffix('%') {
+        Some(p) => match p.trim().parse::<f64>() {
+            Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(MaxRemovals::Percent(p)),
+            _ => Err(err()),
+        },
+        None => s.parse::<u64>().map(MaxRemovals::Count).map_err(|_| err()),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -266,13 +338,15 @@ fn parse_delimiter(s: &str) -> Result<u8, String> {
 }
 
 fn parse_status(s: &str) -> Result<String, String> {
-    const KNOWN: [&str; 6] = [
+    const KNOWN: [&str; 8] = [
         "added",
         "failed",
         "unconfirmed",
         "invalid",
         "not_attempted",
         "planned",
+        "unchanged",
+        "removed",
     ];
     let s = s.trim();
     if KNOWN.contains(&s) {
@@ -369,6 +443,19 @@ mod tests {
             Ok((Duration::from_millis(20), Duration::from_millis(80)))
         );
         assert!(parse_latency("80ms-20ms").is_err());
+    }
+
+    #[test]
+    fn removal_limits() {
+        let ten = parse_max_removals("10%").unwrap();
+        assert_eq!(ten.limit(200), 20);
+        assert_eq!(ten.limit(5), 1, "at least one");
+        assert_eq!(ten.limit(0), 1);
+        assert_eq!(parse_max_removals("3").unwrap().limit(1000), 3);
+        assert_eq!(parse_max_removals("0").unwrap().limit(1000), 0);
+        assert!(parse_max_removals("101%").is_err());
+        assert!(parse_max_removals("-1").is_err());
+        assert!(parse_max_removals("many").is_err());
     }
 
     #[test]

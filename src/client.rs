@@ -1,4 +1,5 @@
-//! The HTTP client for Velt's REST API: one call, "add users to a group", and the reading of
+//! The HTTP client for Velt's REST API: add users to a group (the main call), remove users
+//! from a group, read a group's members page by page, and create a group; and the reading of
 //! every kind of answer the API documentation allows (see `shared/velt-api.md`).
 //!
 //! Secrets stay here: they come from the environment or files, are sent as headers marked
@@ -143,8 +144,58 @@ pub enum AddResponse {
 }
 
 #[derive(Serialize)]
-struct AddBody<'a> {
-    data: AddData<'a>,
+struct Body<T> {
+    data: T,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct GetUsersData<'a> {
+    organization_id: &'a str,
+    organization_user_group_ids: [&'a str; 1],
+    page_size: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_token: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateGroupsData<'a> {
+    organization_id: &'a str,
+    organization_user_groups: [NewGroup<'a>; 1],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewGroup<'a> {
+    group_id: &'a str,
+    group_name: &'a str,
+}
+
+/// One page of a group's members.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub users: Vec<String>,
+    pub next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PageBody {
+    result: PageResult,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageResult {
+    data: Vec<PageUser>,
+    #[serde(default)]
+    next_page_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PageUser {
+    user_id: String,
 }
 
 #[derive(Serialize)]
@@ -183,6 +234,44 @@ struct ErrorObject {
 pub struct VeltClient {
     http: reqwest::Client,
     add_url: String,
+    delete_url: String,
+    get_users_url: String,
+    create_groups_url: String,
+}
+
+/// An HTTP answer, before its body is read as any call's result.
+struct Raw {
+    http_status: u16,
+    retry_after: Option<Duration>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    /// The answer as a rejection, for an answer that is not the call's success shape.
+    fn rejection(&self) -> AddResponse {
+        let mut answer = read_add_response(self.http_status, &self.body);
+        match &mut answer {
+            AddResponse::Rejected { retry_after, .. } => *retry_after = self.retry_after,
+            // A per-user map where another shape was due: not this call's answer.
+            AddResponse::PerUser { http_status, .. } => {
+                answer = AddResponse::Rejected {
+                    http_status: *http_status,
+                    error_status: None,
+                    message: format!(
+                        "the answer is not the documented shape: {}",
+                        snippet(&self.body)
+                    ),
+                    retry_after: None,
+                }
+            }
+            AddResponse::Transport { .. } => {}
+        }
+        answer
+    }
+
+    fn is_success(&self) -> bool {
+        (200..300).contains(&self.http_status)
+    }
 }
 
 impl VeltClient {
@@ -210,27 +299,20 @@ impl VeltClient {
             .user_agent(concat!("velt-group-sync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+        let v = version.path();
         Ok(VeltClient {
             http,
-            add_url: format!(
-                "{base}/{}/organizations/usergroups/users/add",
-                version.path()
-            ),
+            add_url: format!("{base}/{v}/organizations/usergroups/users/add"),
+            delete_url: format!("{base}/{v}/organizations/usergroups/users/delete"),
+            get_users_url: format!("{base}/{v}/users/get"),
+            create_groups_url: format!("{base}/{v}/organizations/usergroups/add"),
         })
     }
 
-    /// Sends one add request and reads whatever comes back. Never fails: every outcome is data.
-    pub async fn add_users(&self, org: &str, group: &str, user_ids: &[&str]) -> AddResponse {
-        let body = AddBody {
-            data: AddData {
-                organization_id: org,
-                organization_user_group_id: group,
-                user_ids,
-            },
-        };
-        let response = match self.http.post(&self.add_url).json(&body).send().await {
+    async fn post<T: Serialize>(&self, url: &str, data: T) -> Result<Raw, AddResponse> {
+        let response = match self.http.post(url).json(&Body { data }).send().await {
             Ok(r) => r,
-            Err(e) => return transport_error(&e),
+            Err(e) => return Err(transport_error(&e)),
         };
         let http_status = response.status().as_u16();
         let retry_after = response
@@ -238,18 +320,104 @@ impl VeltClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-        let bytes = match response.bytes().await {
-            Ok(b) => b,
-            Err(e) => return transport_error(&e),
-        };
-        let mut answer = read_add_response(http_status, &bytes);
-        if let AddResponse::Rejected {
-            retry_after: ra, ..
-        } = &mut answer
-        {
-            *ra = retry_after;
+        match response.bytes().await {
+            Ok(body) => Ok(Raw {
+                body: body.to_vec(),
+                http_status,
+                retry_after,
+            }),
+            Err(e) => Err(transport_error(&e)),
         }
-        answer
+    }
+
+    /// Sends one add request and reads whatever comes back. Never fails: every outcome is data.
+    pub async fn add_users(&self, org: &str, group: &str, user_ids: &[&str]) -> AddResponse {
+        self.per_user(&self.add_url, org, group, user_ids).await
+    }
+
+    /// Sends one delete request; its answer is read like an add's (per-user entries).
+    pub async fn remove_users(&self, org: &str, group: &str, user_ids: &[&str]) -> AddResponse {
+        self.per_user(&self.delete_url, org, group, user_ids).await
+    }
+
+    async fn per_user(&self, url: &str, org: &str, group: &str, user_ids: &[&str]) -> AddResponse {
+        let data = AddData {
+            organization_id: org,
+            organization_user_group_id: group,
+            user_ids,
+        };
+        match self.post(url, data).await {
+            Ok(raw) => match read_add_response(raw.http_status, &raw.body) {
+                AddResponse::Rejected { .. } => raw.rejection(),
+                answer => answer,
+            },
+            Err(transport) => transport,
+        }
+    }
+
+    /// One page of a group's members (get users, filtered by one group). An answer that is not
+    /// a page comes back as `Err`, to be classified like an add's.
+    pub async fn get_members(
+        &self,
+        org: &str,
+        group: &str,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<Page, AddResponse> {
+        let data = GetUsersData {
+            organization_id: org,
+            organization_user_group_ids: [group],
+            page_size,
+            page_token,
+        };
+        let raw = self.post(&self.get_users_url, data).await?;
+        if raw.is_success()
+            && let Ok(page) = serde_json::from_slice::<PageBody>(&raw.body)
+        {
+            return Ok(Page {
+                users: page.result.data.into_iter().map(|u| u.user_id).collect(),
+                next_page_token: page.result.next_page_token.filter(|t| !t.is_empty()),
+            });
+        }
+        Err(raw.rejection())
+    }
+
+    /// Creates one group. `Ok(Err(message))`: the server answered, and refused this group.
+    /// A group that already exists (409 ALREADY_EXISTS) counts as created.
+    pub async fn create_group(
+        &self,
+        org: &str,
+        group: &str,
+        name: &str,
+    ) -> Result<Result<(), String>, AddResponse> {
+        let data = CreateGroupsData {
+            organization_id: org,
+            organization_user_groups: [NewGroup {
+                group_id: group,
+                group_name: name,
+            }],
+        };
+        let raw = self.post(&self.create_groups_url, data).await?;
+        match read_add_response(raw.http_status, &raw.body) {
+            AddResponse::PerUser { entries, .. } => Ok(match entries.get(group) {
+                Some(UserEntry {
+                    success: Some(true),
+                    ..
+                }) => Ok(()),
+                Some(UserEntry {
+                    message: Some(m), ..
+                }) if m.to_ascii_lowercase().contains("already exist") => Ok(()),
+                Some(UserEntry { message, .. }) => Err(message
+                    .clone()
+                    .unwrap_or_else(|| "the server did not confirm the group".into())),
+                None => Err("the answer has no entry for this group".into()),
+            }),
+            AddResponse::Rejected {
+                error_status: Some(s),
+                ..
+            } if s == "ALREADY_EXISTS" => Ok(Ok(())),
+            _ => Err(raw.rejection()),
+        }
     }
 }
 

@@ -1,12 +1,15 @@
 //! An in-memory, Velt-compatible server for demos and tests.
 //!
-//! It serves the add call under `/v1` and `/v2` with the request checks of the callable
-//! protocol (credential headers present, `application/json`, a body of exactly `{"data": ...}`),
-//! answers per user, and keeps the memberships it was given where tests can see them
-//! (`Emulator::memberships`, or `GET /__emulator/memberships` on a standalone server). Faults
-//! for tests and demos: required credentials, a request rate limit answered 429
-//! `RESOURCE_EXHAUSTED` with `Retry-After`, a cap on `userIds` per request, a latency, and a
-//! share of 503 `UNAVAILABLE` answers.
+//! It serves, under `/v1` and `/v2`, add users to a group, delete users from a group, get users
+//! (filtered by one or more groups, paged with `pageSize` / `nextPageToken`) and create groups,
+//! with the request checks of the callable protocol (credential headers present,
+//! `application/json`, a body of exactly `{"data": ...}`). It answers per user and keeps the
+//! memberships where tests can see them (`Emulator::memberships`, or
+//! `GET /__emulator/memberships` on a standalone server). Groups spring into being on the first
+//! add, unless `groups_must_exist` asks for them to be created first. Faults for tests and
+//! demos apply to every call alike: required credentials, a request rate limit answered 429
+//! `RESOURCE_EXHAUSTED` with `Retry-After`, a cap on `userIds` per request, a latency, 503s,
+//! 500s and dropped connections.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -49,6 +52,17 @@ pub struct EmulatorConfig {
     pub retry_after_http_date: bool,
     /// A fixed `Retry-After` in seconds instead of the time until the next free slot.
     pub retry_after_secs: Option<u64>,
+    /// Adds to a group that was never created (or seeded) are answered 404 `NOT_FOUND`.
+    pub groups_must_exist: bool,
+}
+
+/// The calls the emulator serves, for counting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Call {
+    Add,
+    Delete,
+    GetUsers,
+    CreateGroups,
 }
 
 type Groups = BTreeMap<(String, String), BTreeSet<String>>;
@@ -64,6 +78,16 @@ struct Shared {
     accepted: Mutex<Vec<Duration>>,
     throttled: AtomicU64,
     bucket: Mutex<Bucket>,
+    /// Every request to a known call: (call, API version), in order of arrival.
+    calls: Mutex<Vec<(Call, String)>>,
+    /// The (group, user IDs) of every delete that got past the faults.
+    deleted: Mutex<Vec<(String, Vec<String>)>>,
+    /// Names given to created groups, by (organization, group).
+    names: Mutex<BTreeMap<(String, String), String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A token bucket of one second's worth of requests.
@@ -122,11 +146,23 @@ impl Emulator {
                 tokens: rate.max(1.0),
                 last: Instant::now(),
             }),
+            calls: Mutex::new(Vec::new()),
+            deleted: Mutex::new(Vec::new()),
+            names: Mutex::new(BTreeMap::new()),
         });
         let router = Router::new()
             .route(
                 "/{version}/organizations/usergroups/users/add",
                 post(add_users),
+            )
+            .route(
+                "/{version}/organizations/usergroups/users/delete",
+                post(delete_users),
+            )
+            .route("/{version}/users/get", post(get_users))
+            .route(
+                "/{version}/organizations/usergroups/add",
+                post(create_groups),
             )
             .route("/__emulator/memberships", get(list_memberships))
             .fallback(|| async {
@@ -175,12 +211,51 @@ impl Emulator {
             .collect()
     }
 
-    /// Requests received on the add endpoint, answered or not.
+    /// Puts users in a group (creating it) before a test, as if added earlier.
+    pub fn seed<I, S>(&self, org: &str, group: &str, users: I)
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.shared
+            .groups()
+            .entry((org.to_string(), group.to_string()))
+            .or_default()
+            .extend(users.into_iter().map(Into::into));
+    }
+
+    /// The name each created group was given, by (organization, group).
+    pub fn group_names(&self) -> BTreeMap<(String, String), String> {
+        lock(&self.shared.names).clone()
+    }
+
+    /// Requests received for `call`, answered or not.
+    pub fn calls(&self, call: Call) -> u64 {
+        lock(&self.shared.calls)
+            .iter()
+            .filter(|(c, _)| *c == call)
+            .count() as u64
+    }
+
+    /// The API version (`v1`, `v2`) of every request, in order of arrival.
+    pub fn versions(&self) -> Vec<String> {
+        lock(&self.shared.calls)
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// The (group, user IDs) of every delete request that got past the faults.
+    pub fn deleted(&self) -> Vec<(String, Vec<String>)> {
+        lock(&self.shared.deleted).clone()
+    }
+
+    /// Requests received, on every call, answered or not.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
     }
 
-    /// When each add request arrived, measured from the emulator's start.
+    /// When each request arrived, measured from the emulator's start.
     pub fn arrivals(&self) -> Vec<Duration> {
         self.shared
             .arrivals
@@ -199,7 +274,7 @@ impl Emulator {
             .clone()
     }
 
-    /// Arrival times of the add requests answered 200, from the emulator's start.
+    /// Arrival times of the requests answered 200, from the emulator's start.
     pub fn accepted(&self) -> Vec<Duration> {
         self.shared
             .accepted
@@ -208,7 +283,7 @@ impl Emulator {
             .clone()
     }
 
-    /// Add requests answered 429.
+    /// Requests answered 429.
     pub fn throttled(&self) -> u64 {
         self.shared.throttled.load(Ordering::Relaxed)
     }
@@ -245,19 +320,20 @@ fn invalid(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
 }
 
-async fn add_users(
-    State(shared): State<Arc<Shared>>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+/// What every call goes through before its own work: arrival records, the rate limit, the
+/// latency, the faults, the credentials and the protocol's body checks. `Ok` holds the `data`
+/// object and whether the connection is to drop after the work is applied.
+async fn gate(
+    shared: &Shared,
+    call: Call,
+    version: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Passed, Response> {
     let arrived = Instant::now();
     shared.requests.fetch_add(1, Ordering::Relaxed);
-    shared
-        .arrivals
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(arrived.duration_since(shared.started));
+    lock(&shared.arrivals).push(arrived.duration_since(shared.started));
+    lock(&shared.calls).push((call, version.to_string()));
     let throttled = shared.throttle(arrived);
     let (lo, hi) = shared.config.latency;
     if hi > Duration::ZERO {
@@ -265,11 +341,11 @@ async fn add_users(
         tokio::time::sleep(wait).await;
     }
     if version != "v1" && version != "v2" {
-        return error(
+        return Err(error(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             "no such API version; use /v1 or /v2",
-        );
+        ));
     }
     let config = &shared.config;
     if let Some(seconds) = throttled {
@@ -290,51 +366,99 @@ async fn add_users(
         if let Some(v) = value {
             r.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        return r;
+        return Err(r);
     }
     // One draw decides which fault, if any, this request meets.
     let draw = fastrand::f64();
     let mut edge = config.unavailable_fraction;
     if draw < edge {
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "UNAVAILABLE",
             "The service is currently unavailable.",
-        );
+        ));
     }
     edge += config.internal_fraction;
     if draw < edge {
-        return error(
+        return Err(error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "INTERNAL",
             "Internal error.",
-        );
+        ));
     }
     edge += config.drop_before_fraction;
     if draw < edge {
-        return dropped_connection();
+        return Err(dropped_connection());
     }
     let drop_after = draw < edge + config.drop_after_fraction;
-    if let Some(r) = check_credentials(&shared.config, &headers) {
-        return r;
+    if let Some(r) = check_credentials(&shared.config, headers) {
+        return Err(r);
     }
     let json_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().starts_with("application/json"));
     if !json_type {
-        return invalid("Bad Request: content-type must be application/json");
+        return Err(invalid(
+            "Bad Request: content-type must be application/json",
+        ));
     }
-    let data = match parse_add(&body, config.max_user_ids) {
+    let data = parse_data(body).map_err(|m| invalid(&m))?;
+    Ok(Passed {
+        data,
+        drop_after,
+        arrived: arrived.duration_since(shared.started),
+    })
+}
+
+/// A request that passed the gate.
+struct Passed {
+    data: serde_json::Map<String, Value>,
+    /// Drop the connection after applying the work.
+    drop_after: bool,
+    /// Since the emulator's start.
+    arrived: Duration,
+}
+
+/// A 200 answer, unless the connection is to drop after the work was applied.
+fn success(shared: &Shared, passed: &Passed, result: Value) -> Response {
+    if passed.drop_after {
+        return dropped_connection();
+    }
+    lock(&shared.accepted).push(passed.arrived);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        json!({ "result": result }).to_string(),
+    )
+        .into_response()
+}
+
+fn group_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        "Organization user group not found.",
+    )
+}
+
+async fn add_users(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let passed = match gate(&shared, Call::Add, &version, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let data = &passed.data;
+    let data = match parse_users(data, shared.config.max_user_ids) {
         Ok(d) => d,
         Err(message) => return invalid(&message),
     };
-    shared
-        .received
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push((data.group.clone(), data.users.clone()));
-    if let Some(marker) = &config.invalid_user_marker
+    lock(&shared.received).push((data.group.clone(), data.users.clone()));
+    if let Some(marker) = &shared.config.invalid_user_marker
         && let Some(bad) = data.users.iter().find(|u| u.contains(marker.as_str()))
     {
         return invalid(&format!("Invalid userId: {bad}"));
@@ -342,9 +466,11 @@ async fn add_users(
     let mut entries = serde_json::Map::new();
     {
         let mut groups = shared.groups();
-        let members = groups
-            .entry((data.org.clone(), data.group.clone()))
-            .or_default();
+        let key = (data.org.clone(), data.group.clone());
+        if shared.config.groups_must_exist && !groups.contains_key(&key) {
+            return group_not_found();
+        }
+        let members = groups.entry(key).or_default();
         for user in data.users {
             members.insert(user.clone());
             entries.insert(
@@ -354,23 +480,161 @@ async fn add_users(
             );
         }
     }
-    if drop_after {
-        return dropped_connection();
-    }
-    shared
-        .accepted
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(arrived.duration_since(shared.started));
-    let body = json!({"result": {"status": "success",
-        "message": "Added organization users to group successfully.",
-        "data": entries}});
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
+    success(
+        &shared,
+        &passed,
+        json!({"status": "success",
+               "message": "Added organization users to group successfully.",
+               "data": entries}),
     )
-        .into_response()
+}
+
+async fn delete_users(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let passed = match gate(&shared, Call::Delete, &version, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let data = &passed.data;
+    let data = match parse_users(data, shared.config.max_user_ids) {
+        Ok(d) => d,
+        Err(message) => return invalid(&message),
+    };
+    lock(&shared.deleted).push((data.group.clone(), data.users.clone()));
+    let mut entries = serde_json::Map::new();
+    {
+        let mut groups = shared.groups();
+        let Some(members) = groups.get_mut(&(data.org.clone(), data.group.clone())) else {
+            return group_not_found();
+        };
+        for user in data.users {
+            // Removing a user who is not a member leaves the group as asked: a success.
+            members.remove(&user);
+            entries.insert(
+                user,
+                json!({"success": true, "organizationUserGroupId": data.group,
+                       "message": "User removed from organization user group."}),
+            );
+        }
+    }
+    success(
+        &shared,
+        &passed,
+        json!({"status": "success",
+               "message": "Deleted organization users from group successfully.",
+               "data": entries}),
+    )
+}
+
+async fn get_users(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let passed = match gate(&shared, Call::GetUsers, &version, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let data = &passed.data;
+    let Some(Value::String(org)) = data.get("organizationId") else {
+        return invalid("organizationId is required and must be a non-empty string");
+    };
+    let group_ids: Vec<String> = match data.get("organizationUserGroupIds") {
+        None => Vec::new(),
+        Some(Value::Array(ids)) if ids.len() <= 30 => ids
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Some(_) => {
+            return invalid("organizationUserGroupIds must be an array of at most 30 IDs");
+        }
+    };
+    let page_size = match data.get("pageSize") {
+        None => 1000,
+        Some(v) => match v.as_u64() {
+            Some(n @ 1..=1000) => n as usize,
+            _ => return invalid("pageSize must be a number from 1 to 1000"),
+        },
+    };
+    let start = match data.get("pageToken") {
+        None | Some(Value::Null) => 0,
+        Some(Value::String(t)) => match t.strip_prefix("after:").and_then(|n| n.parse().ok()) {
+            Some(n) => n,
+            None => return invalid("pageToken is not one this server handed out"),
+        },
+        Some(_) => return invalid("pageToken must be a string"),
+    };
+    let users: Vec<String> = {
+        let groups = shared.groups();
+        let mut users = BTreeSet::new();
+        for ((o, g), members) in groups.iter() {
+            if o == org && (group_ids.is_empty() || group_ids.contains(g)) {
+                users.extend(members.iter().cloned());
+            }
+        }
+        users.into_iter().skip(start).take(page_size + 1).collect()
+    };
+    let more = users.len() > page_size;
+    let page: Vec<Value> = users
+        .iter()
+        .take(page_size)
+        .map(|u| json!({"userId": u, "name": u, "email": format!("{u}@example.com")}))
+        .collect();
+    let mut result = json!({"status": "success", "message": "Users fetched.", "data": page});
+    if more {
+        result["nextPageToken"] = json!(format!("after:{}", start + page_size));
+    }
+    success(&shared, &passed, result)
+}
+
+async fn create_groups(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let passed = match gate(&shared, Call::CreateGroups, &version, &headers, &body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let data = &passed.data;
+    let Some(Value::String(org)) = data.get("organizationId") else {
+        return invalid("organizationId is required and must be a non-empty string");
+    };
+    let Some(Value::Array(new)) = data.get("organizationUserGroups") else {
+        return invalid("organizationUserGroups is required and must be an array");
+    };
+    let mut entries = serde_json::Map::new();
+    {
+        let mut groups = shared.groups();
+        for g in new {
+            let (Some(id), Some(name)) = (
+                g.get("groupId").and_then(Value::as_str),
+                g.get("groupName").and_then(Value::as_str),
+            ) else {
+                return invalid("every organizationUserGroup needs groupId and groupName");
+            };
+            let key = (org.clone(), id.to_string());
+            let entry = if groups.contains_key(&key) {
+                json!({"success": false, "id": id, "message": "Group already exists."})
+            } else {
+                groups.insert(key.clone(), BTreeSet::new());
+                lock(&shared.names).insert(key, name.to_string());
+                json!({"success": true, "id": id, "message": "Group created."})
+            };
+            entries.insert(id.to_string(), entry);
+        }
+    }
+    success(
+        &shared,
+        &passed,
+        json!({"status": "success", "message": "Groups processed.", "data": entries}),
+    )
 }
 
 /// A response whose body fails at once: hyper sends the head, then cuts the connection, and
@@ -420,17 +684,27 @@ struct AddData {
     users: Vec<String>,
 }
 
-/// The callable protocol's checks, then the add call's own.
-fn parse_add(body: &[u8], max_user_ids: Option<usize>) -> Result<AddData, String> {
+/// The callable protocol's checks: a body of exactly `{"data": {...}}`.
+fn parse_data(body: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| "Bad Request: the body is not JSON".to_string())?;
-    let Value::Object(top) = value else {
+    let Value::Object(mut top) = value else {
         return Err("Bad Request: the body must be an object".into());
     };
-    if top.len() != 1 || !top.contains_key("data") {
+    if top.len() != 1 {
         return Err("Bad Request: the body must have exactly one key, `data`".into());
     }
-    let data = &top["data"];
+    match top.remove("data") {
+        Some(Value::Object(data)) => Ok(data),
+        _ => Err("Bad Request: the body must have exactly one key, `data`, an object".into()),
+    }
+}
+
+/// The add and delete calls' own checks.
+fn parse_users(
+    data: &serde_json::Map<String, Value>,
+    max_user_ids: Option<usize>,
+) -> Result<AddData, String> {
     let text = |key: &str| match data.get(key) {
         Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
         _ => Err(format!("{key} is required and must be a non-empty string")),

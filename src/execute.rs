@@ -19,6 +19,7 @@ use indicatif::ProgressBar;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::cli::{MaxRemovals, Mode};
 use crate::client::{AddResponse, VeltClient};
 use crate::outcome::{Detail, Outcome, Status};
 use crate::pace::{Concurrency, Pacer};
@@ -45,6 +46,14 @@ pub struct ExecOptions {
     pub max_retry_after: Duration,
     /// How long in-flight requests may finish after the first interrupt.
     pub grace: Duration,
+    pub mode: Mode,
+    pub max_removals: MaxRemovals,
+    pub allow_empty: bool,
+    pub create_missing_groups: bool,
+    /// Members per page when reading groups.
+    pub page_size: u32,
+    /// Read (delta and mirror) and plan, but send no writes.
+    pub dry_run: bool,
 }
 
 impl Default for ExecOptions {
@@ -61,6 +70,12 @@ impl Default for ExecOptions {
             max_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(120),
             grace: Duration::from_secs(10),
+            mode: Mode::Add,
+            max_removals: MaxRemovals::Percent(10.0),
+            allow_empty: false,
+            create_missing_groups: false,
+            page_size: 1000,
+            dry_run: false,
         }
     }
 }
@@ -78,6 +93,8 @@ pub struct Execution {
     pub auth_failure: Option<String>,
     /// The exit code of the signal that stopped the run.
     pub interrupted: Option<u8>,
+    /// Mirror mode: groups whose members could not be read, so their removals are unknown.
+    pub unread_groups: u64,
 }
 
 /// The limiter's quota: one request every `1 / rate` seconds, with `burst` allowed at once, so
@@ -99,8 +116,9 @@ struct TaskState {
     in_flight: Vec<usize>,
 }
 
-struct Ctx<'a> {
-    plan: &'a Plan,
+/// What every request of a run shares, reads and writes alike: the limiter, the pacer, the
+/// concurrency, the `Retry-After` pause, the retry budget and the stop signal.
+struct Shared<'a> {
     client: &'a VeltClient,
     opts: &'a ExecOptions,
     limiter: DirectLimiter,
@@ -112,14 +130,63 @@ struct Ctx<'a> {
     auth_failure: Mutex<Option<String>>,
     chunk_limit: AtomicUsize,
     requests: AtomicU64,
+    lowered: AtomicBool,
+    /// `--create-missing-groups`: each group is created at most once per run.
+    created: Mutex<HashMap<GroupKey, Arc<Creation>>>,
+}
+
+/// The creation of one group: done once, its result shared by every chunk that waited.
+type Creation = tokio::sync::OnceCell<Result<(), String>>;
+/// (organization, group).
+type GroupKey = (Box<str>, Box<str>);
+
+/// One run of chunk tasks over a plan.
+struct Ctx<'a> {
+    shared: &'a Shared<'a>,
+    plan: &'a Plan,
     tasks: Mutex<HashMap<u64, TaskState>>,
     next_task: AtomicU64,
-    lowered: AtomicBool,
+}
+
+impl<'a> std::ops::Deref for Ctx<'a> {
+    type Target = Shared<'a>;
+
+    fn deref(&self) -> &Shared<'a> {
+        self.shared
+    }
 }
 
 impl Ctx<'_> {
     fn tasks(&self) -> MutexGuard<'_, HashMap<u64, TaskState>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, task: u64, positions: &[usize], f: impl Fn(&mut Outcome)) {
+        if let Some(t) = self.tasks().get_mut(&task) {
+            for &p in positions {
+                f(&mut t.outs[p]);
+            }
+        }
+    }
+}
+
+impl<'a> Shared<'a> {
+    fn new(client: &'a VeltClient, opts: &'a ExecOptions) -> Shared<'a> {
+        Shared {
+            client,
+            opts,
+            limiter: RateLimiter::direct(quota(opts.rate, opts.burst)),
+            pacer: opts.adaptive.then(|| Pacer::new(opts.rate)),
+            concurrency: Concurrency::new(opts.concurrency, opts.max_concurrency),
+            pause: Pause::default(),
+            budget: Budget::new(500, opts.rate.max(1.0)),
+            stop: watch::channel(false).0,
+            auth_failure: Mutex::new(None),
+            chunk_limit: AtomicUsize::new(opts.chunk_size.max(1)),
+            requests: AtomicU64::new(0),
+            lowered: AtomicBool::new(false),
+            created: Mutex::new(HashMap::new()),
+        }
     }
 
     fn stopping(&self) -> bool {
@@ -170,10 +237,10 @@ impl Ctx<'_> {
     }
 
     /// Feeds an answer to the rate controller and the concurrency.
-    fn observe(&self, response: &AddResponse, latency: Duration) {
+    fn observe(&self, response: Option<&AddResponse>, latency: Duration) {
         let rate = match &self.pacer {
             Some(pacer) => {
-                if is_throttle(response) {
+                if response.is_some_and(is_throttle) {
                     pacer.on_throttled();
                 } else {
                     pacer.on_accepted();
@@ -198,18 +265,211 @@ impl Ctx<'_> {
         }
     }
 
-    fn set(&self, task: u64, positions: &[usize], f: impl Fn(&mut Outcome)) {
-        if let Some(t) = self.tasks().get_mut(&task) {
-            for &p in positions {
-                f(&mut t.outs[p]);
+    fn take_auth_failure(&self) -> Option<String> {
+        self.auth_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn fail_auth(&self, message: String) {
+        let mut first = self.auth_failure.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(message);
+        }
+        self.stop.send_replace(true);
+    }
+
+    /// One call that is not a chunk of users (a page read, a group creation), with the same
+    /// limiter, classification, backoff, `Retry-After` and budget as the adds.
+    async fn call<T, F, Fut>(&self, what: &str, group: &Group, mut send: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, AddResponse>>,
+    {
+        let opts = self.opts;
+        let mut attempt = 0u32;
+        let mut retry_cost = None;
+        loop {
+            let permit = tokio::select! {
+                p = self.concurrency.permits.acquire() => p,
+                _ = self.stopped() => return Err(CallError::Stopped),
+            };
+            if !self.wait_turn().await {
+                return Err(CallError::Stopped);
+            }
+            tracing::debug!(
+                event = what,
+                organizationId = &*group.org,
+                organizationUserGroupId = &*group.id,
+                attempt = attempt + 1,
+            );
+            let sent_at = Instant::now();
+            let result = send().await;
+            drop(permit);
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            self.observe(result.as_ref().err(), sent_at.elapsed());
+            let response = match result {
+                Ok(value) => {
+                    self.budget.on_success(retry_cost);
+                    return Ok(value);
+                }
+                Err(response) => response,
+            };
+            let class = retry::classify(&response);
+            log_response(group, &response, attempt + 1, class);
+            let (http, status, message) = rejection(&response);
+            let refused = |message| CallError::Refused(detail(message, status.clone(), http));
+            match class {
+                Class::Stop => {
+                    self.fail_auth(message.clone());
+                    return Err(refused(message));
+                }
+                Class::Refuse { .. } | Class::Answered => return Err(refused(message)),
+                Class::Retry { cost, .. } => {
+                    let retry_after = match &response {
+                        AddResponse::Rejected { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    if attempt >= opts.max_retries
+                        || retry_after.is_some_and(|ra| ra > opts.max_retry_after)
+                    {
+                        return Err(refused(format!(
+                            "no definite answer after {} attempt(s): {message}",
+                            attempt + 1
+                        )));
+                    }
+                    let wait = match retry_after {
+                        Some(ra) => {
+                            self.pause.extend(Instant::now() + ra);
+                            Duration::ZERO
+                        }
+                        None => retry::backoff(
+                            attempt,
+                            opts.base_backoff,
+                            opts.max_backoff,
+                            retry_floor(http),
+                        ),
+                    };
+                    while let Err(more) = self.budget.try_take(cost) {
+                        if !self.sleep(more).await {
+                            return Err(CallError::Stopped);
+                        }
+                    }
+                    if !self.sleep(wait).await {
+                        return Err(CallError::Stopped);
+                    }
+                    retry_cost = Some(cost);
+                }
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Every member of a group, page by page. A group the server does not know has none.
+    async fn read_members(&self, group: &Group) -> Result<Vec<String>, CallError> {
+        let mut members = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0u64;
+        loop {
+            let page = self
+                .call("read_page", group, || {
+                    self.client.get_members(
+                        &group.org,
+                        &group.id,
+                        self.opts.page_size,
+                        token.as_deref(),
+                    )
+                })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(CallError::Refused(d)) if d.error_status.as_deref() == Some("NOT_FOUND") => {
+                    return Ok(members);
+                }
+                Err(e) => return Err(e),
+            };
+            pages += 1;
+            members.extend(page.users);
+            match page.next_page_token {
+                // A server that hands back the token it was given would loop for ever.
+                Some(next) if token.as_deref() != Some(next.as_str()) && pages < 1_000_000 => {
+                    token = Some(next);
+                }
+                Some(_) => {
+                    return Err(CallError::Refused(detail(
+                        "the server returned the same page token again; cannot read the group"
+                            .into(),
+                        None,
+                        None,
+                    )));
+                }
+                None => return Ok(members),
             }
         }
     }
+
+    /// Creates the group once per run (later callers wait for the first and share its result).
+    async fn ensure_group(&self, group: &Group) -> Result<(), String> {
+        let cell = self
+            .created
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((group.org.clone(), group.id.clone()))
+            .or_default()
+            .clone();
+        cell.get_or_init(|| async {
+            let name = group.name.as_deref().unwrap_or(&group.id);
+            let made = self
+                .call("create_group", group, || {
+                    self.client.create_group(&group.org, &group.id, name)
+                })
+                .await;
+            match made {
+                Ok(Ok(())) => {
+                    tracing::info!(
+                        event = "group_created",
+                        organizationId = &*group.org,
+                        organizationUserGroupId = &*group.id,
+                    );
+                    Ok(())
+                }
+                Ok(Err(message)) => Err(format!("could not create the group: {message}")),
+                Err(CallError::Refused(d)) => {
+                    Err(format!("could not create the group: {}", d.message))
+                }
+                Err(CallError::Stopped) => {
+                    Err("the run stopped before the group was created".into())
+                }
+            }
+        })
+        .await
+        .clone()
+    }
 }
 
-/// Runs every chunk of `plan`, skipping the memberships in `already_added` (from a journal).
+/// Why a call other than a chunk's gave no result.
+#[derive(Debug)]
+enum CallError {
+    /// The run is stopping.
+    Stopped,
+    Refused(Arc<Detail>),
+}
+
+/// Shortest wait before retrying after this HTTP status (the protocol owners' guidance).
+fn retry_floor(http: Option<u16>) -> Duration {
+    match http {
+        Some(500 | 503) => Duration::from_secs(1),
+        Some(429) => Duration::from_secs(2),
+        _ => Duration::ZERO,
+    }
+}
+
+/// Runs the plan: in delta and mirror modes reads every group first and works out what to add
+/// and remove (removals join `plan` as rows of their own), then sends every chunk, skipping the
+/// memberships in `already_added` (from a journal). In a dry run only the reads are sent.
 pub async fn execute(
-    plan: &Plan,
+    plan: &mut Plan,
     client: &VeltClient,
     opts: &ExecOptions,
     progress: &ProgressBar,
@@ -217,6 +477,7 @@ pub async fn execute(
     mut journal: Option<&mut Journal>,
     already_added: &[u32],
 ) -> Execution {
+    let shared = Shared::new(client, opts);
     let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
     let confirmed = Arc::new(Detail {
         message: "confirmed added by an earlier run (--state)".into(),
@@ -226,38 +487,77 @@ pub async fn execute(
         outcomes[i as usize].status = Status::Added;
         outcomes[i as usize].detail = Some(confirmed.clone());
     }
-    progress.inc(already_added.len() as u64);
+    let mut unread_groups = 0;
+    if opts.mode != Mode::Add {
+        let read = read_groups(&shared, plan, &mut interrupts).await;
+        let Some(current) = read else {
+            // Interrupted while reading: nothing was written.
+            let code = interrupts.borrow().1;
+            return Execution {
+                outcomes,
+                requests: shared.requests.load(Ordering::Relaxed),
+                auth_failure: None,
+                interrupted: Some(code),
+                unread_groups: 0,
+            };
+        };
+        if let Some(message) = shared.take_auth_failure() {
+            return Execution {
+                outcomes,
+                requests: shared.requests.load(Ordering::Relaxed),
+                auth_failure: Some(message),
+                interrupted: None,
+                unread_groups: 0,
+            };
+        }
+        unread_groups = reconcile(plan, current, opts, &mut outcomes);
+    }
+    if opts.dry_run {
+        for o in &mut outcomes {
+            if o.status == Status::NotAttempted && o.detail.is_none() {
+                o.status = Status::Planned;
+            }
+        }
+        return Execution {
+            outcomes,
+            requests: shared.requests.load(Ordering::Relaxed),
+            auth_failure: None,
+            interrupted: None,
+            unread_groups,
+        };
+    }
+    let plan = &*plan;
+    progress.set_length(plan.memberships.len() as u64);
+    progress.inc(
+        outcomes
+            .iter()
+            .filter(|o| o.status != Status::NotAttempted)
+            .count() as u64,
+    );
 
     let ctx = Ctx {
+        shared: &shared,
         plan,
-        client,
-        opts,
-        limiter: RateLimiter::direct(quota(opts.rate, opts.burst)),
-        pacer: opts.adaptive.then(|| Pacer::new(opts.rate)),
-        concurrency: Concurrency::new(opts.concurrency, opts.max_concurrency),
-        pause: Pause::default(),
-        budget: Budget::new(500, opts.rate.max(1.0)),
-        stop: watch::channel(false).0,
-        auth_failure: Mutex::new(None),
-        chunk_limit: AtomicUsize::new(opts.chunk_size.max(1)),
-        requests: AtomicU64::new(0),
         tasks: Mutex::new(HashMap::new()),
         next_task: AtomicU64::new(0),
-        lowered: AtomicBool::new(false),
     };
-    let pending: Vec<(&Group, Vec<u32>)> = plan
-        .groups
-        .iter()
-        .map(|g| {
-            let members = g
-                .members
+    // Adds of every group first, then removals: a run cut short has done the safe half.
+    let mut pending: Vec<(&Group, Vec<u32>, Kind)> = Vec::new();
+    for (kind, list) in [(Kind::Add, 0), (Kind::Remove, 1)] {
+        for g in &plan.groups {
+            let members: Vec<u32> = [&g.members, &g.removals][list]
                 .iter()
                 .copied()
-                .filter(|&i| outcomes[i as usize].status != Status::Added)
+                .filter(|&i| {
+                    let o = &outcomes[i as usize];
+                    o.status == Status::NotAttempted && o.detail.is_none()
+                })
                 .collect();
-            (g, members)
-        })
-        .collect();
+            if !members.is_empty() {
+                pending.push((g, members, kind));
+            }
+        }
+    }
     let chunks = Chunks {
         pending: &pending,
         group: 0,
@@ -266,7 +566,7 @@ pub async fn execute(
     };
 
     let mut answers = futures_util::stream::iter(chunks)
-        .map(|(group, members)| run_chunk(&ctx, group, members))
+        .map(|(group, members, kind)| run_chunk(&ctx, group, members, kind))
         // Chunk tasks may queue up to the most slots there can be; the slots themselves (see
         // `Concurrency`) bound what is on the wire.
         .buffer_unordered(opts.max_concurrency.max(opts.concurrency).max(1));
@@ -349,17 +649,165 @@ pub async fn execute(
     {
         tracing::error!(event = "state_write_failed", path = %j.path().display(), message = %e);
     }
-    let auth_failure = ctx
-        .auth_failure
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
     Execution {
         outcomes,
         requests: ctx.requests.load(Ordering::Relaxed),
-        auth_failure,
+        auth_failure: ctx.take_auth_failure(),
         interrupted,
+        unread_groups,
     }
+}
+
+/// Add or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Add,
+    Remove,
+}
+
+/// Reads every group's members, at most `max_concurrency` groups at once. `None` if a signal
+/// came first (reads change nothing, so they are simply dropped).
+async fn read_groups(
+    shared: &Shared<'_>,
+    plan: &Plan,
+    interrupts: &mut Interrupts,
+) -> Option<Vec<Result<Vec<String>, CallError>>> {
+    let mut reads = futures_util::stream::iter(plan.groups.iter().enumerate())
+        .map(|(i, g)| async move { (i, shared.read_members(g).await) })
+        .buffer_unordered(shared.opts.max_concurrency.max(1));
+    let mut current: Vec<Option<Result<Vec<String>, CallError>>> =
+        (0..plan.groups.len()).map(|_| None).collect();
+    let mut signals_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            changed = interrupts.changed(), if signals_open => {
+                if changed.is_err() {
+                    signals_open = false;
+                } else if interrupts.borrow_and_update().0 > 0 {
+                    tracing::warn!(event = "interrupted", message = "stopping while reading groups; nothing was written");
+                    shared.stop.send_replace(true);
+                    return None;
+                }
+            }
+            next = reads.next() => {
+                let Some((i, members)) = next else { break };
+                current[i] = Some(members);
+            }
+        }
+    }
+    Some(
+        current
+            .into_iter()
+            .map(|c| c.unwrap_or(Err(CallError::Stopped)))
+            .collect(),
+    )
+}
+
+/// Compares each group's current members with the input: members already there become
+/// `unchanged`; in mirror mode, members the input does not list become removals, unless the
+/// group's safety limits refuse them. Returns how many groups could not be read in mirror mode.
+fn reconcile(
+    plan: &mut Plan,
+    current: Vec<Result<Vec<String>, CallError>>,
+    opts: &ExecOptions,
+    outcomes: &mut Vec<Outcome>,
+) -> u64 {
+    let mut unread = 0;
+    for (g, members) in current.into_iter().enumerate() {
+        let group = &plan.groups[g];
+        let members = match members {
+            Ok(m) => m,
+            Err(e) => {
+                let why = match e {
+                    CallError::Refused(d) => d.message.clone(),
+                    CallError::Stopped => "the run stopped".into(),
+                };
+                if opts.mode == Mode::Mirror {
+                    unread += 1;
+                }
+                tracing::error!(
+                    event = "read_failed",
+                    organizationId = &*group.org,
+                    organizationUserGroupId = &*group.id,
+                    message = %why,
+                    consequence = if opts.mode == Mode::Mirror {
+                        "its users are added as in add mode; nothing is removed from it"
+                    } else {
+                        "its users are added as in add mode"
+                    },
+                );
+                continue;
+            }
+        };
+        let current: std::collections::HashSet<&str> = members.iter().map(String::as_str).collect();
+        let mut listed = std::collections::HashSet::with_capacity(group.members.len());
+        for &i in &group.members {
+            let user = plan.user_at(i);
+            listed.insert(user);
+            let o = &mut outcomes[i as usize];
+            if current.contains(user) && o.status == Status::NotAttempted {
+                o.status = Status::Unchanged;
+            }
+        }
+        if opts.mode != Mode::Mirror {
+            continue;
+        }
+        // Members the input does not list, in the server's order, each once.
+        let mut seen = std::collections::HashSet::new();
+        let extra: Vec<&str> = members
+            .iter()
+            .map(String::as_str)
+            .filter(|u| !listed.contains(u) && seen.insert(*u))
+            .collect();
+        if extra.is_empty() {
+            continue;
+        }
+        let limit = opts.max_removals.limit(current.len());
+        let refusal = if extra.len() == current.len() && !opts.allow_empty {
+            Some(format!(
+                "not removed: mirroring would remove every one of the group's {} current members \
+                 (the input lists none of them); check the input, or pass --allow-empty",
+                current.len()
+            ))
+        } else if extra.len() > limit {
+            Some(format!(
+                "not removed: the group needs {} removals of {} current members, more than \
+                 --max-removals allows ({limit}); check the input, or raise --max-removals",
+                extra.len(),
+                current.len()
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = &refusal {
+            tracing::error!(
+                event = "removals_refused",
+                organizationId = &*group.org,
+                organizationUserGroupId = &*group.id,
+                removals = extra.len(),
+                current = current.len(),
+                limit = limit,
+                message = %message,
+            );
+        }
+        let refused = refusal.map(|message| {
+            Arc::new(Detail {
+                message,
+                ..Detail::default()
+            })
+        });
+        let extra: Vec<String> = extra.into_iter().map(str::to_string).collect();
+        for user in extra {
+            plan.push_removal(g as u32, &user);
+            outcomes.push(Outcome {
+                status: Status::NotAttempted,
+                attempts: 0,
+                detail: refused.clone(),
+            });
+        }
+    }
+    unread
 }
 
 /// Like governor's `until_ready`, but on time. With no burst the limiter counts the next slot
@@ -399,18 +847,18 @@ async fn sleep_until_opt(t: Option<Instant>) {
 /// Cuts each group's pending members into chunks of the current size limit, which may drop
 /// during the run.
 struct Chunks<'a, 'p> {
-    pending: &'p [(&'a Group, Vec<u32>)],
+    pending: &'p [(&'a Group, Vec<u32>, Kind)],
     group: usize,
     offset: usize,
     limit: &'p AtomicUsize,
 }
 
 impl<'a, 'p> Iterator for Chunks<'a, 'p> {
-    type Item = (&'a Group, &'p [u32]);
+    type Item = (&'a Group, &'p [u32], Kind);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (group, members) = self.pending.get(self.group)?;
+            let (group, members, kind) = self.pending.get(self.group)?;
             if self.offset >= members.len() {
                 self.group += 1;
                 self.offset = 0;
@@ -420,7 +868,7 @@ impl<'a, 'p> Iterator for Chunks<'a, 'p> {
             let end = (self.offset + size).min(members.len());
             let chunk = &members[self.offset..end];
             self.offset = end;
-            return Some((*group, chunk));
+            return Some((*group, chunk, *kind));
         }
     }
 }
@@ -441,7 +889,7 @@ enum Sent {
 
 /// Runs one chunk to the end: retries, bisection of refused requests, and smaller pieces when
 /// the size limit dropped. Returns the task id under which its outcomes wait in the registry.
-async fn run_chunk(ctx: &Ctx<'_>, group: &Group, members: &[u32]) -> u64 {
+async fn run_chunk(ctx: &Ctx<'_>, group: &Group, members: &[u32], kind: Kind) -> u64 {
     let id = ctx.next_task.fetch_add(1, Ordering::Relaxed);
     let n = members.len();
     ctx.tasks().insert(
@@ -476,9 +924,15 @@ async fn run_chunk(ctx: &Ctx<'_>, group: &Group, members: &[u32]) -> u64 {
                     }
                     continue;
                 }
-                let sent =
-                    send_with_retries(ctx, id, group, members, &positions, &mut maybe_applied)
-                        .await;
+                let sent = send_with_retries(
+                    ctx,
+                    id,
+                    (group, kind),
+                    members,
+                    &positions,
+                    &mut maybe_applied,
+                )
+                .await;
                 if let Sent::RefusedInvalid = sent {
                     refusals += 1;
                     if positions.len() > 1 {
@@ -503,7 +957,7 @@ async fn run_chunk(ctx: &Ctx<'_>, group: &Group, members: &[u32]) -> u64 {
 async fn send_with_retries(
     ctx: &Ctx<'_>,
     task: u64,
-    group: &Group,
+    (group, kind): (&Group, Kind),
     members: &[u32],
     positions: &[usize],
     maybe_applied: &mut [bool],
@@ -512,6 +966,11 @@ async fn send_with_retries(
     let mut pending = positions.to_vec();
     let mut attempt = 0u32;
     let mut retry_cost = None;
+    let mut created = false;
+    let done = match kind {
+        Kind::Add => Status::Added,
+        Kind::Remove => Status::Removed,
+    };
     loop {
         let permit = tokio::select! {
             p = ctx.concurrency.permits.acquire() => p,
@@ -531,17 +990,23 @@ async fn send_with_retries(
             }
         }
         tracing::debug!(
-            event = "request",
+            event = match kind {
+                Kind::Add => "request",
+                Kind::Remove => "remove_request",
+            },
             organizationId = &*group.org,
             organizationUserGroupId = &*group.id,
             users = users.len(),
             attempt = attempt + 1,
         );
         let sent_at = Instant::now();
-        let response = ctx.client.add_users(&group.org, &group.id, &users).await;
+        let response = match kind {
+            Kind::Add => ctx.client.add_users(&group.org, &group.id, &users).await,
+            Kind::Remove => ctx.client.remove_users(&group.org, &group.id, &users).await,
+        };
         drop(permit);
         ctx.requests.fetch_add(1, Ordering::Relaxed);
-        ctx.observe(&response, sent_at.elapsed());
+        ctx.observe(Some(&response), sent_at.elapsed());
         if let Some(t) = ctx.tasks().get_mut(&task) {
             t.in_flight.clear();
         }
@@ -567,7 +1032,7 @@ async fn send_with_retries(
                     let out = &mut t.outs[p];
                     match entries.get(user).map(|e| (e.success, e.message.as_deref())) {
                         Some((Some(true), _)) => {
-                            out.status = Status::Added;
+                            out.status = done;
                             out.detail = None;
                         }
                         Some((Some(false), message)) => {
@@ -607,15 +1072,28 @@ async fn send_with_retries(
                     o.status = Status::Failed;
                     o.detail = Some(detail(message.clone(), status.clone(), http));
                 });
-                let mut first = ctx.auth_failure.lock().unwrap_or_else(|e| e.into_inner());
-                if first.is_none() {
-                    *first = Some(message);
-                }
-                ctx.stop.send_replace(true);
+                ctx.fail_auth(message);
                 return Sent::Done;
             }
             (Class::Refuse { invalid_argument }, response) => {
-                let (http, status, message) = rejection(&response);
+                let (http, status, mut message) = rejection(&response);
+                if kind == Kind::Add && status.as_deref() == Some("NOT_FOUND") {
+                    if opts.create_missing_groups && !created {
+                        // Create the group, then send the same users again.
+                        created = true;
+                        match ctx.ensure_group(group).await {
+                            Ok(()) => {
+                                attempt += 1;
+                                continue;
+                            }
+                            Err(why) => message = format!("{message}; {why}"),
+                        }
+                    } else if !opts.create_missing_groups {
+                        message = format!(
+                            "{message} (the group may not exist; pass --create-missing-groups to create it)"
+                        );
+                    }
+                }
                 let d = detail(message, status, http);
                 ctx.set(task, &pending, |o| {
                     o.status = Status::Failed;
@@ -684,14 +1162,12 @@ async fn send_with_retries(
                         tracing::info!(event = "retry_after", seconds = ra.as_secs_f64());
                         Duration::ZERO
                     }
-                    None => {
-                        let floor = match http {
-                            Some(500 | 503) => Duration::from_secs(1),
-                            Some(429) => Duration::from_secs(2),
-                            _ => Duration::ZERO,
-                        };
-                        retry::backoff(attempt, opts.base_backoff, opts.max_backoff, floor)
-                    }
+                    None => retry::backoff(
+                        attempt,
+                        opts.base_backoff,
+                        opts.max_backoff,
+                        retry_floor(http),
+                    ),
                 };
                 while let Err(more) = ctx.budget.try_take(cost) {
                     if !ctx.sleep(more).await {
@@ -779,5 +1255,72 @@ fn log_response(group: &Group, response: &AddResponse, attempt: u32, class: Clas
             retry = will_retry,
             message = message.as_str(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Defaults, Planner};
+
+    /// Whatever the input and the server hold, mirror never lets through more removals than
+    /// the limit, and never all of a group's members without `allow_empty`.
+    #[test]
+    fn mirror_never_removes_beyond_its_limits() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for case in 0..2_000 {
+            let universe = rng.usize(1..40);
+            let mut planner = Planner::new(Defaults::default());
+            let listed: Vec<usize> = (0..universe).filter(|_| rng.bool()).collect();
+            for (line, &u) in (2..).zip(&listed) {
+                planner.record(line, Some("o"), Some("g"), &format!("u{u}"));
+            }
+            if listed.is_empty() {
+                continue;
+            }
+            let current: Vec<String> = (0..universe)
+                .filter(|_| rng.u8(..) < 100)
+                .map(|u| format!("u{u}"))
+                .collect();
+            let max_removals = if rng.bool() {
+                MaxRemovals::Count(rng.u64(0..10))
+            } else {
+                MaxRemovals::Percent(rng.f64() * 100.0)
+            };
+            let opts = ExecOptions {
+                mode: Mode::Mirror,
+                max_removals,
+                allow_empty: rng.bool(),
+                ..ExecOptions::default()
+            };
+            let mut plan = planner.finish();
+            let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
+            reconcile(&mut plan, vec![Ok(current.clone())], &opts, &mut outcomes);
+            let removals = &plan.groups[0].removals;
+            let cleared: Vec<&str> = removals
+                .iter()
+                .filter(|&&i| outcomes[i as usize].detail.is_none())
+                .map(|&i| plan.user_at(i))
+                .collect();
+            let extra = current
+                .iter()
+                .filter(|u| !listed.iter().any(|l| format!("u{l}") == **u))
+                .count();
+            assert_eq!(
+                removals.len(),
+                extra,
+                "case {case}: every extra member is a row"
+            );
+            assert!(
+                cleared.len() <= max_removals.limit(current.len()),
+                "case {case}: {} removals let through, limit {}",
+                cleared.len(),
+                max_removals.limit(current.len())
+            );
+            if !opts.allow_empty && !current.is_empty() {
+                assert!(cleared.len() < current.len(), "case {case}: group emptied");
+            }
+            assert!(cleared.iter().all(|u| current.iter().any(|c| c == u)));
+        }
     }
 }

@@ -44,6 +44,8 @@ pub struct Columns {
     pub org: Option<String>,
     pub group: Option<String>,
     pub user: Option<String>,
+    /// `--group-name-column`: the group's display name, for `--create-missing-groups`.
+    pub group_name: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -56,6 +58,11 @@ pub struct InputOptions {
     pub has_default_group: bool,
     /// Take only rows whose `status` is one of these (the input is a previous report).
     pub only_status: Option<Vec<String>>,
+}
+
+/// A report row's `action`: rows that removed a member are left out when a report is input.
+fn is_removal(action: &str) -> bool {
+    action.trim() == "remove"
 }
 
 impl InputOptions {
@@ -71,7 +78,7 @@ impl InputOptions {
 pub struct InputStats {
     pub format: Format,
     pub records: u64,
-    /// Records left out by `--only-status`.
+    /// Records left out by `--only-status` (and removal rows of a previous report).
     pub skipped: u64,
 }
 
@@ -130,6 +137,11 @@ enum Op {
         user: Span,
         reason: String,
     },
+    Name {
+        org: Span,
+        group: Span,
+        name: Span,
+    },
 }
 
 impl Batch {
@@ -173,6 +185,12 @@ impl Batch {
                     self.get(*group),
                     self.get(*user).unwrap_or(""),
                 ),
+                Op::Name { org, group, name } => Sink::group_name(
+                    planner,
+                    self.get(*org),
+                    self.get(*group),
+                    self.get(*name).unwrap_or(""),
+                ),
                 Op::Reject {
                     line,
                     org,
@@ -214,6 +232,16 @@ impl Batcher {
 }
 
 impl Sink for Batcher {
+    fn group_name(&mut self, org: Option<&str>, group: Option<&str>, name: &str) {
+        let b = &mut self.batch;
+        let op = Op::Name {
+            org: b.push(org),
+            group: b.push(group),
+            name: b.push(Some(name)),
+        };
+        self.push(op);
+    }
+
     fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str) {
         let b = &mut self.batch;
         let op = Op::Record {
@@ -428,6 +456,16 @@ fn read_csv<R: BufRead>(
     let Some(user_col) = column("user", &cols.user, USER_ALIASES, "--user-column", None)? else {
         return Err(Error::input(name, header_at, "no user column"));
     };
+    let name_col = match &cols.group_name {
+        None => None,
+        Some(_) => column(
+            "group name",
+            &cols.group_name,
+            &[],
+            "--group-name-column",
+            None,
+        )?,
+    };
     let status_col = match &opts.only_status {
         None => None,
         Some(_) => match names.iter().position(|n| n.eq_ignore_ascii_case("status")) {
@@ -444,6 +482,7 @@ fn read_csv<R: BufRead>(
         },
     };
 
+    let action_col = status_col.and(names.iter().position(|n| n.eq_ignore_ascii_case("action")));
     let width = headers.len();
     let mut record = csv::ByteRecord::new();
     while csv.read_byte_record(&mut record).map_err(csv_err)? {
@@ -456,8 +495,10 @@ fn read_csv<R: BufRead>(
         }
         // Every field was checked as UTF-8 above.
         let field = |i: usize| record.get(i).map(|f| std::str::from_utf8(f).unwrap_or(""));
+        // A removal row of a mirror report is not a membership to add back.
         if let Some(c) = status_col
-            && !opts.status_wanted(field(c).unwrap_or(""))
+            && (!opts.status_wanted(field(c).unwrap_or(""))
+                || action_col.and_then(field).is_some_and(is_removal))
         {
             stats.skipped += 1;
             continue;
@@ -485,6 +526,11 @@ fn read_csv<R: BufRead>(
             continue;
         }
         planner.record(line, org, group, user);
+        if let Some(name) = name_col.and_then(field)
+            && !name.trim().is_empty()
+        {
+            planner.group_name(org, group, name);
+        }
     }
     Ok(())
 }
@@ -812,8 +858,13 @@ fn json_record(
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("status"))
             .and_then(|(_, v)| v.as_str());
+        let removal = map
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("action"))
+            .and_then(|(_, v)| v.as_str())
+            .is_some_and(is_removal);
         match status {
-            Some(s) if !opts.status_wanted(s) => {
+            Some(s) if !opts.status_wanted(s) || removal => {
                 stats.skipped += 1;
                 return;
             }
@@ -852,8 +903,13 @@ fn json_record(
     let mut users: Vec<&Value> = Vec::new();
     let mut users_key_seen = false;
     let mut problem = None;
+    let mut group_name = None;
     for (key, value) in &map {
-        if key_matches(key, columns.org.as_deref(), ORG_ALIASES) {
+        if let Some(c) = &columns.group_name
+            && key.eq_ignore_ascii_case(c.trim())
+        {
+            group_name = value.as_str();
+        } else if key_matches(key, columns.org.as_deref(), ORG_ALIASES) {
             org = Some((key, value));
         } else if key_matches(key, columns.group.as_deref(), GROUP_ALIASES) {
             group = Some((key, value));
@@ -911,6 +967,9 @@ fn json_record(
                 format!("a user ID must be a string, found {}", json_kind(user)),
             ),
         }
+    }
+    if let Some(name) = group_name {
+        planner.group_name(org.as_deref(), group.as_deref(), name);
     }
 }
 

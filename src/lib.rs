@@ -95,9 +95,11 @@ fn init_logging(cli: &Cli) {
 /// The `sync` command: read, plan, send, report. Returns the exit code.
 pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
     let started = Instant::now();
+    // A dry run in delta or mirror mode still reads the groups.
+    let sends_nothing = args.dry_run && args.mode == cli::Mode::Add;
     let credentials = if args.emulator {
         Some(Credentials::new("emulator", "emulator"))
-    } else if args.dry_run {
+    } else if sends_nothing {
         None
     } else {
         Some(Credentials::resolve(
@@ -107,7 +109,7 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
         )?)
     };
     let report = ReportTarget::prepare(&args.report, args.report_format)?;
-    let plan = read_plan(args)?;
+    let mut plan = read_plan(args)?;
     let chunk_size = args.chunk_size as usize;
     let request_count = plan.request_count(chunk_size);
     tracing::info!(
@@ -125,7 +127,7 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
         return Err(Error::Strict(plan.invalid.len()));
     }
 
-    if args.dry_run {
+    if sends_nothing {
         print_plan(&plan, chunk_size, report.is_stdout());
         let outcomes = vec![Outcome::new(Status::Planned); plan.memberships.len()];
         return finish(&plan, &outcomes, 0, report, started, output);
@@ -181,11 +183,17 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
         max_backoff: args.max_backoff,
         max_retry_after: args.max_retry_after,
         grace: args.grace,
+        mode: args.mode,
+        max_removals: args.max_removals,
+        allow_empty: args.allow_empty,
+        create_missing_groups: args.create_missing_groups,
+        page_size: args.page_size,
+        dry_run: args.dry_run,
         ..ExecOptions::default()
     };
     let interrupts = watch_signals()?;
     let execution = execute(
-        &plan,
+        &mut plan,
         &client,
         &opts,
         &progress,
@@ -224,6 +232,14 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
         );
         return Ok(exit::AUTH);
     }
+    if execution.unread_groups > 0 {
+        eprintln!(
+            "velt-group-sync: {} group(s) could not be read, so nothing was removed from them \
+             (see the read_failed log lines); re-run to finish mirroring them",
+            execution.unread_groups
+        );
+        return Ok(exit::INCOMPLETE);
+    }
     Ok(code)
 }
 
@@ -239,6 +255,7 @@ fn read_plan(args: &SyncArgs) -> Result<Plan, Error> {
             org: args.org_column.clone(),
             group: args.group_column.clone(),
             user: args.user_column.clone(),
+            group_name: args.group_name_column.clone(),
         },
         has_default_org: args.org.as_deref().is_some_and(|s| !s.trim().is_empty()),
         has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
@@ -279,6 +296,8 @@ fn finish(
             invalid = summary.invalid,
             not_attempted = summary.not_attempted,
             planned = summary.planned,
+            unchanged = summary.unchanged,
+            removed = summary.removed,
             requests = summary.requests,
             elapsed_ms = summary.elapsed_ms,
             report = path.as_str(),
@@ -297,6 +316,12 @@ fn summary_line(s: &Summary, path: &str) -> String {
     let mut line = format!("velt-group-sync: {} memberships: ", s.memberships);
     if s.planned > 0 {
         line.push_str(&format!("{} planned, ", s.planned));
+    }
+    if s.unchanged > 0 {
+        line.push_str(&format!("{} unchanged, ", s.unchanged));
+    }
+    if s.removed > 0 {
+        line.push_str(&format!("{} removed, ", s.removed));
     }
     line.push_str(&format!(
         "{} added, {} failed, {} unconfirmed, {} invalid",
@@ -412,6 +437,7 @@ async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
         drop_before_fraction: args.drop_before_fraction,
         drop_after_fraction: args.drop_after_fraction,
         invalid_user_marker: args.invalid_user_marker.clone(),
+        groups_must_exist: args.groups_must_exist,
         ..EmulatorConfig::default()
     };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));

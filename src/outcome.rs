@@ -11,6 +11,10 @@ pub enum Status {
     Invalid,
     NotAttempted,
     Planned,
+    /// Already a member (`--mode delta|mirror`): nothing to send.
+    Unchanged,
+    /// A member the input does not list, removed (`--mode mirror`).
+    Removed,
 }
 
 impl Status {
@@ -22,12 +26,17 @@ impl Status {
             Status::Invalid => "invalid",
             Status::NotAttempted => "not_attempted",
             Status::Planned => "planned",
+            Status::Unchanged => "unchanged",
+            Status::Removed => "removed",
         }
     }
 
     /// Whether a row with this status counts as done for the exit code.
     pub fn is_success(self) -> bool {
-        matches!(self, Status::Added | Status::Planned)
+        matches!(
+            self,
+            Status::Added | Status::Planned | Status::Unchanged | Status::Removed
+        )
     }
 }
 
@@ -72,6 +81,8 @@ pub struct Counts {
     pub invalid: u64,
     pub not_attempted: u64,
     pub planned: u64,
+    pub unchanged: u64,
+    pub removed: u64,
 }
 
 impl Counts {
@@ -83,12 +94,21 @@ impl Counts {
             Status::Invalid => &mut self.invalid,
             Status::NotAttempted => &mut self.not_attempted,
             Status::Planned => &mut self.planned,
+            Status::Unchanged => &mut self.unchanged,
+            Status::Removed => &mut self.removed,
         } += 1;
     }
 
-    /// Unique memberships (valid ones; invalid records are counted apart).
+    /// Rows about memberships: the valid input ones and, in mirror mode, the removals
+    /// (invalid records are counted apart).
     pub fn memberships(&self) -> u64 {
-        self.added + self.failed + self.unconfirmed + self.not_attempted + self.planned
+        self.added
+            + self.failed
+            + self.unconfirmed
+            + self.not_attempted
+            + self.planned
+            + self.unchanged
+            + self.removed
     }
 
     pub fn all_succeeded(&self) -> bool {

@@ -21,6 +21,11 @@ pub struct Group {
     pub id: Box<str>,
     /// Indexes into `Plan::memberships`, in order of first appearance.
     pub members: Vec<u32>,
+    /// Display name for `--create-missing-groups` (`--group-name-column`); the ID if absent.
+    pub name: Option<Box<str>>,
+    /// `--mode mirror`: indexes into `Plan::memberships` of current members the input does
+    /// not list, to be removed.
+    pub removals: Vec<u32>,
 }
 
 /// One unique (organization, group, user) triple. The user ID is `Plan::user`.
@@ -30,8 +35,15 @@ pub struct Membership {
     pub group: u32,
     user_len: u32,
     user_at: u64,
-    /// Input line where the membership first appeared.
+    /// Input line where the membership first appeared; 0 for a removal (`--mode mirror`),
+    /// which comes from the server, not the input.
     pub line: u64,
+}
+
+impl Membership {
+    pub fn is_removal(&self) -> bool {
+        self.line == 0
+    }
 }
 
 /// A record that cannot become a membership, kept for the report.
@@ -79,6 +91,21 @@ impl Plan {
     pub fn group_of(&self, m: &Membership) -> &Group {
         &self.groups[m.group as usize]
     }
+
+    /// Adds a current member of group `g` that is to be removed; its row follows the input's.
+    pub fn push_removal(&mut self, g: u32, user: &str) -> u32 {
+        let index = u32::try_from(self.memberships.len())
+            .expect("more than 4 billion memberships in one run");
+        self.memberships.push(Membership {
+            group: g,
+            user_len: user.len() as u32,
+            user_at: self.ids.len() as u64,
+            line: 0,
+        });
+        self.ids.push_str(user);
+        self.groups[g as usize].removals.push(index);
+        index
+    }
 }
 
 /// The organization and group used where a record carries none.
@@ -92,6 +119,8 @@ pub struct Defaults {
 pub trait Sink {
     /// One (organization, group, user); `None` or blank fields take the defaults.
     fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str);
+    /// The display name of the record's group (`--group-name-column`), given after `record`.
+    fn group_name(&mut self, _org: Option<&str>, _group: Option<&str>, _name: &str) {}
     /// A record that cannot be used, with the reason the report gives.
     fn reject_record(
         &mut self,
@@ -106,6 +135,20 @@ pub trait Sink {
 impl Sink for Planner {
     fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str) {
         Planner::record(self, line, org, group, user);
+    }
+
+    fn group_name(&mut self, org: Option<&str>, group: Option<&str>, name: &str) {
+        let org = pick(org, self.defaults.org.as_deref());
+        let group = pick(group, self.defaults.group.as_deref());
+        let name = name.trim();
+        if !name.is_empty()
+            && let Some(g) = self.state.find_group(org, group)
+        {
+            let known = &mut self.state.plan.groups[g as usize].name;
+            if known.is_none() {
+                *known = Some(name.into());
+            }
+        }
     }
 
     fn reject_record(
@@ -273,6 +316,8 @@ impl State {
             org: org.into(),
             id: group.into(),
             members: Vec::new(),
+            name: None,
+            removals: Vec::new(),
         });
         self.last_group = Some(g);
         g

@@ -15,8 +15,9 @@ use crate::outcome::{Counts, Outcome, Status};
 use crate::plan::Plan;
 
 /// The report's columns, in order. The first three are input column names, so a CSV report
-/// is itself valid input.
-pub const COLUMNS: [&str; 9] = [
+/// is itself valid input. `action` came last, after the first nine, so that readers of those
+/// keep working.
+pub const COLUMNS: [&str; 10] = [
     "organizationId",
     "organizationUserGroupId",
     "userId",
@@ -26,6 +27,7 @@ pub const COLUMNS: [&str; 9] = [
     "httpStatus",
     "attempts",
     "line",
+    "action",
 ];
 
 #[derive(Debug, Serialize)]
@@ -39,7 +41,10 @@ pub struct Row<'a> {
     pub error_status: Option<&'a str>,
     pub http_status: Option<u16>,
     pub attempts: u32,
-    pub line: u64,
+    /// The input line; none for a removal (it comes from the server, not the input).
+    pub line: Option<u64>,
+    /// What the mode called for: `add`, `remove`, or `none` (already a member, or invalid).
+    pub action: &'static str,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -52,6 +57,8 @@ pub struct Summary {
     pub invalid: u64,
     pub not_attempted: u64,
     pub planned: u64,
+    pub unchanged: u64,
+    pub removed: u64,
     pub duplicates: u64,
     pub requests: u64,
     pub elapsed_ms: u64,
@@ -67,6 +74,8 @@ impl Summary {
             invalid: counts.invalid,
             not_attempted: counts.not_attempted,
             planned: counts.planned,
+            unchanged: counts.unchanged,
+            removed: counts.removed,
             duplicates,
             requests,
             elapsed_ms: elapsed.as_millis() as u64,
@@ -108,7 +117,14 @@ pub fn for_each_row<E>(
             error_status: detail.and_then(|d| d.error_status.as_deref()),
             http_status: detail.and_then(|d| d.http_status),
             attempts: o.attempts,
-            line: m.line,
+            line: (!m.is_removal()).then_some(m.line),
+            action: if m.is_removal() {
+                "remove"
+            } else if o.status == Status::Unchanged {
+                "none"
+            } else {
+                "add"
+            },
         })?;
     }
     for bad in invalid {
@@ -127,7 +143,8 @@ fn invalid_row(bad: &crate::plan::Invalid) -> Row<'_> {
         error_status: None,
         http_status: None,
         attempts: 0,
-        line: bad.line,
+        line: Some(bad.line),
+        action: "none",
     }
 }
 
@@ -281,7 +298,8 @@ pub fn write_rows<W: Write>(
                         row.error_status.unwrap_or(""),
                         row.http_status.map_or("", |h| http.format(h)),
                         attempts.format(row.attempts),
-                        line.format(row.line),
+                        row.line.map_or("", |l| line.format(l)),
+                        row.action,
                     ],
                 )
             })

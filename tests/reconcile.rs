@@ -1,0 +1,375 @@
+//! `--mode delta|mirror`, the removal limits, dry runs that read, group creation on
+//! `NOT_FOUND`, and both API versions, against the built-in emulator run in-process: the
+//! tests look at what the server holds and which calls it received.
+
+mod common;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use common::*;
+use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
+
+async fn emulator(config: EmulatorConfig) -> Emulator {
+    Emulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .expect("emulator starts")
+}
+
+/// Runs `sync` over `rows` (`org,group,user` lines) with `args`; returns the exit code and
+/// the report's rows.
+async fn sync(emu: &Emulator, rows: &[&str], args: &[&str]) -> (i32, Vec<Row>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::from("organizationId,organizationUserGroupId,userId\n");
+    for r in rows {
+        input.push_str(r);
+        input.push('\n');
+    }
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args([
+        "sync",
+        "in.csv",
+        "--base-url",
+        &emu.base_url(),
+        "--rate",
+        "200",
+    ])
+    .args(["--report", "out.csv"])
+    .args(args);
+    let output = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let code = output.status.code().expect("exit code");
+    let rows = read_report(&dir.path().join("out.csv"));
+    (code, rows)
+}
+
+/// `user=status/action` for each row of a group, in report order.
+fn outcome(rows: &[Row], group: &str) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r["organizationUserGroupId"] == group)
+        .map(|r| format!("{}={}/{}", r["userId"], r["status"], r["action"]))
+        .collect()
+}
+
+fn members(emu: &Emulator, group: &str) -> Vec<String> {
+    emu.memberships()
+        .into_iter()
+        .filter(|(_, g, _)| g == group)
+        .map(|(_, _, u)| u)
+        .collect()
+}
+
+fn users(prefix: &str, n: usize) -> Vec<String> {
+    (1..=n).map(|i| format!("{prefix}{i:02}")).collect()
+}
+
+fn rows_for(group: &str, users: &[String]) -> Vec<String> {
+    users.iter().map(|u| format!("acme,{group},{u}")).collect()
+}
+
+fn refs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_on_an_unchanged_input_makes_no_add_calls() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let list = users("u", 5);
+    emu.seed("acme", "eng", list.clone());
+    let (code, rows) = sync(&emu, &refs(&rows_for("eng", &list)), &["--mode", "delta"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        emu.calls(Call::Add),
+        0,
+        "no add call for members already there"
+    );
+    assert_eq!(emu.calls(Call::GetUsers), 1);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "unchanged" && r["action"] == "none"),
+        "{rows:?}"
+    );
+    assert_eq!(rows.len(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_adds_exactly_the_missing_users() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    emu.seed("acme", "eng", ["u01", "u02", "hand-made"]);
+    let input = rows_for("eng", &users("u", 4));
+    let (code, rows) = sync(&emu, &refs(&input), &["--mode", "delta"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        outcome(&rows, "eng"),
+        [
+            "u01=unchanged/none",
+            "u02=unchanged/none",
+            "u03=added/add",
+            "u04=added/add"
+        ]
+    );
+    assert_eq!(
+        emu.received(),
+        [(
+            "eng".to_string(),
+            vec!["u03".to_string(), "u04".to_string()]
+        )]
+    );
+    // Delta never removes: the member the input does not list stays.
+    assert_eq!(
+        members(&emu, "eng"),
+        ["hand-made", "u01", "u02", "u03", "u04"]
+    );
+    assert_eq!(emu.calls(Call::Delete), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn members_are_read_over_every_page() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let list = users("u", 25);
+    emu.seed("acme", "eng", list.clone());
+    let mut input = rows_for("eng", &list);
+    input.push("acme,eng,new-user".into());
+    let (code, rows) = sync(
+        &emu,
+        &refs(&input),
+        &["--mode", "delta", "--page-size", "10"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(emu.calls(Call::GetUsers), 3, "pages of 10, 10 and 5");
+    let unchanged = rows.iter().filter(|r| r["status"] == "unchanged").count();
+    assert_eq!(unchanged, 25, "members on pages 2 and 3 are known too");
+    assert_eq!(
+        emu.received(),
+        [("eng".to_string(), vec!["new-user".to_string()])]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mirror_removes_exactly_the_extra_members_of_named_groups_only() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let list = users("u", 20);
+    emu.seed(
+        "acme",
+        "eng",
+        list.iter().cloned().chain(["x1".into(), "x2".into()]),
+    );
+    emu.seed("acme", "sales", ["s1", "s2"]);
+    // 22 current members: 10% allows 2 removals.
+    let (code, rows) = sync(&emu, &refs(&rows_for("eng", &list)), &["--mode", "mirror"]).await;
+    assert_eq!(code, 0);
+    let removals: Vec<_> = rows.iter().filter(|r| r["action"] == "remove").collect();
+    assert_eq!(removals.len(), 2);
+    for r in &removals {
+        assert_eq!(r["status"], "removed");
+        assert_eq!(r["line"], "", "a removal has no input line");
+    }
+    assert_eq!(
+        emu.deleted(),
+        [("eng".to_string(), vec!["x1".to_string(), "x2".to_string()])]
+    );
+    assert_eq!(members(&emu, "eng"), list);
+    assert_eq!(
+        members(&emu, "sales"),
+        ["s1", "s2"],
+        "a group not in the input"
+    );
+    assert_eq!(emu.calls(Call::Add), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_removal_limit_refuses_the_group_reports_it_and_still_adds() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let list = users("u", 10);
+    emu.seed("acme", "eng", list.iter().cloned().chain(users("x", 3)));
+    let mut input = rows_for("eng", &list);
+    input.push("acme,eng,n1".into());
+    // 13 current members: 10% is 1, and 3 would go.
+    let (code, rows) = sync(&emu, &refs(&input), &["--mode", "mirror"]).await;
+    assert_eq!(code, 1, "a refused group makes the run incomplete");
+    let refused: Vec<_> = rows.iter().filter(|r| r["action"] == "remove").collect();
+    assert_eq!(refused.len(), 3);
+    for r in &refused {
+        assert_eq!(r["status"], "not_attempted");
+        assert!(r["message"].contains("--max-removals"), "{}", r["message"]);
+    }
+    assert_eq!(emu.calls(Call::Delete), 0);
+    assert!(outcome(&rows, "eng").contains(&"n1=added/add".to_string()));
+    assert_eq!(members(&emu, "eng").len(), 14, "nothing removed, n1 added");
+
+    // A count that covers them lets them go.
+    let (code, rows) = sync(
+        &emu,
+        &refs(&input),
+        &["--mode", "mirror", "--max-removals", "3"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(rows.iter().filter(|r| r["status"] == "removed").count(), 3);
+    assert_eq!(members(&emu, "eng").len(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_group_is_not_emptied_of_its_members_without_allow_empty() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    emu.seed("acme", "eng", ["old-1", "old-2"]);
+    // Every current member would go (say the export renamed its user IDs).
+    let input = ["acme,eng,new-1"];
+    let (code, rows) = sync(
+        &emu,
+        &input,
+        &["--mode", "mirror", "--max-removals", "100%"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    let refused: Vec<_> = rows.iter().filter(|r| r["action"] == "remove").collect();
+    assert_eq!(refused.len(), 2);
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["status"] == "not_attempted" && r["message"].contains("--allow-empty"))
+    );
+    assert_eq!(emu.calls(Call::Delete), 0);
+
+    let (code, _) = sync(
+        &emu,
+        &input,
+        &[
+            "--mode",
+            "mirror",
+            "--max-removals",
+            "100%",
+            "--allow-empty",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(members(&emu, "eng"), ["new-1"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_mirror_dry_run_reads_but_sends_no_writes_and_reports_the_plan() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    emu.seed("acme", "eng", ["u1", "u2", "x1"]);
+    let input = ["acme,eng,u1", "acme,eng,u3"];
+    let (code, rows) = sync(
+        &emu,
+        &input,
+        &["--mode", "mirror", "--dry-run", "--max-removals", "2"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        outcome(&rows, "eng"),
+        [
+            "u1=unchanged/none",
+            "u3=planned/add",
+            "u2=planned/remove",
+            "x1=planned/remove"
+        ]
+    );
+    assert_eq!(emu.calls(Call::GetUsers), 1);
+    assert_eq!(emu.calls(Call::Add) + emu.calls(Call::Delete), 0);
+    assert_eq!(members(&emu, "eng"), ["u1", "u2", "x1"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_group_is_created_on_not_found_only_with_the_flag() {
+    let emu = emulator(EmulatorConfig {
+        groups_must_exist: true,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = "organizationId,organizationUserGroupId,groupName,userId\n\
+                 acme,design,\"Design, UX\",u1\nacme,design,,u2\n";
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    let run = |extra: &'static [&'static str]| {
+        let mut cmd = bin_with_credentials(dir.path());
+        cmd.args(["sync", "in.csv", "--base-url", &emu.base_url()])
+            .args(["--report", "out.csv", "--chunk-size", "1"])
+            .args(extra);
+        cmd.output().unwrap()
+    };
+
+    let out = tokio::task::block_in_place(|| run(&[]));
+    assert_eq!(out.status.code(), Some(1));
+    let rows = read_report(&dir.path().join("out.csv"));
+    for r in &rows {
+        assert_eq!(r["status"], "failed");
+        assert_eq!(r["errorStatus"], "NOT_FOUND");
+        assert!(
+            r["message"].contains("--create-missing-groups"),
+            "{}",
+            r["message"]
+        );
+    }
+    assert_eq!(emu.calls(Call::CreateGroups), 0);
+
+    let out = tokio::task::block_in_place(|| {
+        run(&[
+            "--create-missing-groups",
+            "--group-name-column",
+            "groupName",
+        ])
+    });
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows = read_report(&dir.path().join("out.csv"));
+    assert!(rows.iter().all(|r| r["status"] == "added"), "{rows:?}");
+    assert_eq!(
+        emu.calls(Call::CreateGroups),
+        1,
+        "created once for both chunks"
+    );
+    assert_eq!(members(&emu, "design"), ["u1", "u2"]);
+    assert_eq!(
+        emu.group_names()[&("acme".to_string(), "design".to_string())],
+        "Design, UX"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_uses_the_chosen_api_version() {
+    for version in ["v1", "v2"] {
+        let emu = emulator(EmulatorConfig {
+            groups_must_exist: true,
+            ..EmulatorConfig::default()
+        })
+        .await;
+        emu.seed("acme", "eng", ["u1", "x1"]);
+        let input = ["acme,eng,u1", "acme,eng,u2", "acme,design,u3"];
+        let (code, rows) = sync(
+            &emu,
+            &input,
+            &[
+                "--mode",
+                "mirror",
+                "--create-missing-groups",
+                "--max-removals",
+                "1",
+                "--api-version",
+                version,
+            ],
+        )
+        .await;
+        assert_eq!(code, 0, "{version}: {rows:?}");
+        for call in [Call::GetUsers, Call::Add, Call::Delete, Call::CreateGroups] {
+            assert!(emu.calls(call) >= 1, "{version}: no {call:?} call");
+        }
+        assert!(
+            emu.versions().iter().all(|v| v == version),
+            "{version}: {:?}",
+            emu.versions()
+        );
+        assert_eq!(members(&emu, "eng"), ["u1", "u2"]);
+        assert_eq!(members(&emu, "design"), ["u3"]);
+    }
+}
