@@ -373,3 +373,19 @@ async fn every_call_uses_the_chosen_api_version() {
         assert_eq!(members(&emu, "design"), ["u3"]);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rejected_credentials_while_reading_stop_the_run_before_any_write() {
+    let emu = emulator(EmulatorConfig {
+        credentials: Some(("other-key".into(), "other-token".into())),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let (code, rows) = sync(&emu, &["acme,eng,u1", "acme,ops,u2"], &["--mode", "mirror"]).await;
+    assert_eq!(code, 3);
+    assert!(
+        rows.iter().all(|r| r["status"] == "not_attempted"),
+        "{rows:?}"
+    );
+    assert_eq!(emu.calls(Call::Add) + emu.calls(Call::Delete), 0);
+}
