@@ -75,7 +75,7 @@ fn main() {
             json_logs: false,
         };
         let started = Instant::now();
-        let code = velt_group_sync::sync(&sync_args, &output)
+        let code = velt_group_sync::sync(&sync_args, &output, &mut Default::default())
             .await
             .map_err(|e| e.to_string());
         let elapsed = started.elapsed().as_secs_f64();

@@ -31,7 +31,13 @@ pub struct Cli {
     pub verbose: u8,
 
     /// Only warnings and errors; no summary line, no progress bar.
-    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        env = "VELT_QUIET"
+    )]
     pub quiet: bool,
 }
 
@@ -39,169 +45,212 @@ pub struct Cli {
 pub enum Command {
     /// Read a membership file and add every membership to its group.
     Sync(Box<SyncArgs>),
+    /// Read and check a membership file with the same rules as `sync`, print what is wrong
+    /// line by line and the plan's counts; send nothing. Exit 0 clean, 1 invalid records,
+    /// 2 unreadable.
+    Validate(Box<ValidateArgs>),
     /// Run the built-in Velt emulator as a standalone server (for demos and tests).
     Emulator(EmulatorArgs),
+    /// Print a shell completion script to standard output.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to standard output.
+    Manpage,
 }
 
+/// Where the records come from and how they are read: shared by `sync` and `validate`.
 #[derive(Debug, Args)]
-pub struct SyncArgs {
+pub struct InputArgs {
     /// Membership file (CSV, JSON or JSON Lines), or `-` for standard input.
-    #[arg(default_value = "-")]
+    #[arg(default_value = "-", env = "VELT_INPUT")]
     pub input: PathBuf,
 
     /// Input format; `auto` goes by the file extension, or sniffs standard input.
-    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto, env = "VELT_FORMAT")]
     pub format: FormatArg,
 
     /// Organization ID for records that do not carry one.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", env = "VELT_ORG")]
     pub org: Option<String>,
 
     /// Group (organizationUserGroupId) for records that do not carry one.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", env = "VELT_GROUP")]
     pub group: Option<String>,
 
     /// Column (or JSON key) that holds the organization ID; case-insensitive.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "VELT_ORG_COLUMN")]
     pub org_column: Option<String>,
 
     /// Column (or JSON key) that holds the group ID; case-insensitive.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "VELT_GROUP_COLUMN")]
     pub group_column: Option<String>,
 
     /// Column (or JSON key) that holds the user ID; case-insensitive.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "VELT_USER_COLUMN")]
     pub user_column: Option<String>,
 
     /// Column (or JSON key) that holds the group's display name, used by
     /// --create-missing-groups (default: the group ID).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", env = "VELT_GROUP_NAME_COLUMN")]
     pub group_name_column: Option<String>,
+
+    /// CSV delimiter: one ASCII character, or `tab`. Default: detected from the header line.
+    #[arg(long, value_name = "C", value_parser = parse_delimiter, env = "VELT_DELIMITER")]
+    pub delimiter: Option<u8>,
+
+    /// Take only input rows with these statuses (the input is a previous report), e.g.
+    /// failed,unconfirmed,not_attempted.
+    #[arg(long, value_name = "STATUS,...", value_delimiter = ',', value_parser = parse_status,
+          env = "VELT_ONLY_STATUS")]
+    pub only_status: Option<Vec<String>>,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    /// Most user IDs per add request, for the request count.
+    #[arg(long, value_name = "N", default_value_t = 100, env = "VELT_CHUNK_SIZE",
+          value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub chunk_size: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
 
     /// `add`: add every membership. `delta`: read each group's members first and add only the
     /// missing ones (others are `unchanged`). `mirror`: delta, and remove members the input does
     /// not list (only in groups the input names; see --max-removals, --allow-empty).
-    #[arg(long, value_enum, default_value_t = Mode::Add)]
+    #[arg(long, value_enum, default_value_t = Mode::Add, env = "VELT_MODE")]
     pub mode: Mode,
 
     /// Mirror mode: most removals per group, a count (`25`) or a share of its current members
     /// (`10%`, at least 1). A group needing more is left alone and reported; the run exits 1.
-    #[arg(long, value_name = "N|P%", default_value = "10%", value_parser = parse_max_removals)]
+    #[arg(long, value_name = "N|P%", default_value = "10%", value_parser = parse_max_removals,
+          env = "VELT_MAX_REMOVALS")]
     pub max_removals: MaxRemovals,
 
     /// Mirror mode: allow removing every member of a group (refused by default).
-    #[arg(long)]
+    #[arg(long, env = "VELT_ALLOW_EMPTY")]
     pub allow_empty: bool,
 
     /// When an add answers that the group does not exist (NOT_FOUND), create it once
     /// (named from --group-name-column, or its ID) and send its users again.
-    #[arg(long)]
+    #[arg(long, env = "VELT_CREATE_MISSING_GROUPS")]
     pub create_missing_groups: bool,
 
     /// Members per page when reading groups (delta and mirror modes).
-    #[arg(long, value_name = "N", default_value_t = 1000,
+    #[arg(long, value_name = "N", default_value_t = 1000, env = "VELT_PAGE_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
-
-    /// CSV delimiter: one ASCII character, or `tab`. Default: detected from the header line.
-    #[arg(long, value_name = "C", value_parser = parse_delimiter)]
-    pub delimiter: Option<u8>,
 
     /// Base URL of the Velt API.
     #[arg(long, env = "VELT_BASE_URL", default_value = "https://api.velt.dev")]
     pub base_url: String,
 
     /// API version used in request paths.
-    #[arg(long, value_enum, default_value_t = ApiVersion::V1)]
+    #[arg(long, value_enum, default_value_t = ApiVersion::V1, env = "VELT_API_VERSION")]
     pub api_version: ApiVersion,
 
     /// Read the API key from this file instead of the VELT_API_KEY environment variable.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "VELT_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,
 
     /// Read the auth token from this file instead of the VELT_AUTH_TOKEN environment variable.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "VELT_AUTH_TOKEN_FILE")]
     pub auth_token_file: Option<PathBuf>,
 
     /// Most user IDs per add request.
-    #[arg(long, value_name = "N", default_value_t = 100,
+    #[arg(long, value_name = "N", default_value_t = 100, env = "VELT_CHUNK_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub chunk_size: u32,
 
     /// Requests per second (fractions allowed, e.g. 0.5), or `auto`: start low, speed up while
     /// the API accepts, back off when it throttles, never above --max-rate.
-    #[arg(long, value_name = "R|auto", default_value = "10", value_parser = parse_rate_arg)]
+    #[arg(long, value_name = "R|auto", default_value = "10", value_parser = parse_rate_arg,
+          env = "VELT_RATE")]
     pub rate: RateArg,
 
     /// The ceiling for --rate auto.
-    #[arg(long, value_name = "R", default_value_t = 500.0, value_parser = parse_rate)]
+    #[arg(long, value_name = "R", default_value_t = 500.0, value_parser = parse_rate,
+          env = "VELT_MAX_RATE")]
     pub max_rate: f64,
 
     /// Requests in flight at first; raised automatically, up to --max-concurrency, when the
     /// rate times the observed latency needs more.
-    #[arg(long, value_name = "C", default_value_t = 4,
+    #[arg(long, value_name = "C", default_value_t = 4, env = "VELT_CONCURRENCY",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
 
     /// The most requests in flight at once.
-    #[arg(long, value_name = "C", default_value_t = 64,
+    #[arg(long, value_name = "C", default_value_t = 64, env = "VELT_MAX_CONCURRENCY",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_concurrency: u32,
 
     /// Requests the limiter lets through at once; any 1-second window holds at most RATE + BURST.
-    #[arg(long, value_name = "B", default_value_t = 1,
+    #[arg(long, value_name = "B", default_value_t = 1, env = "VELT_BURST",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub burst: u32,
 
     /// Time allowed for one attempt (e.g. 30s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          env = "VELT_TIMEOUT")]
     pub timeout: Duration,
 
     /// Retries per request after throttling, server faults and lost connections.
-    #[arg(long, value_name = "N", default_value_t = 6)]
+    #[arg(long, value_name = "N", default_value_t = 6, env = "VELT_MAX_RETRIES")]
     pub max_retries: u32,
 
     /// Longest wait between retries (exponential backoff with full jitter from 500 ms).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          env = "VELT_MAX_BACKOFF")]
     pub max_backoff: Duration,
 
     /// Longest Retry-After honoured; a longer one fails the request's users (RESOURCE_EXHAUSTED).
-    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration,
+          env = "VELT_MAX_RETRY_AFTER")]
     pub max_retry_after: Duration,
 
     /// After SIGINT/SIGTERM, how long in-flight requests may finish before the report is written.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+          env = "VELT_GRACE")]
     pub grace: Duration,
 
     /// Resume journal: memberships confirmed added are appended here, and skipped when a run
     /// with the same input, target and journal starts again.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", env = "VELT_STATE")]
     pub state: Option<PathBuf>,
-
-    /// Take only input rows with these statuses (the input is a previous report), e.g.
-    /// failed,unconfirmed,not_attempted.
-    #[arg(long, value_name = "STATUS,...", value_delimiter = ',', value_parser = parse_status)]
-    pub only_status: Option<Vec<String>>,
 
     /// Where to write the report; `-` writes it to standard output.
     #[arg(
         long,
         value_name = "PATH",
-        default_value = "velt-group-sync-report.csv"
+        default_value = "velt-group-sync-report.csv",
+        env = "VELT_REPORT"
     )]
     pub report: PathBuf,
 
     /// Report format. Default: from the report's extension (.json, .jsonl, otherwise CSV).
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, env = "VELT_REPORT_FORMAT")]
     pub report_format: Option<ReportFormat>,
 
     /// Read, validate and plan; send nothing. The report lists every membership as `planned`.
-    #[arg(long)]
+    #[arg(long, env = "VELT_DRY_RUN")]
     pub dry_run: bool,
 
     /// Stop before sending anything if any record is invalid (exit 2).
-    #[arg(long)]
+    #[arg(long, env = "VELT_STRICT")]
     pub strict: bool,
+
+    /// Write Prometheus metrics here at the end of every run (node_exporter textfile
+    /// collector), atomically; the last fully successful run's time is carried over.
+    #[arg(long, value_name = "PATH", env = "VELT_METRICS_FILE")]
+    pub metrics_file: Option<PathBuf>,
 
     /// Run against the built-in Velt emulator on a loopback port; no credentials needed.
     #[arg(long, conflicts_with_all = ["api_key_file", "auth_token_file"])]

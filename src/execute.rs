@@ -7,7 +7,7 @@
 //! runs, so that a run cut short still knows what every attempted membership went through, and
 //! which requests were in flight (their users may have been added: `unconfirmed`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -95,6 +95,12 @@ pub struct Execution {
     pub interrupted: Option<u8>,
     /// Mirror mode: groups whose members could not be read, so their removals are unknown.
     pub unread_groups: u64,
+    /// Requests by HTTP status of the answer (`none`: no answer), reads and writes alike.
+    pub requests_by_status: BTreeMap<String, u64>,
+    /// Requests sent again.
+    pub retries: u64,
+    /// Requests answered 429 / `RESOURCE_EXHAUSTED`.
+    pub throttled: u64,
 }
 
 /// The limiter's quota: one request every `1 / rate` seconds, with `burst` allowed at once, so
@@ -133,6 +139,9 @@ struct Shared<'a> {
     lowered: AtomicBool,
     /// `--create-missing-groups`: each group is created at most once per run.
     created: Mutex<HashMap<GroupKey, Arc<Creation>>>,
+    by_status: Mutex<BTreeMap<String, u64>>,
+    retries: AtomicU64,
+    throttled: AtomicU64,
 }
 
 /// The creation of one group: done once, its result shared by every chunk that waited.
@@ -186,6 +195,54 @@ impl<'a> Shared<'a> {
             requests: AtomicU64::new(0),
             lowered: AtomicBool::new(false),
             created: Mutex::new(HashMap::new()),
+            by_status: Mutex::new(BTreeMap::new()),
+            retries: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one request and its answer (`None`: a read or creation that succeeded).
+    fn count(&self, response: Option<&AddResponse>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let code = match response {
+            None => "200".to_string(),
+            Some(
+                AddResponse::PerUser { http_status, .. }
+                | AddResponse::Rejected { http_status, .. },
+            ) => http_status.to_string(),
+            Some(AddResponse::Transport { .. }) => "none".to_string(),
+        };
+        *self
+            .by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(code)
+            .or_default() += 1;
+        if response.is_some_and(is_throttle) {
+            self.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The run's result, with the request counts so far.
+    fn execution(
+        &self,
+        outcomes: Vec<Outcome>,
+        interrupted: Option<u8>,
+        unread_groups: u64,
+    ) -> Execution {
+        Execution {
+            outcomes,
+            requests: self.requests.load(Ordering::Relaxed),
+            auth_failure: self.take_auth_failure(),
+            interrupted,
+            unread_groups,
+            requests_by_status: self
+                .by_status
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            retries: self.retries.load(Ordering::Relaxed),
+            throttled: self.throttled.load(Ordering::Relaxed),
         }
     }
 
@@ -265,6 +322,13 @@ impl<'a> Shared<'a> {
         }
     }
 
+    fn auth_failure_seen(&self) -> bool {
+        self.auth_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
+    }
+
     fn take_auth_failure(&self) -> Option<String> {
         self.auth_failure
             .lock()
@@ -307,17 +371,27 @@ impl<'a> Shared<'a> {
             let sent_at = Instant::now();
             let result = send().await;
             drop(permit);
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            self.observe(result.as_ref().err(), sent_at.elapsed());
+            let elapsed = sent_at.elapsed();
+            self.count(result.as_ref().err());
+            self.observe(result.as_ref().err(), elapsed);
             let response = match result {
                 Ok(value) => {
                     self.budget.on_success(retry_cost);
+                    tracing::debug!(
+                        event = "response",
+                        call = what,
+                        organizationId = &*group.org,
+                        organizationUserGroupId = &*group.id,
+                        httpStatus = 200,
+                        attempt = attempt + 1,
+                        elapsed_ms = elapsed.as_millis() as u64,
+                    );
                     return Ok(value);
                 }
                 Err(response) => response,
             };
             let class = retry::classify(&response);
-            log_response(group, &response, attempt + 1, class);
+            log_response(group, &response, attempt + 1, class, elapsed);
             let (http, status, message) = rejection(&response);
             let refused = |message| CallError::Refused(detail(message, status.clone(), http));
             match class {
@@ -360,6 +434,7 @@ impl<'a> Shared<'a> {
                         return Err(CallError::Stopped);
                     }
                     retry_cost = Some(cost);
+                    self.retries.fetch_add(1, Ordering::Relaxed);
                 }
             }
             attempt += 1;
@@ -493,22 +568,10 @@ pub async fn execute(
         let Some(current) = read else {
             // Interrupted while reading: nothing was written.
             let code = interrupts.borrow().1;
-            return Execution {
-                outcomes,
-                requests: shared.requests.load(Ordering::Relaxed),
-                auth_failure: None,
-                interrupted: Some(code),
-                unread_groups: 0,
-            };
+            return shared.execution(outcomes, Some(code), 0);
         };
-        if let Some(message) = shared.take_auth_failure() {
-            return Execution {
-                outcomes,
-                requests: shared.requests.load(Ordering::Relaxed),
-                auth_failure: Some(message),
-                interrupted: None,
-                unread_groups: 0,
-            };
+        if shared.auth_failure_seen() {
+            return shared.execution(outcomes, None, 0);
         }
         unread_groups = reconcile(plan, current, opts, &mut outcomes);
     }
@@ -518,13 +581,7 @@ pub async fn execute(
                 o.status = Status::Planned;
             }
         }
-        return Execution {
-            outcomes,
-            requests: shared.requests.load(Ordering::Relaxed),
-            auth_failure: None,
-            interrupted: None,
-            unread_groups,
-        };
+        return shared.execution(outcomes, None, unread_groups);
     }
     let plan = &*plan;
     progress.set_length(plan.memberships.len() as u64);
@@ -649,13 +706,7 @@ pub async fn execute(
     {
         tracing::error!(event = "state_write_failed", path = %j.path().display(), message = %e);
     }
-    Execution {
-        outcomes,
-        requests: ctx.requests.load(Ordering::Relaxed),
-        auth_failure: ctx.take_auth_failure(),
-        interrupted,
-        unread_groups,
-    }
+    shared.execution(outcomes, interrupted, unread_groups)
 }
 
 /// Add or remove.
@@ -1005,13 +1056,14 @@ async fn send_with_retries(
             Kind::Remove => ctx.client.remove_users(&group.org, &group.id, &users).await,
         };
         drop(permit);
-        ctx.requests.fetch_add(1, Ordering::Relaxed);
-        ctx.observe(Some(&response), sent_at.elapsed());
+        let elapsed = sent_at.elapsed();
+        ctx.count(Some(&response));
+        ctx.observe(Some(&response), elapsed);
         if let Some(t) = ctx.tasks().get_mut(&task) {
             t.in_flight.clear();
         }
         let class = retry::classify(&response);
-        log_response(group, &response, attempt + 1, class);
+        log_response(group, &response, attempt + 1, class, elapsed);
         match (class, response) {
             (
                 Class::Answered,
@@ -1064,6 +1116,7 @@ async fn send_with_retries(
                 if missing.is_empty() || attempt >= opts.max_retries {
                     return Sent::Done;
                 }
+                ctx.retries.fetch_add(1, Ordering::Relaxed);
                 pending = missing;
             }
             (Class::Stop, response) => {
@@ -1178,6 +1231,7 @@ async fn send_with_retries(
                     return Sent::Done;
                 }
                 retry_cost = Some(cost);
+                ctx.retries.fetch_add(1, Ordering::Relaxed);
             }
             (Class::Answered, _) => return Sent::Done,
         }
@@ -1220,10 +1274,17 @@ fn rejection(response: &AddResponse) -> (Option<u16>, Option<String>, String) {
     }
 }
 
-fn log_response(group: &Group, response: &AddResponse, attempt: u32, class: Class) {
+fn log_response(
+    group: &Group,
+    response: &AddResponse,
+    attempt: u32,
+    class: Class,
+    elapsed: Duration,
+) {
     let org = &*group.org;
     let group = &*group.id;
     let will_retry = matches!(class, Class::Retry { .. });
+    let elapsed_ms = elapsed.as_millis() as u64;
     match response {
         AddResponse::PerUser { http_status, .. } => tracing::debug!(
             event = "response",
@@ -1231,6 +1292,7 @@ fn log_response(group: &Group, response: &AddResponse, attempt: u32, class: Clas
             organizationUserGroupId = group,
             httpStatus = http_status,
             attempt = attempt,
+            elapsed_ms = elapsed_ms,
         ),
         AddResponse::Rejected {
             http_status,
@@ -1244,6 +1306,7 @@ fn log_response(group: &Group, response: &AddResponse, attempt: u32, class: Clas
             httpStatus = http_status,
             errorStatus = error_status.as_deref().unwrap_or(""),
             attempt = attempt,
+            elapsed_ms = elapsed_ms,
             retry = will_retry,
             message = message.as_str(),
         ),
@@ -1252,6 +1315,7 @@ fn log_response(group: &Group, response: &AddResponse, attempt: u32, class: Clas
             organizationId = org,
             organizationUserGroupId = group,
             attempt = attempt,
+            elapsed_ms = elapsed_ms,
             retry = will_retry,
             message = message.as_str(),
         ),

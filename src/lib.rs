@@ -11,6 +11,7 @@ pub mod emulator;
 pub mod error;
 pub mod execute;
 pub mod input;
+pub mod metrics;
 pub mod outcome;
 pub mod pace;
 pub mod plan;
@@ -24,12 +25,13 @@ use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{Cli, Command, EmulatorArgs, LogFormat, SyncArgs};
+use crate::cli::{Cli, Command, EmulatorArgs, InputArgs, LogFormat, SyncArgs, ValidateArgs};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, Credentials, VeltClient};
 use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, exit};
 use crate::execute::{ExecOptions, execute};
 use crate::input::{Columns, InputOptions};
+use crate::metrics::RunStats;
 use crate::outcome::{Outcome, Status};
 use crate::plan::{Defaults, Plan, Planner};
 use crate::report::{ReportTarget, Summary};
@@ -40,16 +42,121 @@ pub async fn run(cli: Cli) -> u8 {
     init_logging(&cli);
     let output = Output::from_cli(&cli);
     let result = match cli.command {
-        Command::Sync(args) => sync(&args, &output).await,
+        Command::Sync(args) => {
+            let started = Instant::now();
+            let mut stats = RunStats {
+                dry_run: args.dry_run,
+                ..RunStats::default()
+            };
+            let code = exit_code(sync(&args, &output, &mut stats).await, &output);
+            if let Some(path) = &args.metrics_file
+                && let Err(e) = metrics::write(
+                    path,
+                    &stats,
+                    code,
+                    started.elapsed(),
+                    std::time::SystemTime::now(),
+                )
+            {
+                output.say("error", &format!("error: {e}"));
+            }
+            return code;
+        }
+        Command::Validate(args) => validate(&args),
         Command::Emulator(args) => serve_emulator(&args).await,
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "velt-group-sync", &mut text);
+            print_bytes(&text)
+        }
+        Command::Manpage => {
+            use clap::CommandFactory;
+            let mut text = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut text) {
+                Ok(()) => print_bytes(&text),
+                Err(source) => Err(Error::Io {
+                    path: "the man page".into(),
+                    source,
+                }),
+            }
+        }
     };
+    exit_code(result, &output)
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is no error.
+fn print_bytes(text: &[u8]) -> Result<u8, Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Io {
+            path: "standard output".into(),
+            source: e,
+        }),
+        _ => Ok(exit::OK),
+    }
+}
+
+/// A value for a one-line message: at most 80 characters.
+fn clip(value: &str) -> std::borrow::Cow<'_, str> {
+    match value.char_indices().nth(80) {
+        Some((at, _)) => format!("{}… ({} bytes)", &value[..at], value.len()).into(),
+        None => value.into(),
+    }
+}
+
+fn exit_code(result: Result<u8, Error>, output: &Output) -> u8 {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("velt-group-sync: error: {e}");
+            output.say("error", &format!("error: {e}"));
             e.exit_code()
         }
     }
+}
+
+/// The `validate` command: read and check the input as `sync` would, print each invalid
+/// record and the plan's counts. 0 clean, 1 invalid records, 2 unreadable (an `Err`).
+fn validate(args: &ValidateArgs) -> Result<u8, Error> {
+    use std::io::Write;
+    let plan = read_plan(&args.input)?;
+    let name = args.input.input.display().to_string();
+    let name = if name == "-" { "<stdin>" } else { &name };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let write_err = |source| Error::Io {
+        path: "standard output".into(),
+        source,
+    };
+    for bad in &plan.invalid {
+        writeln!(
+            out,
+            "{name}:{}: {} (organizationId `{}`, organizationUserGroupId `{}`, userId `{}`)",
+            bad.line,
+            bad.reason,
+            clip(&bad.org),
+            clip(&bad.group),
+            clip(&bad.user)
+        )
+        .map_err(write_err)?;
+    }
+    let chunk = args.chunk_size as usize;
+    writeln!(
+        out,
+        "{name}: {} memberships in {} groups, {} invalid records, {} duplicates merged; {} requests at chunk size {chunk}",
+        plan.memberships.len(),
+        plan.groups.len(),
+        plan.invalid.len(),
+        plan.duplicates,
+        plan.request_count(chunk),
+    )
+    .map_err(write_err)?;
+    out.flush().map_err(write_err)?;
+    Ok(if plan.invalid.is_empty() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    })
 }
 
 /// How much the run shows on stderr.
@@ -60,6 +167,16 @@ pub struct Output {
 }
 
 impl Output {
+    /// A line for the operator: a JSON log line with `event` under `--log-format json` (so
+    /// stderr stays machine-readable), else plain text.
+    fn say(&self, event: &str, text: &str) {
+        if self.json_logs {
+            tracing::error!(event = event, message = text);
+        } else {
+            eprintln!("velt-group-sync: {text}");
+        }
+    }
+
     fn from_cli(cli: &Cli) -> Output {
         Output {
             quiet: cli.quiet,
@@ -93,7 +210,7 @@ fn init_logging(cli: &Cli) {
 }
 
 /// The `sync` command: read, plan, send, report. Returns the exit code.
-pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
+pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Result<u8, Error> {
     let started = Instant::now();
     // A dry run in delta or mirror mode still reads the groups.
     let sends_nothing = args.dry_run && args.mode == cli::Mode::Add;
@@ -109,7 +226,10 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
         )?)
     };
     let report = ReportTarget::prepare(&args.report, args.report_format)?;
-    let mut plan = read_plan(args)?;
+    if let Some(path) = &args.metrics_file {
+        metrics::check_writable(path)?;
+    }
+    let mut plan = read_plan(&args.input)?;
     let chunk_size = args.chunk_size as usize;
     let request_count = plan.request_count(chunk_size);
     tracing::info!(
@@ -123,14 +243,14 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
 
     if args.strict && !plan.invalid.is_empty() {
         let outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
-        finish(&plan, &outcomes, 0, report, started, output)?;
+        finish(&plan, &outcomes, 0, report, started, output, stats)?;
         return Err(Error::Strict(plan.invalid.len()));
     }
 
     if sends_nothing {
         print_plan(&plan, chunk_size, report.is_stdout());
         let outcomes = vec![Outcome::new(Status::Planned); plan.memberships.len()];
-        return finish(&plan, &outcomes, 0, report, started, output);
+        return finish(&plan, &outcomes, 0, report, started, output, stats);
     }
 
     // Credentials were resolved above for every run that sends.
@@ -206,6 +326,9 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
     if let Some(emu) = emulator {
         emu.stop().await;
     }
+    stats.requests = execution.requests_by_status.clone();
+    stats.retries = execution.retries;
+    stats.throttled = execution.throttled;
     let code = finish(
         &plan,
         &execution.outcomes,
@@ -213,37 +336,47 @@ pub async fn sync(args: &SyncArgs, output: &Output) -> Result<u8, Error> {
         report,
         started,
         output,
+        stats,
     )?;
     if let Some(code) = execution.interrupted {
-        eprintln!(
-            "velt-group-sync: interrupted; memberships not sent are `not_attempted` in the report{}",
-            if args.state.is_some() {
-                " (re-run with the same --state to finish)"
-            } else {
-                ""
-            }
+        output.say(
+            "interrupted",
+            &format!(
+                "interrupted; memberships not sent are `not_attempted` in the report{}",
+                if args.state.is_some() {
+                    " (re-run with the same --state to finish)"
+                } else {
+                    ""
+                }
+            ),
         );
         return Ok(code);
     }
     if let Some(message) = execution.auth_failure {
-        eprintln!(
-            "velt-group-sync: error: the API refused the credentials ({message}); the run stopped. \
-             Check {API_KEY_ENV} and {AUTH_TOKEN_ENV}."
+        output.say(
+            "credentials_refused",
+            &format!(
+                "error: the API refused the credentials ({message}); the run stopped. \
+                 Check {API_KEY_ENV} and {AUTH_TOKEN_ENV}."
+            ),
         );
         return Ok(exit::AUTH);
     }
     if execution.unread_groups > 0 {
-        eprintln!(
-            "velt-group-sync: {} group(s) could not be read, so nothing was removed from them \
-             (see the read_failed log lines); re-run to finish mirroring them",
-            execution.unread_groups
+        output.say(
+            "groups_unread",
+            &format!(
+                "{} group(s) could not be read, so nothing was removed from them \
+                 (see the read_failed log lines); re-run to finish mirroring them",
+                execution.unread_groups
+            ),
         );
         return Ok(exit::INCOMPLETE);
     }
     Ok(code)
 }
 
-fn read_plan(args: &SyncArgs) -> Result<Plan, Error> {
+fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
     let mut planner = Planner::new(Defaults {
         org: args.org.clone(),
         group: args.group.clone(),
@@ -261,12 +394,12 @@ fn read_plan(args: &SyncArgs) -> Result<Plan, Error> {
         has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
         only_status: args.only_status.clone(),
     };
-    let stats = input::read_path(&args.input, &opts, &mut planner)?;
-    tracing::debug!(event = "input", format = ?stats.format, records = stats.records);
-    if stats.skipped > 0 {
+    let read = input::read_path(&args.input, &opts, &mut planner)?;
+    tracing::debug!(event = "input", format = ?read.format, records = read.records);
+    if read.skipped > 0 {
         tracing::info!(
             event = "only_status",
-            skipped = stats.skipped,
+            skipped = read.skipped,
             message = "rows left out by --only-status"
         );
     }
@@ -281,8 +414,10 @@ fn finish(
     report: ReportTarget,
     started: Instant,
     output: &Output,
+    stats: &mut RunStats,
 ) -> Result<u8, Error> {
     let counts = report::count(plan, outcomes);
+    stats.counts = counts;
     let summary = Summary::new(counts, plan.duplicates, requests, started.elapsed());
     let path = report.path().display().to_string();
     report.write(plan, outcomes, &summary)?;

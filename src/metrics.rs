@@ -1,0 +1,227 @@
+//! `--metrics-file`: Prometheus text-format metrics about the last run, for node_exporter's
+//! textfile collector, written atomically at the end of every run (failed and interrupted
+//! ones too).
+//!
+//! Every value describes the last run, so all are gauges (a `_total` counter would reset with
+//! each run and confuse `rate()`). The time of the last fully successful run is carried over
+//! from the previous file when this run was not one, so an alert on its age fires when runs
+//! keep failing.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::Error;
+use crate::outcome::Counts;
+
+const PREFIX: &str = "velt_group_sync";
+const LAST_SUCCESS: &str = "velt_group_sync_last_success_timestamp_seconds";
+
+/// What a run did, filled in as far as it got.
+#[derive(Debug, Clone, Default)]
+pub struct RunStats {
+    pub counts: Counts,
+    /// Requests by HTTP status; `none` for requests that got no answer.
+    pub requests: BTreeMap<String, u64>,
+    pub retries: u64,
+    /// Requests answered 429 (or `RESOURCE_EXHAUSTED`).
+    pub throttled: u64,
+    /// A dry run sends no writes, so it never counts as a successful sync.
+    pub dry_run: bool,
+}
+
+/// Writes the metrics file for a run that ended with `exit_code` after `duration`.
+pub fn write(
+    path: &Path,
+    stats: &RunStats,
+    exit_code: u8,
+    duration: Duration,
+    now: SystemTime,
+) -> Result<(), Error> {
+    let now_s = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let success = exit_code == 0 && !stats.dry_run;
+    let last_success = if success {
+        Some(now_s)
+    } else {
+        previous_last_success(path)
+    };
+    let text = render(stats, exit_code, duration, now_s, success, last_success);
+    let io_err = |source: std::io::Error| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(
+            source.kind(),
+            format!("cannot write the metrics file: {source}; check --metrics-file"),
+        ),
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".velt-group-sync-metrics").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // The collector runs as another user: an ordinary file's mode, not 0600.
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    let mut file = builder.tempfile_in(dir).map_err(io_err)?;
+    file.write_all(text.as_bytes()).map_err(io_err)?;
+    file.as_file().sync_all().map_err(io_err)?;
+    file.persist(path).map_err(|e| io_err(e.error))?;
+    Ok(())
+}
+
+/// Fails now, before anything is sent, if the metrics file's directory cannot take it.
+pub fn check_writable(path: &Path) -> Result<(), Error> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".velt-group-sync-metrics")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                source.kind(),
+                format!(
+                    "cannot write the metrics file there: {source}; choose another --metrics-file"
+                ),
+            ),
+        })
+}
+
+/// The last success time of the file a previous run wrote, if any.
+fn previous_last_success(path: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.split_once(' ')?;
+            (name == LAST_SUCCESS).then(|| value.trim().parse::<f64>().ok())?
+        })
+        .filter(|v| v.is_finite() && *v > 0.0)
+}
+
+fn render(
+    stats: &RunStats,
+    exit_code: u8,
+    duration: Duration,
+    now_s: f64,
+    success: bool,
+    last_success: Option<f64>,
+) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, samples: &[(String, String)]| {
+        let _ = writeln!(out, "# HELP {PREFIX}_{name} {help}");
+        let _ = writeln!(out, "# TYPE {PREFIX}_{name} gauge");
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{PREFIX}_{name}{labels} {value}");
+        }
+    };
+    let c = &stats.counts;
+    let by_status: Vec<(String, String)> = [
+        ("added", c.added),
+        ("unchanged", c.unchanged),
+        ("removed", c.removed),
+        ("failed", c.failed),
+        ("unconfirmed", c.unconfirmed),
+        ("invalid", c.invalid),
+        ("not_attempted", c.not_attempted),
+        ("planned", c.planned),
+    ]
+    .iter()
+    .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string()))
+    .collect();
+    gauge(
+        "memberships",
+        "Rows of the last run's report, by status.",
+        &by_status,
+    );
+    let requests: Vec<(String, String)> = stats
+        .requests
+        .iter()
+        .map(|(code, n)| (format!("{{code=\"{code}\"}}"), n.to_string()))
+        .collect();
+    gauge(
+        "requests",
+        "Requests the last run sent, by HTTP status of the answer (none: no answer).",
+        &requests,
+    );
+    let one = |v: String| [(String::new(), v)];
+    gauge(
+        "retries",
+        "Requests the last run sent again after throttling, faults or lost answers.",
+        &one(stats.retries.to_string()),
+    );
+    gauge(
+        "throttled_requests",
+        "Requests of the last run answered 429 RESOURCE_EXHAUSTED.",
+        &one(stats.throttled.to_string()),
+    );
+    gauge(
+        "duration_seconds",
+        "Wall time of the last run.",
+        &one(format!("{:.3}", duration.as_secs_f64())),
+    );
+    gauge(
+        "exit_code",
+        "Exit code of the last run (0 all done, 1 incomplete, 2 usage or input, 3 credentials, 130/143 interrupted).",
+        &one(exit_code.to_string()),
+    );
+    gauge(
+        "last_run_success",
+        "1 if the last run sent everything and exited 0 (a dry run never counts), else 0.",
+        &one(u8::from(success).to_string()),
+    );
+    gauge(
+        "last_run_timestamp_seconds",
+        "Unix time at which the last run ended.",
+        &one(format!("{now_s:.3}")),
+    );
+    if let Some(t) = last_success {
+        gauge(
+            "last_success_timestamp_seconds",
+            "Unix time at which the last fully successful run ended.",
+            &one(format!("{t:.3}")),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_success_is_carried_over_from_the_previous_file_only_after_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.prom");
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        let stats = RunStats::default();
+        write(&path, &stats, 0, Duration::from_secs(1), at(1_000)).unwrap();
+        write(&path, &stats, 1, Duration::from_secs(1), at(2_000)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\nvelt_group_sync_last_success_timestamp_seconds 1000.000\n"));
+        assert!(text.contains("\nvelt_group_sync_last_run_timestamp_seconds 2000.000\n"));
+        let dry = RunStats {
+            dry_run: true,
+            ..RunStats::default()
+        };
+        write(&path, &dry, 0, Duration::from_secs(1), at(3_000)).unwrap();
+        assert_eq!(
+            previous_last_success(&path),
+            Some(1000.0),
+            "a dry run is no sync"
+        );
+        write(&path, &stats, 0, Duration::from_secs(1), at(4_000)).unwrap();
+        assert_eq!(previous_last_success(&path), Some(4000.0));
+    }
+}

@@ -1,0 +1,375 @@
+//! What a scheduled run needs around it: the metrics file after clean, failed and interrupted
+//! runs (parsed, not string-matched), `validate`, the environment equivalents of the options,
+//! and JSON logs that are machine-readable and never carry a secret.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
+
+async fn emulator(config: EmulatorConfig) -> Emulator {
+    Emulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+        .await
+        .expect("emulator starts")
+}
+
+/// A Prometheus text-format file: sample (`name{labels}`) to value. Panics on any line that
+/// is not a comment or a well-formed sample, and on a sample without `# TYPE`.
+fn parse_metrics(path: &Path) -> BTreeMap<String, f64> {
+    let text = std::fs::read_to_string(path).expect("metrics file exists");
+    let mut typed = std::collections::BTreeSet::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert_eq!(kind, "gauge", "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        let (sample, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line:?}"));
+        let name = sample.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "bad name in {line:?}"
+        );
+        if let Some(labels) = sample.strip_prefix(name) {
+            assert!(
+                labels.is_empty() || (labels.starts_with("{") && labels.ends_with("\"}")),
+                "bad labels in {line:?}"
+            );
+        }
+        assert!(typed.contains(name), "{name} has no # TYPE line before it");
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        assert!(
+            samples.insert(sample.to_string(), value).is_none(),
+            "{sample} twice"
+        );
+    }
+    samples
+}
+
+fn metric(m: &BTreeMap<String, f64>, name: &str) -> f64 {
+    *m.get(&format!("velt_group_sync_{name}"))
+        .unwrap_or_else(|| panic!("no {name} in {m:?}"))
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+const PREVIOUS: &str = "# TYPE velt_group_sync_last_success_timestamp_seconds gauge\n\
+                        velt_group_sync_last_success_timestamp_seconds 1700000000.5\n";
+
+#[test]
+fn metrics_after_a_clean_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = now_s();
+    bin(dir.path())
+        .args(["sync", samples().join("memberships.csv").to_str().unwrap()])
+        .args(["--emulator", "--metrics-file", "m.prom"])
+        .assert()
+        .code(0);
+    let m = parse_metrics(&dir.path().join("m.prom"));
+    assert_eq!(metric(&m, "memberships{status=\"added\"}"), 6.0);
+    assert_eq!(metric(&m, "memberships{status=\"failed\"}"), 0.0);
+    assert_eq!(metric(&m, "requests{code=\"200\"}"), 3.0);
+    assert_eq!(metric(&m, "retries"), 0.0);
+    assert_eq!(metric(&m, "throttled_requests"), 0.0);
+    assert_eq!(metric(&m, "exit_code"), 0.0);
+    assert_eq!(metric(&m, "last_run_success"), 1.0);
+    let last_run = metric(&m, "last_run_timestamp_seconds");
+    assert!(last_run >= before.floor() && last_run <= now_s() + 1.0);
+    assert_eq!(metric(&m, "last_success_timestamp_seconds"), last_run);
+    assert!(metric(&m, "duration_seconds") > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_after_a_failed_run_carry_the_last_success_over() {
+    let emu = emulator(EmulatorConfig {
+        invalid_user_marker: Some("bad".into()),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.prom"), PREVIOUS).unwrap();
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "organizationId,organizationUserGroupId,userId\nacme,eng,u1\nacme,eng,bad-1\nacme,eng,\n",
+    )
+    .unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args(["sync", "in.csv", "--base-url", &emu.base_url()])
+        .args(["--metrics-file", "m.prom"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let m = parse_metrics(&dir.path().join("m.prom"));
+    assert_eq!(metric(&m, "memberships{status=\"added\"}"), 1.0);
+    assert_eq!(metric(&m, "memberships{status=\"failed\"}"), 1.0);
+    assert_eq!(metric(&m, "memberships{status=\"invalid\"}"), 1.0);
+    assert!(metric(&m, "requests{code=\"400\"}") >= 1.0, "{m:?}");
+    assert_eq!(metric(&m, "exit_code"), 1.0);
+    assert_eq!(metric(&m, "last_run_success"), 0.0);
+    assert_eq!(
+        metric(&m, "last_success_timestamp_seconds"),
+        1_700_000_000.5
+    );
+    assert!(metric(&m, "last_run_timestamp_seconds") > 1_700_000_000.5);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_after_an_interrupted_run() {
+    let emu = emulator(EmulatorConfig {
+        latency: (Duration::from_millis(300), Duration::from_millis(400)),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.prom"), PREVIOUS).unwrap();
+    let mut input = String::from("organizationId,organizationUserGroupId,userId\n");
+    for i in 0..40 {
+        input.push_str(&format!("acme,eng,user-{i}\n"));
+    }
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_velt-group-sync"))
+        .current_dir(dir.path())
+        .env("VELT_API_KEY", API_KEY)
+        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
+        .args(["sync", "in.csv", "--base-url", &emu.base_url()])
+        .args(["--chunk-size", "1", "--rate", "10", "--concurrency", "3"])
+        .args(["--max-concurrency", "3", "--metrics-file", "m.prom"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while emu.requests() < 4 {
+        assert!(Instant::now() < deadline, "the run never started sending");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(143));
+    let m = parse_metrics(&dir.path().join("m.prom"));
+    assert_eq!(metric(&m, "exit_code"), 143.0);
+    assert_eq!(metric(&m, "last_run_success"), 0.0);
+    assert_eq!(
+        metric(&m, "last_success_timestamp_seconds"),
+        1_700_000_000.5
+    );
+    let added = metric(&m, "memberships{status=\"added\"}");
+    let not_attempted = metric(&m, "memberships{status=\"not_attempted\"}");
+    assert!(added >= 1.0 && not_attempted >= 1.0, "{m:?}");
+    assert_eq!(added + not_attempted, 40.0);
+    assert_eq!(metric(&m, "requests{code=\"200\"}"), added);
+}
+
+#[test]
+fn validate_prints_each_problem_and_the_counts_with_its_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let messy = samples().join("messy.csv");
+    let out = bin(dir.path())
+        .args(["validate", messy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    let name = messy.display().to_string();
+    let problems: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix(&format!("{name}:")))
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(problems.len(), 6, "{stdout}");
+    assert!(problems[0].starts_with("5: userId is empty"), "{stdout}");
+    assert!(
+        lines.last().unwrap().ends_with(
+            "3 memberships in 2 groups, 6 invalid records, 1 duplicates merged; 2 requests at chunk size 100"
+        ),
+        "{stdout}"
+    );
+
+    bin(dir.path())
+        .args([
+            "validate",
+            samples().join("memberships.csv").to_str().unwrap(),
+        ])
+        .assert()
+        .code(0)
+        .stdout(predicates::str::contains(
+            "6 memberships in 3 groups, 0 invalid records",
+        ));
+
+    std::fs::write(dir.path().join("broken.json"), "[\n{\"userId\": \"a\",\n").unwrap();
+    bin(dir.path())
+        .args(["validate", "broken.json"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("broken.json:"));
+    // Nothing is sent and no report is written.
+    assert!(!dir.path().join("velt-group-sync-report.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environment_variables_stand_in_for_the_main_options() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    emu.seed("acme", "eng", ["u1"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "org;team;person\nacme;eng;u1\nacme;eng;u2\nacme;eng;u3\nacme;eng;u4\n",
+    )
+    .unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.arg("sync")
+        .env("VELT_INPUT", "in.csv")
+        .env("VELT_BASE_URL", emu.base_url())
+        .env("VELT_ORG_COLUMN", "org")
+        .env("VELT_GROUP_COLUMN", "team")
+        .env("VELT_USER_COLUMN", "person")
+        .env("VELT_DELIMITER", ";")
+        .env("VELT_MODE", "delta")
+        .env("VELT_CHUNK_SIZE", "2")
+        .env("VELT_RATE", "50")
+        .env("VELT_REPORT", "out.jsonl")
+        .env("VELT_METRICS_FILE", "m.prom")
+        .env("VELT_QUIET", "true");
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.stderr.is_empty(), "VELT_QUIET: no summary line");
+    assert_eq!(emu.calls(Call::GetUsers), 1, "VELT_MODE=delta reads first");
+    let mut chunks: Vec<Vec<String>> = emu.received().into_iter().map(|(_, u)| u).collect();
+    chunks.sort();
+    assert_eq!(chunks, [vec!["u2", "u3"], vec!["u4"]], "VELT_CHUNK_SIZE=2");
+    let report = std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap();
+    let statuses: Vec<String> = report
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(statuses, ["unchanged", "added", "added", "added"]);
+    assert!(dir.path().join("m.prom").exists());
+
+    // Each of them is named in --help, next to its option.
+    let help = bin(dir.path()).args(["sync", "--help"]).output().unwrap();
+    // Lines are wrapped to the terminal: compare with the whitespace folded.
+    let help = String::from_utf8(help.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for var in [
+        "VELT_INPUT",
+        "VELT_BASE_URL",
+        "VELT_ORG_COLUMN",
+        "VELT_MODE",
+        "VELT_CHUNK_SIZE",
+        "VELT_RATE",
+        "VELT_REPORT",
+        "VELT_METRICS_FILE",
+        "VELT_STATE",
+        "VELT_MAX_REMOVALS",
+        "VELT_API_KEY_FILE",
+        "VELT_QUIET",
+    ] {
+        assert!(
+            help.contains(&format!("env: {var}=")),
+            "{var} not in --help"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_are_json_with_stable_fields_a_summary_and_no_secret() {
+    let emu = emulator(EmulatorConfig {
+        credentials: Some((API_KEY.into(), AUTH_TOKEN.into())),
+        unavailable_fraction: 0.3,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::from("organizationId,organizationUserGroupId,userId\n");
+    for i in 0..20 {
+        input.push_str(&format!("acme,eng,user-{i}\n"));
+    }
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    for verbosity in ["-v", "-vv"] {
+        let mut cmd = bin_with_credentials(dir.path());
+        cmd.args(["--log-format", "json", verbosity, "sync", "in.csv"])
+            .args(["--base-url", &emu.base_url(), "--chunk-size", "2"])
+            .args(["--rate", "100", "--max-backoff", "200ms", "--mode", "delta"]);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(!stderr.contains(API_KEY), "{verbosity}: the API key leaked");
+        assert!(
+            !stderr.contains(AUTH_TOKEN),
+            "{verbosity}: the auth token leaked"
+        );
+        let events: Vec<Value> = stderr
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+            .collect();
+        let ours =
+            |name: &str| -> Vec<&Value> { events.iter().filter(|e| e["event"] == name).collect() };
+        let responses = ours("response");
+        assert!(!responses.is_empty(), "{verbosity}");
+        for e in &responses {
+            assert_eq!(e["organizationId"], "acme");
+            assert_eq!(e["organizationUserGroupId"], "eng");
+            assert_eq!(e["httpStatus"], 200);
+            assert!(e["attempt"].as_u64().unwrap() >= 1);
+            assert!(e["elapsed_ms"].is_u64());
+        }
+        for e in ours("request_failed") {
+            assert_eq!(e["httpStatus"], 503);
+            assert_eq!(e["errorStatus"], "UNAVAILABLE");
+        }
+        let summary = ours("summary");
+        assert_eq!(summary.len(), 1, "{verbosity}: one summary line");
+        let s = summary[0];
+        assert_eq!(s["memberships"], 20);
+        assert_eq!(
+            s["added"].as_u64().unwrap() + s["unchanged"].as_u64().unwrap(),
+            20
+        );
+    }
+}
