@@ -373,3 +373,51 @@ async fn json_logs_are_json_with_stable_fields_a_summary_and_no_secret() {
         );
     }
 }
+
+/// The deployment samples use only flags and `VELT_*` variables that exist, so they do not
+/// drift from the command line.
+#[test]
+fn deploy_samples_use_only_real_options_and_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |args: &[&str]| {
+        let out = bin(dir.path()).args(args).output().unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let known = format!("{} {}", help(&["--help"]), help(&["sync", "--help"]));
+    let deploy = samples().join("deploy");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&deploy).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        files += 1;
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let words = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        for word in words {
+            // Flags of other commands in the comments (kubectl, systemctl, cargo).
+            if let Some(flag) = word.strip_prefix("--")
+                && !flag.is_empty()
+                && !["from-literal", "now", "release", "failed"].contains(&flag)
+            {
+                assert!(
+                    known.contains(&format!("--{flag} ")) || known.contains(&format!("--{flag},")),
+                    "{name}: unknown flag --{flag}"
+                );
+            }
+            if word.len() > 5
+                && word.starts_with("VELT_")
+                && word != "VELT_API_KEY"
+                && word != "VELT_AUTH_TOKEN"
+            {
+                assert!(
+                    known.contains(&format!("env: {word}=")),
+                    "{name}: {word} is no option's variable"
+                );
+            }
+        }
+    }
+    assert_eq!(files, 4, "crontab, service, timer, CronJob");
+}
