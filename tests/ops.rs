@@ -421,3 +421,37 @@ fn deploy_samples_use_only_real_options_and_variables() {
     }
     assert_eq!(files, 4, "crontab, service, timer, CronJob");
 }
+
+#[test]
+fn help_completions_and_man_page_never_show_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let outputs: Vec<(String, String)> = [
+        vec!["--help"],
+        vec!["sync", "--help"],
+        vec!["validate", "--help"],
+        vec!["completions", "bash"],
+        vec!["completions", "zsh"],
+        vec!["manpage"],
+    ]
+    .into_iter()
+    .map(|args| {
+        let out = bin_with_credentials(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        (args.join(" "), String::from_utf8(out.stdout).unwrap())
+    })
+    .collect();
+    for (args, text) in &outputs {
+        assert!(
+            !text.contains(API_KEY) && !text.contains(AUTH_TOKEN),
+            "{args}"
+        );
+    }
+    let by = |name: &str| &outputs.iter().find(|(a, _)| a == name).unwrap().1;
+    assert!(by("completions bash").contains("--metrics-file"));
+    assert!(by("completions zsh").starts_with("#compdef velt-group-sync"));
+    assert!(by("manpage").contains(".TH velt-group-sync 1"));
+    assert!(by("manpage").contains("validate"));
+}
