@@ -448,45 +448,7 @@ async fn add_users(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let passed = match gate(&shared, Call::Add, &version, &headers, &body).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let data = &passed.data;
-    let data = match parse_users(data, shared.config.max_user_ids) {
-        Ok(d) => d,
-        Err(message) => return invalid(&message),
-    };
-    lock(&shared.received).push((data.group.clone(), data.users.clone()));
-    if let Some(marker) = &shared.config.invalid_user_marker
-        && let Some(bad) = data.users.iter().find(|u| u.contains(marker.as_str()))
-    {
-        return invalid(&format!("Invalid userId: {bad}"));
-    }
-    let mut entries = serde_json::Map::new();
-    {
-        let mut groups = shared.groups();
-        let key = (data.org.clone(), data.group.clone());
-        if shared.config.groups_must_exist && !groups.contains_key(&key) {
-            return group_not_found();
-        }
-        let members = groups.entry(key).or_default();
-        for user in data.users {
-            members.insert(user.clone());
-            entries.insert(
-                user,
-                json!({"success": true, "organizationUserGroupId": data.group,
-                       "message": "User added to organization user group."}),
-            );
-        }
-    }
-    success(
-        &shared,
-        &passed,
-        json!({"status": "success",
-               "message": "Added organization users to group successfully.",
-               "data": entries}),
-    )
+    change_members(&shared, Call::Add, &version, &headers, &body).await
 }
 
 async fn delete_users(
@@ -495,38 +457,74 @@ async fn delete_users(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let passed = match gate(&shared, Call::Delete, &version, &headers, &body).await {
+    change_members(&shared, Call::Delete, &version, &headers, &body).await
+}
+
+/// Add or delete users: the same body, checks and per-user answer.
+async fn change_members(
+    shared: &Shared,
+    call: Call,
+    version: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let passed = match gate(shared, call, version, headers, body).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let data = &passed.data;
-    let data = match parse_users(data, shared.config.max_user_ids) {
+    let data = match parse_users(&passed.data, shared.config.max_user_ids) {
         Ok(d) => d,
         Err(message) => return invalid(&message),
     };
-    lock(&shared.deleted).push((data.group.clone(), data.users.clone()));
+    let log = if call == Call::Add {
+        &shared.received
+    } else {
+        &shared.deleted
+    };
+    lock(log).push((data.group.clone(), data.users.clone()));
+    if let Some(marker) = &shared.config.invalid_user_marker
+        && let Some(bad) = data.users.iter().find(|u| u.contains(marker.as_str()))
+    {
+        return invalid(&format!("Invalid userId: {bad}"));
+    }
+    let (user_message, message) = if call == Call::Add {
+        (
+            "User added to organization user group.",
+            "Added organization users to group successfully.",
+        )
+    } else {
+        (
+            "User removed from organization user group.",
+            "Deleted organization users from group successfully.",
+        )
+    };
     let mut entries = serde_json::Map::new();
     {
         let mut groups = shared.groups();
-        let Some(members) = groups.get_mut(&(data.org.clone(), data.group.clone())) else {
+        let key = (data.org.clone(), data.group.clone());
+        let known = groups.contains_key(&key);
+        if !known && (call == Call::Delete || shared.config.groups_must_exist) {
             return group_not_found();
-        };
+        }
+        let members = groups.entry(key).or_default();
         for user in data.users {
             // Removing a user who is not a member leaves the group as asked: a success.
-            members.remove(&user);
+            if call == Call::Add {
+                members.insert(user.clone());
+            } else {
+                members.remove(&user);
+            }
             entries.insert(
                 user,
                 json!({"success": true, "organizationUserGroupId": data.group,
-                       "message": "User removed from organization user group."}),
+                       "message": user_message}),
             );
         }
     }
     success(
-        &shared,
+        shared,
         &passed,
-        json!({"status": "success",
-               "message": "Deleted organization users from group successfully.",
-               "data": entries}),
+        json!({"status": "success", "message": message, "data": entries}),
     )
 }
 

@@ -413,32 +413,50 @@ impl<'a> Shared<'a> {
                             attempt + 1
                         )));
                     }
-                    let wait = match retry_after {
-                        Some(ra) => {
-                            self.pause.extend(Instant::now() + ra);
-                            Duration::ZERO
-                        }
-                        None => retry::backoff(
-                            attempt,
-                            opts.base_backoff,
-                            opts.max_backoff,
-                            retry_floor(http),
-                        ),
-                    };
-                    while let Err(more) = self.budget.try_take(cost) {
-                        if !self.sleep(more).await {
-                            return Err(CallError::Stopped);
-                        }
-                    }
-                    if !self.sleep(wait).await {
+                    if !self.wait_to_retry(attempt, retry_after, http, cost).await {
                         return Err(CallError::Stopped);
                     }
                     retry_cost = Some(cost);
-                    self.retries.fetch_add(1, Ordering::Relaxed);
                 }
             }
             attempt += 1;
         }
+    }
+
+    /// Waits before retry number `attempt + 1`: a run-wide pause for `Retry-After`, else
+    /// backoff; and a retry token from the budget. False if the run stops meanwhile.
+    async fn wait_to_retry(
+        &self,
+        attempt: u32,
+        retry_after: Option<Duration>,
+        http: Option<u16>,
+        cost: u32,
+    ) -> bool {
+        let opts = self.opts;
+        let wait = match retry_after {
+            Some(ra) => {
+                // The whole run waits, not only this request.
+                self.pause.extend(Instant::now() + ra);
+                tracing::info!(event = "retry_after", seconds = ra.as_secs_f64());
+                Duration::ZERO
+            }
+            None => retry::backoff(
+                attempt,
+                opts.base_backoff,
+                opts.max_backoff,
+                retry_floor(http),
+            ),
+        };
+        while let Err(more) = self.budget.try_take(cost) {
+            if !self.sleep(more).await {
+                return false;
+            }
+        }
+        if !self.sleep(wait).await {
+            return false;
+        }
+        self.retries.fetch_add(1, Ordering::Relaxed);
+        true
     }
 
     /// Every member of a group, page by page. A group the server does not know has none.
@@ -1208,30 +1226,10 @@ async fn send_with_retries(
                 if attempt >= opts.max_retries {
                     return Sent::Done;
                 }
-                let wait = match retry_after {
-                    Some(ra) => {
-                        // The whole run waits, not only this request.
-                        ctx.pause.extend(Instant::now() + ra);
-                        tracing::info!(event = "retry_after", seconds = ra.as_secs_f64());
-                        Duration::ZERO
-                    }
-                    None => retry::backoff(
-                        attempt,
-                        opts.base_backoff,
-                        opts.max_backoff,
-                        retry_floor(http),
-                    ),
-                };
-                while let Err(more) = ctx.budget.try_take(cost) {
-                    if !ctx.sleep(more).await {
-                        return Sent::Done;
-                    }
-                }
-                if !ctx.sleep(wait).await {
+                if !ctx.wait_to_retry(attempt, retry_after, http, cost).await {
                     return Sent::Done;
                 }
                 retry_cost = Some(cost);
-                ctx.retries.fetch_add(1, Ordering::Relaxed);
             }
             (Class::Answered, _) => return Sent::Done,
         }

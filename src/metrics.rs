@@ -15,6 +15,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
 use crate::outcome::Counts;
+use crate::report::temp_beside;
+
+/// The temporary file is named like this until it is renamed into place.
+const TEMP_PREFIX: &str = ".velt-group-sync-metrics";
 
 const PREFIX: &str = "velt_group_sync";
 const LAST_SUCCESS: &str = "velt_group_sync_last_success_timestamp_seconds";
@@ -58,19 +62,7 @@ pub fn write(
             format!("cannot write the metrics file: {source}; check --metrics-file"),
         ),
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".velt-group-sync-metrics").suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        // The collector runs as another user: an ordinary file's mode, not 0600.
-        builder.permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    let mut file = builder.tempfile_in(dir).map_err(io_err)?;
+    let mut file = temp_beside(path, TEMP_PREFIX).map_err(io_err)?;
     file.write_all(text.as_bytes()).map_err(io_err)?;
     file.as_file().sync_all().map_err(io_err)?;
     file.persist(path).map_err(|e| io_err(e.error))?;
@@ -79,13 +71,7 @@ pub fn write(
 
 /// Fails now, before anything is sent, if the metrics file's directory cannot take it.
 pub fn check_writable(path: &Path) -> Result<(), Error> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    tempfile::Builder::new()
-        .prefix(".velt-group-sync-metrics")
-        .tempfile_in(dir)
+    temp_beside(path, TEMP_PREFIX)
         .map(drop)
         .map_err(|source| Error::Io {
             path: path.to_path_buf(),

@@ -167,19 +167,7 @@ impl ReportTarget {
                 file: None,
             });
         }
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".velt-group-sync-report").suffix(".tmp");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // An ordinary file's mode (subject to the umask), not the 0600 of temporary files.
-            builder.permissions(std::fs::Permissions::from_mode(0o666));
-        }
-        let file = builder.tempfile_in(dir).map_err(|source| Error::Io {
+        let file = temp_beside(path, ".velt-group-sync-report").map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source: io::Error::new(
                 source.kind(),
@@ -226,6 +214,24 @@ impl ReportTarget {
             }
         }
     }
+}
+
+/// A temporary file in `path`'s directory, so that renaming it onto `path` is atomic, with an
+/// ordinary file's mode (0666 minus the umask), not the 0600 of temporary files: other users
+/// (a metrics collector, an auditor) may need to read the result.
+pub(crate) fn temp_beside(path: &Path, prefix: &str) -> io::Result<NamedTempFile> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix).suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
 }
 
 fn format_for(path: &Path) -> ReportFormat {
