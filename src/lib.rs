@@ -452,6 +452,7 @@ fn summary_line(s: &Summary, path: &str) -> String {
     if s.planned > 0 {
         line.push_str(&format!("{} planned, ", s.planned));
     }
+    line.push_str(&format!("{} added, ", s.added));
     if s.unchanged > 0 {
         line.push_str(&format!("{} unchanged, ", s.unchanged));
     }
@@ -459,8 +460,8 @@ fn summary_line(s: &Summary, path: &str) -> String {
         line.push_str(&format!("{} removed, ", s.removed));
     }
     line.push_str(&format!(
-        "{} added, {} failed, {} unconfirmed, {} invalid",
-        s.added, s.failed, s.unconfirmed, s.invalid
+        "{} failed, {} unconfirmed, {} invalid",
+        s.failed, s.unconfirmed, s.invalid
     ));
     if s.not_attempted > 0 {
         line.push_str(&format!(", {} not attempted", s.not_attempted));
