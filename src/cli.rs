@@ -8,6 +8,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
@@ -36,7 +37,8 @@ pub struct Cli {
         long,
         global = true,
         conflicts_with = "verbose",
-        env = "VELT_QUIET"
+        env = "VELT_QUIET",
+        value_parser = BoolishValueParser::new()
     )]
     pub quiet: bool,
 }
@@ -136,12 +138,12 @@ pub struct SyncArgs {
     pub max_removals: MaxRemovals,
 
     /// Mirror mode: allow removing every member of a group (refused by default).
-    #[arg(long, env = "VELT_ALLOW_EMPTY")]
+    #[arg(long, env = "VELT_ALLOW_EMPTY", value_parser = BoolishValueParser::new())]
     pub allow_empty: bool,
 
     /// When an add answers that the group does not exist (NOT_FOUND), create it once
     /// (named from --group-name-column, or its ID) and send its users again.
-    #[arg(long, env = "VELT_CREATE_MISSING_GROUPS")]
+    #[arg(long, env = "VELT_CREATE_MISSING_GROUPS", value_parser = BoolishValueParser::new())]
     pub create_missing_groups: bool,
 
     /// Members per page when reading groups (delta and mirror modes).
@@ -240,11 +242,11 @@ pub struct SyncArgs {
     pub report_format: Option<ReportFormat>,
 
     /// Read, validate and plan; send nothing. The report lists every membership as `planned`.
-    #[arg(long, env = "VELT_DRY_RUN")]
+    #[arg(long, env = "VELT_DRY_RUN", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
 
     /// Stop before sending anything if any record is invalid (exit 2).
-    #[arg(long, env = "VELT_STRICT")]
+    #[arg(long, env = "VELT_STRICT", value_parser = BoolishValueParser::new())]
     pub strict: bool,
 
     /// Write Prometheus metrics here at the end of every run (node_exporter textfile

@@ -258,7 +258,9 @@ async fn environment_variables_stand_in_for_the_main_options() {
         .env("VELT_RATE", "50")
         .env("VELT_REPORT", "out.jsonl")
         .env("VELT_METRICS_FILE", "m.prom")
-        .env("VELT_QUIET", "true");
+        .env("VELT_QUIET", "1")
+        // Switches take the usual spellings: 1/0, yes/no, on/off, true/false.
+        .env("VELT_DRY_RUN", "off");
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
@@ -268,7 +270,7 @@ async fn environment_variables_stand_in_for_the_main_options() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.stderr.is_empty(), "VELT_QUIET: no summary line");
+    assert!(out.stderr.is_empty(), "VELT_QUIET=1: no summary line");
     assert_eq!(emu.calls(Call::GetUsers), 1, "VELT_MODE=delta reads first");
     let mut chunks: Vec<Vec<String>> = emu.received().into_iter().map(|(_, u)| u).collect();
     chunks.sort();
