@@ -389,3 +389,130 @@ async fn rejected_credentials_while_reading_stop_the_run_before_any_write() {
     );
     assert_eq!(emu.calls(Call::Add) + emu.calls(Call::Delete), 0);
 }
+
+/// A group whose members cannot be read is added to as in add mode; in mirror mode nothing is
+/// removed from it and the run exits 1, since the removals it needed are unknown.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_group_falls_back_to_adding_and_mirror_exits_1() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/users/get"))
+        .respond_with(ResponseTemplate::new(503).set_body_json(
+            serde_json::json!({"error": {"status": "UNAVAILABLE", "message": "down"}}),
+        ))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v1/organizations/usergroups/users/add"))
+        .respond_with(|req: &Request| {
+            let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
+            let data: serde_json::Map<String, serde_json::Value> = body["data"]["userIds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| {
+                    (
+                        u.as_str().unwrap().to_string(),
+                        serde_json::json!({"success": true}),
+                    )
+                })
+                .collect();
+            ResponseTemplate::new(200)
+                .set_body_json(serde_json::json!({"result": {"status": "success", "data": data}}))
+        })
+        .mount(&server)
+        .await;
+    for (mode, expected) in [("delta", 0), ("mirror", 1)] {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("in.csv"),
+            "organizationId,organizationUserGroupId,userId\nacme,eng,u1\nacme,eng,u2\n",
+        )
+        .unwrap();
+        let mut cmd = bin_with_credentials(dir.path());
+        cmd.args([
+            "sync",
+            "in.csv",
+            "--base-url",
+            &server.uri(),
+            "--mode",
+            mode,
+        ])
+        .args(["--max-retries", "0", "--report", "out.csv"]);
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(expected), "{mode}: {stderr}");
+        let rows = read_report(&dir.path().join("out.csv"));
+        assert_eq!(
+            outcome(&rows, "eng"),
+            ["u1=added/add", "u2=added/add"],
+            "{mode}"
+        );
+        assert!(stderr.contains("read_failed"), "{mode}: {stderr}");
+    }
+    let requests = server.received_requests().await.unwrap();
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.url.path().ends_with("/users/delete")),
+        "nothing is removed from a group that could not be read"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signal_while_reading_stops_before_any_write() {
+    let emu = emulator(EmulatorConfig {
+        latency: (
+            std::time::Duration::from_millis(800),
+            std::time::Duration::from_millis(900),
+        ),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "organizationId,organizationUserGroupId,userId\nacme,a,u1\nacme,b,u2\nacme,c,u3\n",
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_velt-group-sync"))
+        .current_dir(dir.path())
+        .env("VELT_API_KEY", API_KEY)
+        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
+        .args([
+            "sync",
+            "in.csv",
+            "--base-url",
+            &emu.base_url(),
+            "--mode",
+            "mirror",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while emu.calls(Call::GetUsers) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no read arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(status.code(), Some(130));
+    let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter().all(|r| r["status"] == "not_attempted"),
+        "{rows:?}"
+    );
+    assert_eq!(emu.calls(Call::Add) + emu.calls(Call::Delete), 0);
+}
