@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use common::*;
 use predicates::prelude::*;
 use serde_json::{Value, json};
-use velt_group_sync::emulator::{Emulator, EmulatorConfig};
+use velt_group_sync::emulator::EmulatorConfig;
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
@@ -421,15 +420,11 @@ async fn secrets_appear_in_no_output_log_or_report() {
 /// The limiter holds the rate: no 1-second window sees more than rate + 1 requests.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_server_never_sees_more_than_the_rate() {
-    let emu = Emulator::start(
-        EmulatorConfig {
-            latency: (Duration::from_millis(5), Duration::from_millis(30)),
-            ..EmulatorConfig::default()
-        },
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-    )
-    .await
-    .unwrap();
+    let emu = emulator(EmulatorConfig {
+        latency: (Duration::from_millis(5), Duration::from_millis(30)),
+        ..EmulatorConfig::default()
+    })
+    .await;
     let rate = 25.0;
     let mut input = String::from("orgId,groupId,userId\n");
     for i in 0..75 {

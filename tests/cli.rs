@@ -2,11 +2,9 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use common::*;
 use predicates::prelude::*;
-use velt_group_sync::emulator::{Emulator, EmulatorConfig};
+use velt_group_sync::emulator::EmulatorConfig;
 
 fn expected_sample_rows() -> Vec<String> {
     [
@@ -35,15 +33,6 @@ fn sample_memberships() -> Vec<(String, String, String)> {
     .collect();
     v.sort();
     v
-}
-
-async fn emulator() -> Emulator {
-    Emulator::start(
-        EmulatorConfig::default(),
-        SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
-    )
-    .await
-    .expect("emulator starts")
 }
 
 /// Runs a blocking assert_cmd command from inside a tokio test.
@@ -79,7 +68,7 @@ fn quick_start_adds_every_sample_membership_and_writes_the_report() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_input_format_adds_the_same_memberships() {
     for file in ["memberships.csv", "memberships.json", "memberships.jsonl"] {
-        let emu = emulator().await;
+        let emu = emulator(EmulatorConfig::default()).await;
         let dir = tempfile::tempdir().unwrap();
         let mut cmd = bin_with_credentials(dir.path());
         cmd.args(["sync", "--base-url", &emu.base_url()])
@@ -121,7 +110,7 @@ fn stdin_is_sniffed_for_each_format() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hr_export_with_its_own_columns_bom_crlf_and_quoted_commas() {
-    let emu = emulator().await;
+    let emu = emulator(EmulatorConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = bin_with_credentials(dir.path());
     cmd.args(["sync", "--base-url", &emu.base_url()])
@@ -167,7 +156,7 @@ fn hr_export_without_an_organization_is_a_usage_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn messy_rows_are_reported_with_line_and_reason_and_good_rows_go_through() {
-    let emu = emulator().await;
+    let emu = emulator(EmulatorConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = bin_with_credentials(dir.path());
     cmd.args(["sync", "--base-url", &emu.base_url()])
@@ -206,7 +195,7 @@ async fn messy_rows_are_reported_with_line_and_reason_and_good_rows_go_through()
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dry_run_sends_nothing_and_prints_the_plan() {
-    let emu = emulator().await;
+    let emu = emulator(EmulatorConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = bin(dir.path());
     cmd.args(["sync", "--dry-run", "--base-url", &emu.base_url()])
@@ -229,7 +218,7 @@ async fn dry_run_sends_nothing_and_prints_the_plan() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn strict_stops_before_sending_when_any_record_is_invalid() {
-    let emu = emulator().await;
+    let emu = emulator(EmulatorConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = bin_with_credentials(dir.path());
     cmd.args(["sync", "--strict", "--base-url", &emu.base_url()])
@@ -249,7 +238,7 @@ async fn strict_stops_before_sending_when_any_record_is_invalid() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_credentials_exit_2_and_send_nothing() {
-    let emu = emulator().await;
+    let emu = emulator(EmulatorConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = bin(dir.path());
     cmd.args(["sync", "--base-url", &emu.base_url()])
@@ -271,7 +260,7 @@ async fn missing_credentials_exit_2_and_send_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn credentials_from_files() {
-    let emu = emulator().await;
+    let emu = emulator(EmulatorConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("key"), format!("{API_KEY}\n")).unwrap();
     std::fs::write(dir.path().join("token"), format!("{AUTH_TOKEN}\n")).unwrap();

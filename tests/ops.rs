@@ -5,20 +5,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
-
-async fn emulator(config: EmulatorConfig) -> Emulator {
-    Emulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .expect("emulator starts")
-}
+use velt_group_sync::emulator::{Call, EmulatorConfig};
 
 /// A Prometheus text-format file: sample (`name{labels}`) to value. Panics on any line that
 /// is not a comment or a well-formed sample, and on a sample without `# TYPE`.
@@ -149,31 +141,25 @@ async fn metrics_after_an_interrupted_run() {
         input.push_str(&format!("acme,eng,user-{i}\n"));
     }
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_velt-group-sync"))
-        .current_dir(dir.path())
-        .env("VELT_API_KEY", API_KEY)
-        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
-        .args(["sync", "in.csv", "--base-url", &emu.base_url()])
-        .args(["--chunk-size", "1", "--rate", "10", "--concurrency", "3"])
-        .args(["--max-concurrency", "3", "--metrics-file", "m.prom"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while emu.requests() < 4 {
-        assert!(Instant::now() < deadline, "the run never started sending");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(143));
+    let child = spawn_sync(
+        dir.path(),
+        &emu.base_url(),
+        &[
+            "--chunk-size",
+            "1",
+            "--rate",
+            "10",
+            "--concurrency",
+            "3",
+            "--max-concurrency",
+            "3",
+            "--metrics-file",
+            "m.prom",
+        ],
+    );
+    wait_until("the run sends", || emu.requests() >= 4).await;
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, Some(143));
     let m = parse_metrics(&dir.path().join("m.prom"));
     assert_eq!(metric(&m, "exit_code"), 143.0);
     assert_eq!(metric(&m, "last_run_success"), 0.0);

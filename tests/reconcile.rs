@@ -4,16 +4,8 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr};
-
 use common::*;
 use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
-
-async fn emulator(config: EmulatorConfig) -> Emulator {
-    Emulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .expect("emulator starts")
-}
 
 /// Runs `sync` over `rows` (`org,group,user` lines) with `args`; returns the exit code and
 /// the report's rows.
@@ -464,12 +456,11 @@ async fn an_unreadable_group_falls_back_to_adding_and_mirror_exits_1() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_signal_while_reading_stops_before_any_write() {
+async fn a_signal_while_reading_stops_at_once_before_any_write() {
+    use std::time::{Duration, Instant};
+    // Reads take 5 s: a run that only noticed the signal after them would take that long.
     let emu = emulator(EmulatorConfig {
-        latency: (
-            std::time::Duration::from_millis(800),
-            std::time::Duration::from_millis(900),
-        ),
+        latency: (Duration::from_secs(5), Duration::from_secs(5)),
         ..EmulatorConfig::default()
     })
     .await;
@@ -479,35 +470,16 @@ async fn a_signal_while_reading_stops_before_any_write() {
         "organizationId,organizationUserGroupId,userId\nacme,a,u1\nacme,b,u2\nacme,c,u3\n",
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_velt-group-sync"))
-        .current_dir(dir.path())
-        .env("VELT_API_KEY", API_KEY)
-        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
-        .args([
-            "sync",
-            "in.csv",
-            "--base-url",
-            &emu.base_url(),
-            "--mode",
-            "mirror",
-        ])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while emu.calls(Call::GetUsers) == 0 {
-        assert!(std::time::Instant::now() < deadline, "no read arrived");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    let killed = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(130));
+    let child = spawn_sync(dir.path(), &emu.base_url(), &["--mode", "mirror"]);
+    wait_until("a read arrives", || emu.calls(Call::GetUsers) > 0).await;
+    signal(&child, libc::SIGINT);
+    let signalled = Instant::now();
+    assert_eq!(exit_code(child).await, Some(130));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "waited {:?} for reads that change nothing",
+        signalled.elapsed()
+    );
     let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
     assert_eq!(rows.len(), 3);
     assert!(

@@ -5,9 +5,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -15,12 +13,6 @@ use serde_json::{Value, json};
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 use wiremock::matchers::{body_partial_json, method};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-async fn emulator(config: EmulatorConfig) -> Emulator {
-    Emulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
-        .await
-        .unwrap()
-}
 
 async fn run(mut cmd: assert_cmd::Command) -> assert_cmd::assert::Assert {
     tokio::task::spawn_blocking(move || cmd.assert())
@@ -345,39 +337,9 @@ async fn a_401_mid_run_stops_it_within_a_few_requests() {
     assert_eq!(rows_with(&rows, "not_attempted").len(), 30 - sent);
 }
 
-fn spawn_binary(dir: &Path, base_url: &str, extra: &[&str]) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("velt-group-sync"))
-        .current_dir(dir)
-        .env("VELT_API_KEY", API_KEY)
-        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
-        .args(["sync", "in.csv", "--base-url", base_url])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits (up to 20 s) until the emulator has received `n` requests: a machine under load may
-/// start the binary slowly, so fixed sleeps would make these tests flaky.
+/// Waits until the emulator has received `n` requests.
 async fn until_requests(emu: &Emulator, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while emu.requests() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} requests arrived",
-            emu.requests()
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    wait_until(&format!("{n} requests"), || emu.requests() >= n).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -389,18 +351,15 @@ async fn sigterm_writes_a_complete_report_and_exits_143() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path(), 40, 1);
-    let mut child = spawn_binary(
+    let child = spawn_sync(
         dir.path(),
         &emu.base_url(),
         &["--rate", "10", "--concurrency", "3"],
     );
     until_requests(&emu, 6).await;
-    signal(&child, "-TERM");
+    signal(&child, libc::SIGTERM);
     let started = Instant::now();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(143));
+    assert_eq!(exit_code(child).await, Some(143));
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "in-flight requests finish, nothing new starts"
@@ -436,12 +395,10 @@ async fn kill_9_then_resume_finishes_without_resending_what_the_journal_had() {
         "--state",
         "state.journal",
     ];
-    let mut child = spawn_binary(dir.path(), &emu.base_url(), &args);
+    let child = spawn_sync(dir.path(), &emu.base_url(), &args);
     until_requests(&emu, 15).await;
-    signal(&child, "-KILL");
-    tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    signal(&child, libc::SIGKILL);
+    exit_code(child).await;
     let journal = std::fs::read_to_string(dir.path().join("state.journal")).unwrap();
     let confirmed: HashSet<u32> = journal
         .lines()
@@ -614,7 +571,7 @@ async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path(), 10, 1);
-    let mut child = spawn_binary(
+    let child = spawn_sync(
         dir.path(),
         &emu.base_url(),
         &[
@@ -630,14 +587,11 @@ async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
     );
     until_requests(&emu, 2).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    signal(&child, "-INT");
+    signal(&child, libc::SIGINT);
     tokio::time::sleep(Duration::from_millis(200)).await;
-    signal(&child, "-TERM");
+    signal(&child, libc::SIGTERM);
     let started = Instant::now();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(status.code(), Some(130), "the first signal's code");
+    assert_eq!(exit_code(child).await, Some(130), "the first signal's code");
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "did not wait for the answers"

@@ -5,7 +5,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
 use assert_cmd::Command;
+use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 
 pub const API_KEY: &str = "test-key-Zq81vXe-distinctive";
 pub const AUTH_TOKEN: &str = "test-token-Kp44uWm-distinctive";
@@ -14,9 +18,10 @@ pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
 }
 
-/// The binary, run in `dir`, with no VELT_* variables from the outer environment.
-pub fn bin(dir: &Path) -> Command {
-    let mut cmd = Command::cargo_bin("velt-group-sync").expect("binary built");
+/// The binary as a plain process, run in `dir`, with no VELT_* variables from the outer
+/// environment.
+pub fn process(dir: &Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_velt-group-sync"));
     cmd.current_dir(dir);
     for (k, _) in std::env::vars() {
         if k.starts_with("VELT_") {
@@ -24,6 +29,58 @@ pub fn bin(dir: &Path) -> Command {
         }
     }
     cmd
+}
+
+/// The binary, run in `dir`, with no VELT_* variables from the outer environment.
+pub fn bin(dir: &Path) -> Command {
+    Command::from_std(process(dir))
+}
+
+/// The emulator on a free loopback port.
+pub async fn emulator(config: EmulatorConfig) -> Emulator {
+    Emulator::start(config, (std::net::Ipv4Addr::LOCALHOST, 0).into())
+        .await
+        .expect("emulator starts")
+}
+
+/// `sync in.csv --base-url BASE_URL EXTRA...` in `dir` with the test credentials, started in
+/// the background (for tests that signal it).
+pub fn spawn_sync(dir: &Path, base_url: &str, extra: &[&str]) -> Child {
+    process(dir)
+        .env("VELT_API_KEY", API_KEY)
+        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
+        .args(["sync", "in.csv", "--base-url", base_url])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("binary starts")
+}
+
+/// Sends `signal` (e.g. `libc::SIGTERM`) to the child, without needing a `kill` binary.
+pub fn signal(child: &Child, signal: libc::c_int) {
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    // SAFETY: kill(2) on a child we started and have not waited for yet.
+    let sent = unsafe { libc::kill(pid, signal) };
+    assert_eq!(sent, 0, "kill({pid}, {signal}) failed");
+}
+
+/// Waits for the child's exit code without blocking the test's runtime.
+pub async fn exit_code(mut child: Child) -> Option<i32> {
+    tokio::task::spawn_blocking(move || child.wait().expect("child waited for"))
+        .await
+        .expect("wait task")
+        .code()
+}
+
+/// Waits (up to 20 s) until `ready` holds: a machine under load may start the binary slowly,
+/// so fixed sleeps would make these tests flaky.
+pub async fn wait_until(what: &str, ready: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(Instant::now() < deadline, "gave up waiting: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// The binary with the test credentials set.
