@@ -1323,7 +1323,7 @@ fn log_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Defaults, Planner};
+    use crate::plan::{Defaults, Planner, Sink};
 
     /// Whatever the input and the server hold, mirror never lets through more removals than
     /// the limit, and never all of a group's members without `allow_empty`.

@@ -162,31 +162,38 @@ impl Batch {
     const AHEAD: usize = 12;
 
     fn replay(&self, planner: &mut Planner) {
-        for (i, op) in self.ops.iter().enumerate() {
-            if let Some(Op::Record {
+        // What `prefetch` resolved for record i sits at i % AHEAD until record i is planned.
+        let prefetch = |planner: &mut Planner, i: usize| match self.ops.get(i) {
+            Some(Op::Record {
                 org, group, user, ..
-            }) = self.ops.get(i + Self::AHEAD)
-            {
-                planner.prefetch(
-                    self.get(*org),
-                    self.get(*group),
-                    self.get(*user).unwrap_or(""),
-                );
-            }
+            }) => planner.prefetch(
+                self.get(*org),
+                self.get(*group),
+                self.get(*user).unwrap_or(""),
+            ),
+            _ => None,
+        };
+        let mut resolved = [None; Self::AHEAD];
+        for (i, slot) in resolved.iter_mut().enumerate() {
+            *slot = prefetch(planner, i);
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            let ahead = prefetch(planner, i + Self::AHEAD);
+            let mine = std::mem::replace(&mut resolved[i % Self::AHEAD], ahead);
             match op {
                 Op::Record {
                     line,
                     org,
                     group,
                     user,
-                } => planner.record(
+                } => planner.record_resolved(
                     *line,
                     self.get(*org),
                     self.get(*group),
                     self.get(*user).unwrap_or(""),
+                    mine,
                 ),
-                Op::Name { org, group, name } => Sink::group_name(
-                    planner,
+                Op::Name { org, group, name } => planner.group_name(
                     self.get(*org),
                     self.get(*group),
                     self.get(*name).unwrap_or(""),

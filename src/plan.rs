@@ -94,16 +94,23 @@ impl Plan {
 
     /// Adds a current member of group `g` that is to be removed; its row follows the input's.
     pub fn push_removal(&mut self, g: u32, user: &str) -> u32 {
+        let index = self.push_membership(g, user, 0);
+        self.groups[g as usize].removals.push(index);
+        index
+    }
+
+    /// Stores a membership (the user ID in the arena) and returns its index.
+    fn push_membership(&mut self, g: u32, user: &str, line: u64) -> u32 {
         let index = u32::try_from(self.memberships.len())
             .expect("more than 4 billion memberships in one run");
         self.memberships.push(Membership {
             group: g,
+            // IDs are at most MAX_ID_BYTES long (checked before).
             user_len: user.len() as u32,
             user_at: self.ids.len() as u64,
-            line: 0,
+            line,
         });
         self.ids.push_str(user);
-        self.groups[g as usize].removals.push(index);
         index
     }
 }
@@ -120,7 +127,7 @@ pub trait Sink {
     /// One (organization, group, user); `None` or blank fields take the defaults.
     fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str);
     /// The display name of the record's group (`--group-name-column`), given after `record`.
-    fn group_name(&mut self, _org: Option<&str>, _group: Option<&str>, _name: &str) {}
+    fn group_name(&mut self, org: Option<&str>, group: Option<&str>, name: &str);
     /// A record that cannot be used, with the reason the report gives.
     fn reject_record(
         &mut self,
@@ -134,7 +141,7 @@ pub trait Sink {
 
 impl Sink for Planner {
     fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str) {
-        Planner::record(self, line, org, group, user);
+        self.record_resolved(line, org, group, user, None);
     }
 
     fn group_name(&mut self, org: Option<&str>, group: Option<&str>, name: &str) {
@@ -151,6 +158,7 @@ impl Sink for Planner {
         }
     }
 
+    /// The defaults are applied to the organization and group shown.
     fn reject_record(
         &mut self,
         line: u64,
@@ -159,8 +167,18 @@ impl Sink for Planner {
         user: &str,
         reason: String,
     ) {
-        Planner::reject_record(self, line, org, group, user, reason);
+        let org = pick(org, self.defaults.org.as_deref());
+        let group = pick(group, self.defaults.group.as_deref());
+        self.state.reject(line, org, group, user.trim(), reason);
     }
+}
+
+/// What `Planner::prefetch` worked out for a record of a known group, so that `record`
+/// need not find the group and hash the membership again.
+#[derive(Debug, Clone, Copy)]
+pub struct Resolved {
+    group: u32,
+    short: u32,
 }
 
 /// Builds a `Plan` from records as the input reader produces them.
@@ -194,13 +212,23 @@ impl Planner {
         }
     }
 
-    /// One (organization, group, user) from the input; `None` or blank fields take the defaults.
-    pub fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str) {
+    /// One record, with what `prefetch` resolved for it, if anything.
+    pub fn record_resolved(
+        &mut self,
+        line: u64,
+        org: Option<&str>,
+        group: Option<&str>,
+        user: &str,
+        resolved: Option<Resolved>,
+    ) {
         let org = pick(org, self.defaults.org.as_deref());
         let group = pick(group, self.defaults.group.as_deref());
         let user = user.trim();
         if let Some(reason) = check("userId", user) {
             return self.state.reject(line, org, group, user, reason);
+        }
+        if let Some(r) = resolved {
+            return self.state.insert(line, r.group, user, r.short);
         }
         // A known group was checked when it was first seen.
         let g = match self.state.find_group(org, group) {
@@ -214,33 +242,25 @@ impl Planner {
                 self.state.add_group(org, group)
             }
         };
-        self.state.insert(line, g, user);
+        let short = self.state.short_hash(g, user);
+        self.state.insert(line, g, user, short);
     }
 
-    /// Starts loading what `record` will need for this record, so that a caller holding a
-    /// batch can call it a few records ahead and overlap the cache misses of a large plan.
-    pub fn prefetch(&mut self, org: Option<&str>, group: Option<&str>, user: &str) {
-        let org = pick(org, self.defaults.org.as_deref());
-        let group = pick(group, self.defaults.group.as_deref());
-        if let Some(g) = self.state.find_group(org, group) {
-            let short = self.state.hasher.hash_one((g, user.trim())) as u32;
-            self.state.seen.prefetch(short);
-        }
-    }
-
-    /// A record that cannot be used, with the reason the report gives. The defaults are
-    /// applied to the organization and group shown.
-    pub fn reject_record(
+    /// Starts loading the table slot of a record a few ahead of the one being planned, to
+    /// overlap the cache misses of a large plan, and returns what it resolved for
+    /// `record_resolved`. `None` for a record of a group not seen yet.
+    pub fn prefetch(
         &mut self,
-        line: u64,
         org: Option<&str>,
         group: Option<&str>,
         user: &str,
-        reason: String,
-    ) {
+    ) -> Option<Resolved> {
         let org = pick(org, self.defaults.org.as_deref());
         let group = pick(group, self.defaults.group.as_deref());
-        self.state.reject(line, org, group, user.trim(), reason);
+        let g = self.state.find_group(org, group)?;
+        let short = self.state.short_hash(g, user.trim());
+        self.state.seen.prefetch(short);
+        Some(Resolved { group: g, short })
     }
 
     pub fn finish(self) -> Plan {
@@ -249,11 +269,14 @@ impl Planner {
 }
 
 impl State {
-    fn insert(&mut self, line: u64, g: u32, user: &str) {
-        let short = self.hasher.hash_one((g, user)) as u32;
+    fn short_hash(&self, g: u32, user: &str) -> u32 {
+        self.hasher.hash_one((g, user)) as u32
+    }
+
+    /// Inserts `user` into group `g` unless already there; `short` is `short_hash(g, user)`.
+    fn insert(&mut self, line: u64, g: u32, user: &str, short: u32) {
         let plan = &mut self.plan;
-        let index = u32::try_from(plan.memberships.len())
-            .expect("more than 4 billion unique memberships in one run");
+        let index = plan.memberships.len() as u32;
         let found = self.seen.find_or_insert(short, index, |i| {
             let m = &plan.memberships[i as usize];
             m.group == g && plan.user(m) == user
@@ -262,14 +285,7 @@ impl State {
             plan.duplicates += 1;
             return;
         }
-        plan.memberships.push(Membership {
-            group: g,
-            // IDs are at most MAX_ID_BYTES long (checked before).
-            user_len: user.len() as u32,
-            user_at: plan.ids.len() as u64,
-            line,
-        });
-        plan.ids.push_str(user);
+        plan.push_membership(g, user, line);
         plan.groups[g as usize].members.push(index);
     }
 
@@ -469,13 +485,15 @@ mod tests {
         for round in 0..2u64 {
             for i in 0..5_000u64 {
                 let group = if i % 2 == 0 { "a" } else { "b" };
-                p.prefetch(Some("o"), Some(group), &format!("u{}", i / 2));
-                p.record(
-                    round * 5_000 + i,
-                    Some("o"),
-                    Some(group),
-                    &format!("u{}", i / 2),
-                );
+                let user = format!("u{}", i / 2);
+                let line = round * 5_000 + i;
+                // Half through the path that `prefetch` resolved, half through plain `record`.
+                if i % 4 < 2 {
+                    let resolved = p.prefetch(Some("o"), Some(group), &user);
+                    p.record_resolved(line, Some("o"), Some(group), &user, resolved);
+                } else {
+                    p.record(line, Some("o"), Some(group), &user);
+                }
             }
         }
         let plan = p.finish();
