@@ -135,7 +135,6 @@ struct Shared<'a> {
     stop: watch::Sender<bool>,
     auth_failure: Mutex<Option<String>>,
     chunk_limit: AtomicUsize,
-    requests: AtomicU64,
     lowered: AtomicBool,
     /// `--create-missing-groups`: each group is created at most once per run.
     created: Mutex<HashMap<GroupKey, Arc<Creation>>>,
@@ -192,7 +191,6 @@ impl<'a> Shared<'a> {
             stop: watch::channel(false).0,
             auth_failure: Mutex::new(None),
             chunk_limit: AtomicUsize::new(opts.chunk_size.max(1)),
-            requests: AtomicU64::new(0),
             lowered: AtomicBool::new(false),
             created: Mutex::new(HashMap::new()),
             by_status: Mutex::new(BTreeMap::new()),
@@ -203,7 +201,6 @@ impl<'a> Shared<'a> {
 
     /// Counts one request and its answer (`None`: a read or creation that succeeded).
     fn count(&self, response: Option<&AddResponse>) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         let code = match response {
             None => "200".to_string(),
             Some(
@@ -230,17 +227,18 @@ impl<'a> Shared<'a> {
         interrupted: Option<u8>,
         unread_groups: u64,
     ) -> Execution {
+        let by_status = self
+            .by_status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Execution {
             outcomes,
-            requests: self.requests.load(Ordering::Relaxed),
+            requests: by_status.values().sum(),
             auth_failure: self.take_auth_failure(),
             interrupted,
             unread_groups,
-            requests_by_status: self
-                .by_status
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            requests_by_status: by_status,
             retries: self.retries.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
         }
@@ -595,7 +593,7 @@ pub async fn execute(
     }
     if opts.dry_run {
         for o in &mut outcomes {
-            if o.status == Status::NotAttempted && o.detail.is_none() {
+            if still_to_send(o) {
                 o.status = Status::Planned;
             }
         }
@@ -623,10 +621,7 @@ pub async fn execute(
             let members: Vec<u32> = [&g.members, &g.removals][list]
                 .iter()
                 .copied()
-                .filter(|&i| {
-                    let o = &outcomes[i as usize];
-                    o.status == Status::NotAttempted && o.detail.is_none()
-                })
+                .filter(|&i| still_to_send(&outcomes[i as usize]))
                 .collect();
             if !members.is_empty() {
                 pending.push((g, members, kind));
@@ -725,6 +720,11 @@ pub async fn execute(
         tracing::error!(event = "state_write_failed", path = %j.path().display(), message = %e);
     }
     shared.execution(outcomes, interrupted, unread_groups)
+}
+
+/// Not sent yet, and not held back for a reason (a refused removal carries its reason).
+fn still_to_send(o: &Outcome) -> bool {
+    o.status == Status::NotAttempted && o.detail.is_none()
 }
 
 /// Add or remove.

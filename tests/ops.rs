@@ -443,3 +443,41 @@ fn help_completions_and_man_page_never_show_a_secret() {
     assert!(by("manpage").contains(".TH velt-group-sync 1"));
     assert!(by("manpage").contains("validate"));
 }
+
+/// 429s and retries reach the metrics: a server limited to 2 requests/s, a job asking for 20.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_throttled_requests_and_retries() {
+    let emu = emulator(EmulatorConfig {
+        rate_limit: Some(2.0),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::from("organizationId,organizationUserGroupId,userId\n");
+    for i in 0..6 {
+        input.push_str(&format!("acme,eng,user-{i}\n"));
+    }
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args(["sync", "in.csv", "--base-url", &emu.base_url()])
+        .args([
+            "--chunk-size",
+            "1",
+            "--rate",
+            "20",
+            "--metrics-file",
+            "m.prom",
+        ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let m = parse_metrics(&dir.path().join("m.prom"));
+    let throttled = metric(&m, "throttled_requests");
+    assert_eq!(throttled, emu.throttled() as f64, "as the server counted");
+    assert!(throttled >= 1.0, "{m:?}");
+    assert_eq!(metric(&m, "requests{code=\"429\"}"), throttled);
+    assert_eq!(metric(&m, "requests{code=\"200\"}"), 6.0);
+    assert_eq!(metric(&m, "retries"), throttled, "each 429 was sent again");
+    assert_eq!(metric(&m, "memberships{status=\"added\"}"), 6.0);
+}

@@ -8,7 +8,7 @@ use common::*;
 use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
 
 /// Runs `sync` over `rows` (`org,group,user` lines) with `args`; returns the exit code and
-/// the report's rows.
+/// the report's rows. `--rate 200` unless `args` sets a rate.
 async fn sync(emu: &Emulator, rows: &[&str], args: &[&str]) -> (i32, Vec<Row>) {
     let dir = tempfile::tempdir().unwrap();
     let mut input = String::from("organizationId,organizationUserGroupId,userId\n");
@@ -18,16 +18,12 @@ async fn sync(emu: &Emulator, rows: &[&str], args: &[&str]) -> (i32, Vec<Row>) {
     }
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
     let mut cmd = bin_with_credentials(dir.path());
-    cmd.args([
-        "sync",
-        "in.csv",
-        "--base-url",
-        &emu.base_url(),
-        "--rate",
-        "200",
-    ])
-    .args(["--report", "out.csv"])
-    .args(args);
+    cmd.args(["sync", "in.csv", "--base-url", &emu.base_url()])
+        .args(["--report", "out.csv"])
+        .args(args);
+    if !args.contains(&"--rate") {
+        cmd.args(["--rate", "200"]);
+    }
     let output = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
@@ -487,4 +483,36 @@ async fn a_signal_while_reading_stops_at_once_before_any_write() {
         "{rows:?}"
     );
     assert_eq!(emu.calls(Call::Add) + emu.calls(Call::Delete), 0);
+}
+
+/// Reads share the adds' rate limit, retries and classification: under a 20/s limit no
+/// second of reads holds more than 21 calls, and 503s on reads are retried to a clean result.
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_keep_the_rate_limit_and_are_retried() {
+    let emu = emulator(EmulatorConfig {
+        unavailable_fraction: 0.3,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let mut input = Vec::new();
+    for g in 0..40 {
+        let group = format!("g{g:02}");
+        emu.seed("acme", &group, ["u1"]);
+        input.push(format!("acme,{group},u1"));
+    }
+    let (code, rows) = sync(
+        &emu,
+        &refs(&input),
+        &["--mode", "delta", "--rate", "20", "--max-backoff", "200ms"],
+    )
+    .await;
+    assert_eq!(code, 0, "every read got through in the end");
+    assert!(rows.iter().all(|r| r["status"] == "unchanged"), "{rows:?}");
+    assert_eq!(emu.calls(Call::Add), 0);
+    assert!(
+        emu.calls(Call::GetUsers) > 40,
+        "some reads met a 503 and were sent again"
+    );
+    let most = max_in_window(&emu.arrivals(), std::time::Duration::from_secs(1));
+    assert!(most <= 21, "{most} calls in one second at --rate 20");
 }
