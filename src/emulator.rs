@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -559,10 +560,12 @@ async fn get_users(
             _ => return invalid("pageSize must be a number from 1 to 1000"),
         },
     };
-    let start = match data.get("pageToken") {
-        None | Some(Value::Null) => 0,
-        Some(Value::String(t)) => match t.strip_prefix("after:").and_then(|n| n.parse().ok()) {
-            Some(n) => n,
+    // The token is the last user ID of the previous page: each page is read from there, so
+    // paging through a large group costs a page's work per call, not the whole group's.
+    let after: Option<String> = match data.get("pageToken") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => match t.strip_prefix("after:") {
+            Some(last) => Some(last.to_string()),
             None => return invalid("pageToken is not one this server handed out"),
         },
         Some(_) => return invalid("pageToken must be a string"),
@@ -570,12 +573,17 @@ async fn get_users(
     let users: Vec<String> = {
         let groups = shared.groups();
         let mut users = BTreeSet::new();
+        let from = match &after {
+            Some(last) => Bound::Excluded(last.clone()),
+            None => Bound::Unbounded,
+        };
         for ((o, g), members) in groups.iter() {
             if o == org && (group_ids.is_empty() || group_ids.contains(g)) {
-                users.extend(members.iter().cloned());
+                let range = members.range((from.clone(), Bound::Unbounded));
+                users.extend(range.take(page_size + 1).cloned());
             }
         }
-        users.into_iter().skip(start).take(page_size + 1).collect()
+        users.into_iter().take(page_size + 1).collect()
     };
     let more = users.len() > page_size;
     let page: Vec<Value> = users
@@ -585,7 +593,7 @@ async fn get_users(
         .collect();
     let mut result = json!({"status": "success", "message": "Users fetched.", "data": page});
     if more {
-        result["nextPageToken"] = json!(format!("after:{}", start + page_size));
+        result["nextPageToken"] = json!(format!("after:{}", users[page_size - 1]));
     }
     success(&shared, &passed, result)
 }
