@@ -601,12 +601,8 @@ pub async fn execute(
     }
     let plan = &*plan;
     progress.set_length(plan.memberships.len() as u64);
-    progress.inc(
-        outcomes
-            .iter()
-            .filter(|o| o.status != Status::NotAttempted)
-            .count() as u64,
-    );
+    // Done already: from the journal, unchanged, or refused removals (which are never sent).
+    progress.inc(outcomes.iter().filter(|o| !still_to_send(o)).count() as u64);
 
     let ctx = Ctx {
         shared: &shared,
@@ -616,9 +612,13 @@ pub async fn execute(
     };
     // Adds of every group first, then removals: a run cut short has done the safe half.
     let mut pending: Vec<(&Group, Vec<u32>, Kind)> = Vec::new();
-    for (kind, list) in [(Kind::Add, 0), (Kind::Remove, 1)] {
+    for kind in [Kind::Add, Kind::Remove] {
         for g in &plan.groups {
-            let members: Vec<u32> = [&g.members, &g.removals][list]
+            let list = match kind {
+                Kind::Add => &g.members,
+                Kind::Remove => &g.removals,
+            };
+            let members: Vec<u32> = list
                 .iter()
                 .copied()
                 .filter(|&i| still_to_send(&outcomes[i as usize]))
