@@ -140,17 +140,8 @@ fn validate(args: &ValidateArgs) -> Result<u8, Error> {
         )
         .map_err(write_err)?;
     }
-    let chunk = args.chunk_size as usize;
-    writeln!(
-        out,
-        "{name}: {} memberships in {} groups, {} invalid records, {} duplicates merged; {} requests at chunk size {chunk}",
-        plan.memberships.len(),
-        plan.groups.len(),
-        plan.invalid.len(),
-        plan.duplicates,
-        plan.request_count(chunk),
-    )
-    .map_err(write_err)?;
+    let counts = plan_counts(&plan, args.chunk_size as usize);
+    writeln!(out, "{name}: {counts}").map_err(write_err)?;
     out.flush().map_err(write_err)?;
     Ok(if plan.invalid.is_empty() {
         exit::OK
@@ -475,15 +466,20 @@ fn summary_line(s: &Summary, path: &str) -> String {
     line
 }
 
-fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {
-    let mut text = format!(
-        "plan: {} groups, {} memberships, {} requests (chunk size {chunk_size}), {} invalid records, {} duplicates merged\n",
+/// The plan's counts on one line, as `--dry-run` and `validate` print them.
+fn plan_counts(plan: &Plan, chunk_size: usize) -> String {
+    format!(
+        "{} groups, {} memberships, {} requests (chunk size {chunk_size}), {} invalid records, {} duplicates merged",
         plan.groups.len(),
         plan.memberships.len(),
         plan.request_count(chunk_size),
         plan.invalid.len(),
         plan.duplicates,
-    );
+    )
+}
+
+fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {
+    let mut text = format!("plan: {}\n", plan_counts(plan, chunk_size));
     const SHOWN: usize = 20;
     for g in plan.groups.iter().take(SHOWN) {
         text.push_str(&format!(

@@ -195,7 +195,7 @@ fn validate_prints_each_problem_and_the_counts_with_its_exit_code() {
     assert!(problems[0].starts_with("5: userId is empty"), "{stdout}");
     assert!(
         lines.last().unwrap().ends_with(
-            "3 memberships in 2 groups, 6 invalid records, 1 duplicates merged; 2 requests at chunk size 100"
+            ": 2 groups, 3 memberships, 2 requests (chunk size 100), 6 invalid records, 1 duplicates merged"
         ),
         "{stdout}"
     );
@@ -208,7 +208,7 @@ fn validate_prints_each_problem_and_the_counts_with_its_exit_code() {
         .assert()
         .code(0)
         .stdout(predicates::str::contains(
-            "6 memberships in 3 groups, 0 invalid records",
+            ": 3 groups, 6 memberships, 3 requests (chunk size 100), 0 invalid records",
         ));
 
     std::fs::write(dir.path().join("broken.json"), "[\n{\"userId\": \"a\",\n").unwrap();
