@@ -247,26 +247,30 @@ struct Raw {
 }
 
 impl Raw {
-    /// The answer as a rejection, for an answer that is not the call's success shape.
-    fn rejection(&self) -> AddResponse {
+    /// The body read once, as a per-user answer or a rejection carrying `Retry-After`.
+    fn read(&self) -> AddResponse {
         let mut answer = read_add_response(self.http_status, &self.body);
-        match &mut answer {
-            AddResponse::Rejected { retry_after, .. } => *retry_after = self.retry_after,
-            // A per-user map where another shape was due: not this call's answer.
-            AddResponse::PerUser { http_status, .. } => {
-                answer = AddResponse::Rejected {
-                    http_status: *http_status,
-                    error_status: None,
-                    message: format!(
-                        "the answer is not the documented shape: {}",
-                        snippet(&self.body)
-                    ),
-                    retry_after: None,
-                }
-            }
-            AddResponse::Transport { .. } => {}
+        if let AddResponse::Rejected { retry_after, .. } = &mut answer {
+            *retry_after = self.retry_after;
         }
         answer
+    }
+
+    /// For a call whose success is not a per-user map (a page of users): its answer as a
+    /// rejection, a per-user map included, since that is not this call's answer.
+    fn rejection(&self) -> AddResponse {
+        match self.read() {
+            AddResponse::PerUser { http_status, .. } => AddResponse::Rejected {
+                http_status,
+                error_status: None,
+                message: format!(
+                    "the answer is not the documented shape: {}",
+                    snippet(&self.body)
+                ),
+                retry_after: None,
+            },
+            other => other,
+        }
     }
 
     fn is_success(&self) -> bool {
@@ -347,10 +351,7 @@ impl VeltClient {
             user_ids,
         };
         match self.post(url, data).await {
-            Ok(raw) => match read_add_response(raw.http_status, &raw.body) {
-                AddResponse::Rejected { .. } => raw.rejection(),
-                answer => answer,
-            },
+            Ok(raw) => raw.read(),
             Err(transport) => transport,
         }
     }
@@ -398,7 +399,7 @@ impl VeltClient {
             }],
         };
         let raw = self.post(&self.create_groups_url, data).await?;
-        match read_add_response(raw.http_status, &raw.body) {
+        match raw.read() {
             AddResponse::PerUser { entries, .. } => Ok(match entries.get(group) {
                 Some(UserEntry {
                     success: Some(true),
@@ -416,7 +417,8 @@ impl VeltClient {
                 error_status: Some(s),
                 ..
             } if s == "ALREADY_EXISTS" => Ok(Ok(())),
-            _ => Err(raw.rejection()),
+            // A rejection or a lost answer, to be classified like an add's.
+            other => Err(other),
         }
     }
 }
