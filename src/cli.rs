@@ -213,10 +213,19 @@ pub struct SyncArgs {
           env = "VELT_MAX_BACKOFF")]
     pub max_backoff: Duration,
 
-    /// Longest Retry-After honoured; a longer one fails the request's users (RESOURCE_EXHAUSTED).
+    /// Longest Retry-After honoured; a longer one gives the request's users up
+    /// (`not_attempted`, RESOURCE_EXHAUSTED).
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration,
           env = "VELT_MAX_RETRY_AFTER")]
     pub max_retry_after: Duration,
+
+    /// Most time the whole run waits on throttling (429 RESOURCE_EXHAUSTED). Throttled
+    /// requests never spend --max-retries: the run pauses (for Retry-After, the wait the
+    /// message names, or 1 s doubling to 60 s) and sends them again. Past this, what was not
+    /// sent is `not_attempted` and the run exits 1.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration,
+          env = "VELT_MAX_THROTTLE_WAIT")]
+    pub max_throttle_wait: Duration,
 
     /// After SIGINT/SIGTERM, how long in-flight requests may finish before the report is written.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
@@ -272,6 +281,15 @@ pub struct EmulatorArgs {
     /// Accept at most this many requests per second; answer the rest 429 RESOURCE_EXHAUSTED.
     #[arg(long, value_name = "R", value_parser = parse_rate)]
     pub rate_limit: Option<f64>,
+
+    /// A quota of N requests per fixed window (`30/1m`), as Velt documents for other
+    /// endpoints: the rest get 429 "Rate limit exceeded. Please try again after 1 minute.".
+    #[arg(long, value_name = "N/DURATION", value_parser = parse_window_limit)]
+    pub window_limit: Option<(u32, Duration)>,
+
+    /// Leave Retry-After out of 429 answers (the message still names the wait).
+    #[arg(long)]
+    pub no_retry_after: bool,
 
     /// Refuse add requests with more than N user IDs (400 INVALID_ARGUMENT).
     #[arg(long, value_name = "N")]
@@ -457,6 +475,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             "`{s}` is not a duration; write e.g. 30s, 500ms or 2m"
         )),
     }
+}
+
+fn parse_window_limit(s: &str) -> Result<(u32, Duration), String> {
+    let err = || format!("`{s}` is not a quota; write e.g. 30/1m (30 requests a minute)");
+    let (n, window) = s.split_once('/').ok_or_else(err)?;
+    let n = n.trim().parse::<u32>().map_err(|_| err())?;
+    let window = parse_duration(window)?;
+    if window.is_zero() {
+        return Err(err());
+    }
+    Ok((n, window))
 }
 
 fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {

@@ -229,10 +229,35 @@ struct ErrorObject {
     status: Option<String>,
 }
 
+/// The largest answer body read; a larger one is a failed request, read no further.
+pub const MAX_BODY: usize = 16 << 20;
+
+/// How requests travel: over HTTP, or straight into an in-process emulator (tests on a
+/// paused clock, where no socket may wait on real time).
+#[derive(Clone)]
+enum Transport {
+    Http(reqwest::Client),
+    InProcess {
+        router: axum::Router,
+        headers: HeaderMap,
+    },
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Http(_) => "Transport::Http",
+            Transport::InProcess { .. } => "Transport::InProcess",
+        })
+    }
+}
+
 /// A client bound to one base URL, API version and set of credentials.
 #[derive(Debug, Clone)]
 pub struct VeltClient {
-    http: reqwest::Client,
+    transport: Transport,
+    /// Bounds each attempt whole: connecting, sending and reading the answer's body.
+    timeout: Duration,
     add_url: String,
     delete_url: String,
     get_users_url: String,
@@ -243,10 +268,26 @@ pub struct VeltClient {
 struct Raw {
     http_status: u16,
     retry_after: Option<Duration>,
+    location: Option<String>,
     body: Vec<u8>,
 }
 
 impl Raw {
+    /// The status and the headers the job reads, with an empty body.
+    fn head(http_status: u16, headers: &HeaderMap, now: std::time::SystemTime) -> Raw {
+        let text = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
+        Raw {
+            http_status,
+            retry_after: text(reqwest::header::RETRY_AFTER).and_then(|v| parse_retry_after(v, now)),
+            location: text(reqwest::header::LOCATION).map(str::to_string),
+            body: Vec::new(),
+        }
+    }
+
     /// The body read once, as a per-user answer or a rejection carrying `Retry-After`.
     fn read(&self) -> AddResponse {
         let mut answer = read_add_response(self.http_status, &self.body);
@@ -298,39 +339,91 @@ impl VeltClient {
         }
         let http = reqwest::Client::builder()
             .default_headers(credentials.headers()?)
-            .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // The API has no reason to redirect, and a redirect would carry the credentials
+            // to whatever host it names: a 3xx is a failed request (see `post`).
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .user_agent(concat!("velt-group-sync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+        Ok(VeltClient::with_transport(
+            Transport::Http(http),
+            base,
+            version,
+            timeout,
+        ))
+    }
+
+    /// A client whose requests go straight into `router` (an in-process emulator's), with the
+    /// same headers and body a real request carries.
+    pub fn in_process(
+        router: axum::Router,
+        version: ApiVersion,
+        credentials: &Credentials,
+        timeout: Duration,
+    ) -> Result<VeltClient, Error> {
+        let headers = credentials.headers()?;
+        Ok(VeltClient::with_transport(
+            Transport::InProcess { router, headers },
+            crate::emulator::IN_PROCESS_URL,
+            version,
+            timeout,
+        ))
+    }
+
+    fn with_transport(
+        transport: Transport,
+        base: &str,
+        version: ApiVersion,
+        timeout: Duration,
+    ) -> VeltClient {
         let v = version.path();
-        Ok(VeltClient {
-            http,
+        VeltClient {
+            transport,
+            timeout,
             add_url: format!("{base}/{v}/organizations/usergroups/users/add"),
             delete_url: format!("{base}/{v}/organizations/usergroups/users/delete"),
             get_users_url: format!("{base}/{v}/users/get"),
             create_groups_url: format!("{base}/{v}/organizations/usergroups/add"),
-        })
+        }
     }
 
+    /// One attempt, bounded whole by the timeout. A redirect or an over-long body is a
+    /// rejection; no answer at all is a transport failure.
     async fn post<T: Serialize>(&self, url: &str, data: T) -> Result<Raw, AddResponse> {
-        let response = match self.http.post(url).json(&Body { data }).send().await {
-            Ok(r) => r,
-            Err(e) => return Err(transport_error(&e)),
+        let body = match serde_json::to_vec(&Body { data }) {
+            Ok(b) => b,
+            Err(e) => {
+                return Err(AddResponse::Transport {
+                    message: format!("cannot encode the request: {e}"),
+                    maybe_applied: false,
+                    timed_out: false,
+                });
+            }
         };
-        let http_status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
-        match response.bytes().await {
-            Ok(body) => Ok(Raw {
-                body: body.to_vec(),
-                http_status,
-                retry_after,
+        let attempt = async {
+            match &self.transport {
+                Transport::Http(http) => post_http(http, url, body).await,
+                Transport::InProcess { router, headers } => {
+                    post_in_process(router, headers, url, body).await
+                }
+            }
+        };
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(raw)) => match redirect_target(&raw) {
+                Some(rejection) => Err(rejection),
+                None => Ok(raw),
+            },
+            Ok(Err(failure)) => Err(failure),
+            Err(_) => Err(AddResponse::Transport {
+                message: format!(
+                    "no complete answer within --timeout ({} s)",
+                    self.timeout.as_secs_f64()
+                ),
+                maybe_applied: true,
+                timed_out: true,
             }),
-            Err(e) => Err(transport_error(&e)),
         }
     }
 
@@ -421,6 +514,101 @@ impl VeltClient {
             other => Err(other),
         }
     }
+}
+
+/// The answer head, then its body up to [`MAX_BODY`].
+async fn post_http(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Raw, AddResponse> {
+    let mut response = match http.post(url).body(body).send().await {
+        Ok(r) => r,
+        Err(e) => return Err(transport_error(&e)),
+    };
+    let mut raw = Raw::head(
+        response.status().as_u16(),
+        response.headers(),
+        std::time::SystemTime::now(),
+    );
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if raw.body.len() + chunk.len() > MAX_BODY {
+                    return Err(too_large(raw.http_status));
+                }
+                raw.body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(raw),
+            Err(e) => return Err(transport_error(&e)),
+        }
+    }
+}
+
+async fn post_in_process(
+    router: &axum::Router,
+    headers: &HeaderMap,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<Raw, AddResponse> {
+    use tower::ServiceExt;
+    let path = url
+        .strip_prefix(crate::emulator::IN_PROCESS_URL)
+        .unwrap_or(url);
+    let mut request = axum::http::Request::post(path);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let failed = |message: String| AddResponse::Transport {
+        message,
+        maybe_applied: true,
+        timed_out: false,
+    };
+    let request = request
+        .body(axum::body::Body::from(body))
+        .map_err(|e| failed(e.to_string()))?;
+    let response = match router.clone().oneshot(request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let mut raw = Raw::head(
+        response.status().as_u16(),
+        response.headers(),
+        std::time::SystemTime::now(),
+    );
+    raw.body = axum::body::to_bytes(response.into_body(), MAX_BODY)
+        .await
+        .map_err(|e| failed(error_chain(&e)))?
+        .to_vec();
+    Ok(raw)
+}
+
+fn too_large(http_status: u16) -> AddResponse {
+    AddResponse::Rejected {
+        http_status,
+        error_status: None,
+        message: format!(
+            "HTTP {http_status}: the answer is larger than {} MB; read no further",
+            MAX_BODY >> 20
+        ),
+        retry_after: None,
+    }
+}
+
+/// A 3xx answer as a rejection naming where it pointed: no redirect is followed, since it
+/// would take the credentials to another host.
+fn redirect_target(raw: &Raw) -> Option<AddResponse> {
+    if !(300..400).contains(&raw.http_status) {
+        return None;
+    }
+    let to = raw.location.as_deref().unwrap_or("(no Location header)");
+    Some(AddResponse::Rejected {
+        http_status: raw.http_status,
+        error_status: None,
+        message: format!(
+            "HTTP {}: the server redirects to {}; no redirect is followed (it would carry the \
+             credentials elsewhere); check --base-url",
+            raw.http_status,
+            crate::text::clip(to)
+        ),
+        retry_after: None,
+    })
 }
 
 fn transport_error(e: &reqwest::Error) -> AddResponse {

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -28,13 +28,22 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+// tokio's clock, so that tests on a paused clock see the emulator's windows move with it.
+use tokio::time::Instant;
 
 #[derive(Debug, Clone, Default)]
 pub struct EmulatorConfig {
     /// When set, requests must carry exactly this API key and auth token.
     pub credentials: Option<(String, String)>,
-    /// Requests per second accepted; the rest get 429 with `Retry-After`.
+    /// Requests per second accepted (a token bucket of one second's worth); the rest get 429
+    /// with `Retry-After`.
     pub rate_limit: Option<f64>,
+    /// A quota of N requests per fixed window (`30` a minute), as Velt documents for other
+    /// endpoints: the rest of a window get 429 `RESOURCE_EXHAUSTED` "Rate limit exceeded.
+    /// Please try again after 1 minute.", with `Retry-After` until the window ends.
+    pub window_limit: Option<(u32, Duration)>,
+    /// Leave `Retry-After` out of 429 answers.
+    pub omit_retry_after: bool,
     /// Most `userIds` in one add request.
     pub max_user_ids: Option<usize>,
     /// Each answer waits a time drawn evenly from this range.
@@ -79,6 +88,8 @@ struct Shared {
     accepted: Mutex<Vec<Duration>>,
     throttled: AtomicU64,
     bucket: Mutex<Bucket>,
+    /// Requests counted in the current fixed window, and the window's number.
+    window: Mutex<(u32, u64)>,
     /// Every request to a known call: (call, API version), in order of arrival.
     calls: Mutex<Vec<(Call, String)>>,
     /// The (group, user IDs) of every delete that got past the faults.
@@ -105,6 +116,21 @@ impl Shared {
 
     /// `None` if the request may proceed, or the seconds to wait.
     fn throttle(&self, now: Instant) -> Option<u64> {
+        if let Some((allowed, length)) = self.config.window_limit {
+            let length = length.max(Duration::from_millis(1));
+            let since = now.saturating_duration_since(self.started);
+            let number = (since.as_nanos() / length.as_nanos()) as u64;
+            let mut w = lock(&self.window);
+            if w.1 != number {
+                *w = (0, number);
+            }
+            if w.0 < allowed {
+                w.0 += 1;
+            } else {
+                let ends = length * u32::try_from(number + 1).unwrap_or(u32::MAX);
+                return Some((ends.saturating_sub(since).as_secs_f64().ceil() as u64).max(1));
+            }
+        }
         let rate = self.config.rate_limit?;
         let capacity = rate.max(1.0);
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
@@ -120,19 +146,22 @@ impl Shared {
     }
 }
 
+/// The base URL of an in-process emulator: nothing listens there.
+pub const IN_PROCESS_URL: &str = "http://emulator.in-process";
+
 /// A running emulator, stopped when dropped.
 pub struct Emulator {
-    addr: SocketAddr,
+    addr: Option<SocketAddr>,
     shared: Arc<Shared>,
+    router: Router,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 impl Emulator {
-    /// Starts on `addr` (use port 0 for a free one) in the current tokio runtime.
-    pub async fn start(config: EmulatorConfig, addr: SocketAddr) -> io::Result<Emulator> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
+    /// An emulator with no socket, for tests on a paused clock: requests reach it through
+    /// [`Emulator::router`] (see `client::VeltClient::in_process`).
+    pub fn in_process(config: EmulatorConfig) -> Emulator {
         let rate = config.rate_limit.unwrap_or(0.0);
         let shared = Arc::new(Shared {
             config,
@@ -147,6 +176,7 @@ impl Emulator {
                 tokens: rate.max(1.0),
                 last: Instant::now(),
             }),
+            window: Mutex::new((0, 0)),
             calls: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
             names: Mutex::new(BTreeMap::new()),
@@ -174,29 +204,49 @@ impl Emulator {
                 )
             })
             .with_state(shared.clone());
+        Emulator {
+            addr: None,
+            shared,
+            router,
+            shutdown: None,
+            task: None,
+        }
+    }
+
+    /// Starts on `addr` (use port 0 for a free one) in the current tokio runtime.
+    pub async fn start(config: EmulatorConfig, addr: SocketAddr) -> io::Result<Emulator> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let mut emu = Emulator::in_process(config);
+        emu.addr = Some(listener.local_addr()?);
+        let router = emu.router.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
+        emu.task = Some(tokio::spawn(async move {
             let serve = axum::serve(listener, router).with_graceful_shutdown(async {
                 let _ = rx.await;
             });
             if let Err(e) = serve.await {
                 tracing::error!(event = "emulator_failed", message = %e);
             }
-        });
-        Ok(Emulator {
-            addr,
-            shared,
-            shutdown: Some(tx),
-            task: Some(task),
-        })
+        }));
+        emu.shutdown = Some(tx);
+        Ok(emu)
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    /// The service that answers requests, for calling in-process.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The address it listens on; `None` in-process.
+    pub fn addr(&self) -> Option<SocketAddr> {
         self.addr
     }
 
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        match self.addr {
+            Some(addr) => format!("http://{addr}"),
+            None => IN_PROCESS_URL.to_string(),
+        }
     }
 
     /// Every membership held, as (organization, group, user), sorted.
@@ -352,12 +402,21 @@ async fn gate(
     if let Some(seconds) = throttled {
         shared.throttled.fetch_add(1, Ordering::Relaxed);
         let seconds = config.retry_after_secs.unwrap_or(seconds);
+        let message = match config.window_limit {
+            Some((_, length)) => format!(
+                "Rate limit exceeded. Please try again after {}.",
+                spoken(length)
+            ),
+            None => "Rate limit exceeded. Try again later.".to_string(),
+        };
         let mut r = error(
             StatusCode::TOO_MANY_REQUESTS,
             "RESOURCE_EXHAUSTED",
-            "Rate limit exceeded. Try again later.",
+            &message,
         );
-        let value = if config.retry_after_http_date {
+        let value = if config.omit_retry_after {
+            None
+        } else if config.retry_after_http_date {
             // HTTP-dates have whole seconds: round up so the wait is never shorter.
             let at = std::time::SystemTime::now() + Duration::from_secs(seconds + 1);
             HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
@@ -433,6 +492,17 @@ fn success(shared: &Shared, passed: &Passed, result: Value) -> Response {
         json!({ "result": result }).to_string(),
     )
         .into_response()
+}
+
+/// A window's length as Velt's messages say it: `1 minute`, `30 seconds`.
+fn spoken(d: Duration) -> String {
+    let s = d.as_secs().max(1);
+    match (s % 60, s / 60) {
+        (0, 1) => "1 minute".into(),
+        (0, m) => format!("{m} minutes"),
+        (1, 0) => "1 second".into(),
+        _ => format!("{s} seconds"),
+    }
 }
 
 fn group_not_found() -> Response {

@@ -24,8 +24,9 @@ use crate::client::{AddResponse, VeltClient};
 use crate::outcome::{Detail, Outcome, Status};
 use crate::pace::{Concurrency, Pacer};
 use crate::plan::{Group, Plan};
-use crate::retry::{self, Budget, Class, Pause};
+use crate::retry::{self, Budget, Class};
 use crate::state::Journal;
+use crate::throttle::{Throttle, Verdict};
 
 #[derive(Debug, Clone)]
 pub struct ExecOptions {
@@ -42,8 +43,10 @@ pub struct ExecOptions {
     pub max_retries: u32,
     pub base_backoff: Duration,
     pub max_backoff: Duration,
-    /// Longest `Retry-After` honoured; a longer one fails the request's users.
+    /// Longest `Retry-After` honoured; a longer one gives the request's users up.
     pub max_retry_after: Duration,
+    /// Most time the run as a whole waits on throttling before it stops sending.
+    pub max_throttle_wait: Duration,
     /// How long in-flight requests may finish after the first interrupt.
     pub grace: Duration,
     pub mode: Mode,
@@ -69,6 +72,7 @@ impl Default for ExecOptions {
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             max_retry_after: Duration::from_secs(120),
+            max_throttle_wait: Duration::from_secs(30 * 60),
             grace: Duration::from_secs(10),
             mode: Mode::Add,
             max_removals: MaxRemovals::Percent(10.0),
@@ -101,6 +105,10 @@ pub struct Execution {
     pub retries: u64,
     /// Requests answered 429 / `RESOURCE_EXHAUSTED`.
     pub throttled: u64,
+    /// How long the run waited on throttling.
+    pub throttled_for: Duration,
+    /// Set when the run stopped sending because throttling outlasted `--max-throttle-wait`.
+    pub throttle_exhausted: bool,
 }
 
 /// The limiter's quota: one request every `1 / rate` seconds, with `burst` allowed at once, so
@@ -112,7 +120,24 @@ pub fn quota(rate: f64, burst: u32) -> Quota {
         .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
 }
 
-type DirectLimiter = governor::DefaultDirectRateLimiter;
+/// Governor's clock made tokio's, so that a test on a paused clock paces requests on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TokioClock;
+
+impl governor::clock::Clock for TokioClock {
+    type Instant = std::time::Instant;
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+type DirectLimiter = RateLimiter<
+    governor::state::NotKeyed,
+    governor::state::InMemoryState,
+    TokioClock,
+    governor::middleware::NoOpMiddleware<std::time::Instant>,
+>;
 
 /// A running chunk task's view, kept where the main loop can read it if the run is cut short.
 struct TaskState {
@@ -128,9 +153,9 @@ struct Shared<'a> {
     client: &'a VeltClient,
     opts: &'a ExecOptions,
     limiter: DirectLimiter,
-    pacer: Option<Pacer>,
+    pacer: Pacer,
     concurrency: Concurrency,
-    pause: Pause,
+    throttle: Throttle,
     budget: Budget,
     stop: watch::Sender<bool>,
     auth_failure: Mutex<Option<String>>,
@@ -183,10 +208,14 @@ impl<'a> Shared<'a> {
         Shared {
             client,
             opts,
-            limiter: RateLimiter::direct(quota(opts.rate, opts.burst)),
-            pacer: opts.adaptive.then(|| Pacer::new(opts.rate)),
+            limiter: RateLimiter::direct_with_clock(quota(opts.rate, opts.burst), TokioClock),
+            pacer: if opts.adaptive {
+                Pacer::new(opts.rate)
+            } else {
+                Pacer::ceiling(opts.rate)
+            },
             concurrency: Concurrency::new(opts.concurrency, opts.max_concurrency),
-            pause: Pause::default(),
+            throttle: Throttle::new(opts.max_throttle_wait, opts.max_retry_after),
             budget: Budget::new(500, opts.rate.max(1.0)),
             stop: watch::channel(false).0,
             auth_failure: Mutex::new(None),
@@ -241,6 +270,8 @@ impl<'a> Shared<'a> {
             requests_by_status: by_status,
             retries: self.retries.load(Ordering::Relaxed),
             throttled: self.throttled.load(Ordering::Relaxed),
+            throttled_for: self.throttle.waited(),
+            throttle_exhausted: self.throttle.exhausted(),
         }
     }
 
@@ -253,33 +284,42 @@ impl<'a> Shared<'a> {
         let _ = rx.wait_for(|&s| s).await;
     }
 
-    /// Waits for any `Retry-After` pause and for the limiter. False if the run is stopping.
+    /// Waits for any run-wide pause, the pacer, a learned quota window and the limiter.
+    /// False if the run is stopping.
     async fn wait_turn(&self) -> bool {
         loop {
             if self.stopping() {
                 return false;
             }
-            if let Some(until) = self.pause.active() {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(until) => {}
-                    _ = self.stopped() => return false,
+            let hold = self
+                .throttle
+                .paused_until()
+                .or_else(|| self.throttle.window_slot());
+            if let Some(until) = hold {
+                if !self.sleep_until(until).await {
+                    return false;
                 }
                 continue;
             }
-            if let Some(pacer) = &self.pacer {
-                tokio::select! {
-                    _ = tokio::time::sleep_until(pacer.reserve()) => {}
-                    _ = self.stopped() => return false,
-                }
+            if !self.sleep_until(self.pacer.reserve()).await {
+                return false;
             }
             tokio::select! {
                 _ = precise_until_ready(&self.limiter) => {}
                 _ = self.stopped() => return false,
             }
             // A pause that began while this request queued holds it too.
-            if self.pause.active().is_none() {
+            if self.throttle.paused_until().is_none() {
                 return !self.stopping();
             }
+        }
+    }
+
+    /// Sleeps until `t`, unless the run stops first. False if it did.
+    async fn sleep_until(&self, t: Instant) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep_until(t) => !self.stopping(),
+            _ = self.stopped() => false,
         }
     }
 
@@ -291,20 +331,19 @@ impl<'a> Shared<'a> {
         }
     }
 
-    /// Feeds an answer to the rate controller and the concurrency.
-    fn observe(&self, response: Option<&AddResponse>, latency: Duration) {
-        let rate = match &self.pacer {
-            Some(pacer) => {
-                if response.is_some_and(is_throttle) {
-                    pacer.on_throttled();
-                } else {
-                    pacer.on_accepted();
-                }
-                pacer.rate()
+    /// Feeds the answer to a request sent at `sent_at` (`None`: a read or creation that
+    /// succeeded) to the rate controller, the throttle and the concurrency.
+    fn observe(&self, response: Option<&AddResponse>, sent_at: Instant) {
+        if response.is_some_and(is_throttle) {
+            self.pacer.on_throttled();
+        } else {
+            self.pacer.on_accepted();
+            if !matches!(response, Some(AddResponse::Transport { .. })) {
+                self.throttle.on_accepted(sent_at);
             }
-            None => self.opts.rate,
-        };
-        self.concurrency.observe(latency, rate);
+        }
+        self.concurrency
+            .observe(sent_at.elapsed(), self.pacer.rate());
     }
 
     /// The server refused a chunk but took both its halves: it limits the list size.
@@ -371,7 +410,7 @@ impl<'a> Shared<'a> {
             drop(permit);
             let elapsed = sent_at.elapsed();
             self.count(result.as_ref().err());
-            self.observe(result.as_ref().err(), elapsed);
+            self.observe(result.as_ref().err(), sent_at);
             let response = match result {
                 Ok(value) => {
                     self.budget.on_success(retry_cost);
@@ -390,6 +429,16 @@ impl<'a> Shared<'a> {
             };
             let class = retry::classify(&response);
             log_response(group, &response, attempt + 1, class, elapsed);
+            if is_throttle(&response) {
+                match self.on_throttle(sent_at, &response) {
+                    // Not an attempt: the same request goes again after the pause.
+                    Verdict::Wait => continue,
+                    Verdict::TooLong(ra) => {
+                        return Err(CallError::Refused(too_long(ra, opts, &response)));
+                    }
+                    Verdict::Exhausted(_) => return Err(CallError::Stopped),
+                }
+            }
             let (http, status, message) = rejection(&response);
             let refused = |message| CallError::Refused(detail(message, status.clone(), http));
             match class {
@@ -403,9 +452,10 @@ impl<'a> Shared<'a> {
                         AddResponse::Rejected { retry_after, .. } => *retry_after,
                         _ => None,
                     };
-                    if attempt >= opts.max_retries
-                        || retry_after.is_some_and(|ra| ra > opts.max_retry_after)
-                    {
+                    if let Some(ra) = retry_after.filter(|&ra| ra > opts.max_retry_after) {
+                        return Err(CallError::Refused(too_long(ra, opts, &response)));
+                    }
+                    if attempt >= opts.max_retries {
                         return Err(refused(format!(
                             "no definite answer after {} attempt(s): {message}",
                             attempt + 1
@@ -421,6 +471,36 @@ impl<'a> Shared<'a> {
         }
     }
 
+    /// A throttled answer to a request sent at `sent_at`: what the throttle makes of it. A
+    /// request that will go again counts as a retry; a spent throttle budget stops the run.
+    fn on_throttle(&self, sent_at: Instant, response: &AddResponse) -> Verdict {
+        let (retry_after, message) = match response {
+            AddResponse::Rejected {
+                retry_after,
+                message,
+                ..
+            } => (*retry_after, message.as_str()),
+            _ => (None, ""),
+        };
+        let verdict = self.throttle.on_throttled(sent_at, retry_after, message);
+        match verdict {
+            Verdict::Wait => {
+                self.retries.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Exhausted(_) => {
+                if !self.stop.send_replace(true) {
+                    tracing::error!(
+                        event = "throttle_budget_spent",
+                        waited_s = self.throttle.waited().as_secs(),
+                        message = "the server kept throttling for as long as --max-throttle-wait allows; sending nothing more"
+                    );
+                }
+            }
+            Verdict::TooLong(_) => {}
+        }
+        verdict
+    }
+
     /// Waits before retry number `attempt + 1`: a run-wide pause for `Retry-After`, else
     /// backoff; and a retry token from the budget. False if the run stops meanwhile.
     async fn wait_to_retry(
@@ -434,7 +514,7 @@ impl<'a> Shared<'a> {
         let wait = match retry_after {
             Some(ra) => {
                 // The whole run waits, not only this request.
-                self.pause.extend(Instant::now() + ra);
+                self.throttle.pause_until(Instant::now() + ra);
                 tracing::info!(event = "retry_after", seconds = ra.as_secs_f64());
                 Duration::ZERO
             }
@@ -714,6 +794,22 @@ pub async fn execute(
             }
         }
     }
+    if shared.throttle.exhausted() {
+        let why = detail(
+            format!(
+                "not sent: the server kept throttling and the run had waited {} s, all that \
+                 --max-throttle-wait allows; re-run later",
+                shared.throttle.waited().as_secs()
+            ),
+            Some("RESOURCE_EXHAUSTED".into()),
+            None,
+        );
+        for o in &mut outcomes {
+            if still_to_send(o) {
+                o.detail = Some(why.clone());
+            }
+        }
+    }
     if let Some(j) = journal.as_deref()
         && let Err(e) = j.sync()
     {
@@ -883,17 +979,28 @@ fn reconcile(
 /// from when a request actually went, so every late wake-up is lost for good: a timer that
 /// wakes 0.5 ms late costs 10% at 200 requests/s. So this sleeps until just before the slot
 /// and yields until it opens (at most ~1 ms of yielding per request).
+///
+/// A paused test clock only moves while the runtime sleeps, so yielding would spin for ever
+/// there: once a sleep shows the clock jumping ahead of real time, or yields do not get
+/// anywhere, it sleeps the whole wait instead.
 async fn precise_until_ready(limiter: &DirectLimiter) {
     use governor::clock::Clock;
-    let clock = governor::clock::DefaultClock::default();
+    const MOST_YIELDS: u32 = 5_000;
+    let mut yields = 0;
+    let mut exact_sleeps = false;
     loop {
         match limiter.check() {
             Ok(()) => return,
             Err(not_until) => {
-                let wait = not_until.wait_time_from(clock.now());
-                if wait > Duration::from_micros(1500) {
+                let wait = not_until.wait_time_from(TokioClock.now());
+                if exact_sleeps || yields >= MOST_YIELDS {
+                    tokio::time::sleep(wait).await;
+                } else if wait > Duration::from_micros(1500) {
+                    let (clock, real) = (Instant::now(), std::time::Instant::now());
                     tokio::time::sleep(wait - Duration::from_micros(1200)).await;
+                    exact_sleeps = clock.elapsed() > real.elapsed() + Duration::from_millis(1);
                 } else {
+                    yields += 1;
                     tokio::task::yield_now().await;
                 }
             }
@@ -1076,7 +1183,7 @@ async fn send_with_retries(
         drop(permit);
         let elapsed = sent_at.elapsed();
         ctx.count(Some(&response));
-        ctx.observe(Some(&response), elapsed);
+        ctx.observe(Some(&response), sent_at);
         if let Some(t) = ctx.tasks().get_mut(&task) {
             t.in_flight.clear();
         }
@@ -1186,6 +1293,30 @@ async fn send_with_retries(
                 for &p in &pending {
                     maybe_applied[p] |= may;
                 }
+                if is_throttle(&response) {
+                    // Throttling is no verdict on the users: they stay not attempted (or
+                    // unconfirmed, if an earlier attempt may have applied) while they wait.
+                    let verdict = ctx.on_throttle(sent_at, &response);
+                    let why = match verdict {
+                        Verdict::TooLong(ra) => Some(too_long(ra, opts, &response)),
+                        _ => None,
+                    };
+                    if let Some(t) = ctx.tasks().get_mut(&task) {
+                        for &p in &pending {
+                            let o = &mut t.outs[p];
+                            if maybe_applied[p] {
+                                o.status = Status::Unconfirmed;
+                            } else {
+                                o.status = Status::NotAttempted;
+                                o.detail.clone_from(&why);
+                            }
+                        }
+                    }
+                    if verdict == Verdict::Wait {
+                        continue;
+                    }
+                    return Sent::Done;
+                }
                 let (http, status, message) = rejection(&response);
                 let retry_after = match &response {
                     AddResponse::Rejected { retry_after, .. } => *retry_after,
@@ -1206,17 +1337,12 @@ async fn send_with_retries(
                         }
                     }
                 };
-                if let Some(ra) = retry_after
-                    && ra > opts.max_retry_after
-                {
-                    give_up(
-                        format!(
-                            "rate limited: the server asked to wait {} s, more than --max-retry-after ({} s); {message}",
-                            ra.as_secs(),
-                            opts.max_retry_after.as_secs()
-                        ),
-                        Some("RESOURCE_EXHAUSTED".into()),
-                    );
+                if let Some(ra) = retry_after.filter(|&ra| ra > opts.max_retry_after) {
+                    let d = too_long(ra, opts, &response);
+                    ctx.set(task, &pending, |o| {
+                        o.status = Status::NotAttempted;
+                        o.detail = Some(d.clone());
+                    });
                     return Sent::Done;
                 }
                 give_up(
@@ -1235,6 +1361,20 @@ async fn send_with_retries(
         }
         attempt += 1;
     }
+}
+
+/// Why a request whose `Retry-After` is beyond `--max-retry-after` was given up.
+fn too_long(ra: Duration, opts: &ExecOptions, response: &AddResponse) -> Arc<Detail> {
+    let (http, _, message) = rejection(response);
+    detail(
+        format!(
+            "not sent again: the server asked to wait {} s, more than --max-retry-after ({} s); {message}",
+            ra.as_secs(),
+            opts.max_retry_after.as_secs()
+        ),
+        Some("RESOURCE_EXHAUSTED".into()),
+        http,
+    )
 }
 
 fn detail(message: String, error_status: Option<String>, http_status: Option<u16>) -> Arc<Detail> {

@@ -18,6 +18,8 @@ pub mod plan;
 pub mod report;
 pub mod retry;
 pub mod state;
+pub mod text;
+pub mod throttle;
 
 use std::io::IsTerminal;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -36,6 +38,7 @@ use crate::outcome::{Outcome, Status};
 use crate::plan::{Defaults, Plan, Planner};
 use crate::report::{ReportTarget, Summary};
 use crate::state::Journal;
+use crate::text::clip;
 
 /// Runs a parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
@@ -95,14 +98,6 @@ fn print_bytes(text: &[u8]) -> Result<u8, Error> {
             source: e,
         }),
         _ => Ok(exit::OK),
-    }
-}
-
-/// A value for a one-line message: at most 80 characters.
-fn clip(value: &str) -> std::borrow::Cow<'_, str> {
-    match value.char_indices().nth(80) {
-        Some((at, _)) => format!("{}… ({} bytes)", &value[..at], value.len()).into(),
-        None => value.into(),
     }
 }
 
@@ -293,6 +288,7 @@ pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Res
         max_retries: args.max_retries,
         max_backoff: args.max_backoff,
         max_retry_after: args.max_retry_after,
+        max_throttle_wait: args.max_throttle_wait,
         grace: args.grace,
         mode: args.mode,
         max_removals: args.max_removals,
@@ -320,6 +316,7 @@ pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Res
     stats.requests = execution.requests_by_status.clone();
     stats.retries = execution.retries;
     stats.throttled = execution.throttled;
+    stats.throttled_for = execution.throttled_for;
     let code = finish(
         &plan,
         &execution.outcomes,
@@ -342,6 +339,22 @@ pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Res
             ),
         );
         return Ok(code);
+    }
+    if execution.throttle_exhausted {
+        output.say(
+            "throttle_budget_spent",
+            &format!(
+                "the server kept throttling: the run waited {} s on it, all that \
+                 --max-throttle-wait allows, and sent nothing more; what was not sent is \
+                 `not_attempted` (re-run later{})",
+                execution.throttled_for.as_secs(),
+                if args.state.is_some() {
+                    " with the same --state"
+                } else {
+                    ", or with --only-status not_attempted on the report"
+                }
+            ),
+        );
     }
     if let Some(message) = execution.auth_failure {
         output.say(
@@ -409,7 +422,8 @@ fn finish(
 ) -> Result<u8, Error> {
     let counts = report::count(plan, outcomes);
     stats.counts = counts;
-    let summary = Summary::new(counts, plan.duplicates, requests, started.elapsed());
+    let mut summary = Summary::new(counts, plan.duplicates, requests, started.elapsed());
+    summary.throttled_ms = stats.throttled_for.as_millis() as u64;
     let path = report.path().display().to_string();
     report.write(plan, outcomes, &summary)?;
     if output.json_logs {
@@ -426,6 +440,7 @@ fn finish(
             removed = summary.removed,
             requests = summary.requests,
             elapsed_ms = summary.elapsed_ms,
+            throttled_ms = summary.throttled_ms,
             report = path.as_str(),
         );
     } else if !output.quiet {
@@ -459,10 +474,17 @@ fn summary_line(s: &Summary, path: &str) -> String {
     }
     let path = if path == "-" { "<stdout>" } else { path };
     line.push_str(&format!(
-        "; {} requests in {:.2} s; report: {path}",
+        "; {} requests in {:.2} s",
         s.requests,
         s.elapsed_ms as f64 / 1000.0
     ));
+    if s.throttled_ms > 0 {
+        line.push_str(&format!(
+            " ({:.1} s of it waiting on throttling)",
+            s.throttled_ms as f64 / 1000.0
+        ));
+    }
+    line.push_str(&format!("; report: {path}"));
     line
 }
 
@@ -562,6 +584,8 @@ async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
     let config = EmulatorConfig {
         credentials,
         rate_limit: args.rate_limit,
+        window_limit: args.window_limit,
+        omit_retry_after: args.no_retry_after,
         max_user_ids: args.max_user_ids,
         latency: args.latency,
         unavailable_fraction: args.unavailable_fraction,

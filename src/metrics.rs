@@ -32,6 +32,8 @@ pub struct RunStats {
     pub retries: u64,
     /// Requests answered 429 (or `RESOURCE_EXHAUSTED`).
     pub throttled: u64,
+    /// Time the run waited on throttling.
+    pub throttled_for: Duration,
     /// A dry run sends no writes, so it never counts as a successful sync.
     pub dry_run: bool,
 }
@@ -151,6 +153,11 @@ fn render(
         "throttled_requests",
         "Requests of the last run answered 429 RESOURCE_EXHAUSTED.",
         &one(stats.throttled.to_string()),
+    );
+    gauge(
+        "throttled_seconds",
+        "Time the last run waited on throttling (pauses after 429s and learned quota windows).",
+        &one(format!("{:.3}", stats.throttled_for.as_secs_f64())),
     );
     gauge(
         "duration_seconds",

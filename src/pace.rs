@@ -28,6 +28,9 @@ const MIN_RATE: f64 = 0.5;
 #[derive(Debug)]
 struct PacerState {
     rate: f64,
+    /// Whether the schedule holds requests back. A fixed `--rate` (a ceiling) engages it only
+    /// once the server throttles below that rate, and lets go once the rate is back at it.
+    engaged: bool,
     slow_start: bool,
     next: Instant,
     window_start: Instant,
@@ -36,21 +39,41 @@ struct PacerState {
     last_cut: Option<Instant>,
 }
 
-/// The adaptive rate of `--rate auto`.
+/// The adaptive rate of `--rate auto`, and the rate a fixed `--rate` falls back to when the
+/// server throttles below it.
 #[derive(Debug)]
 pub struct Pacer {
     max_rate: f64,
+    /// A fixed `--rate`: the pacer only steps in below it.
+    ceiling: bool,
     state: Mutex<PacerState>,
 }
 
 impl Pacer {
+    /// `--rate auto`: slow start from 1 request/s, never above `max_rate`.
     pub fn new(max_rate: f64) -> Pacer {
+        Pacer::build(max_rate, false)
+    }
+
+    /// A fixed `--rate`: a ceiling. Requests go at it (the governor limiter paces them) until
+    /// the server throttles; from then on at what the server accepts, climbing back to it.
+    pub fn ceiling(rate: f64) -> Pacer {
+        Pacer::build(rate, true)
+    }
+
+    fn build(max_rate: f64, ceiling: bool) -> Pacer {
         let now = Instant::now();
         Pacer {
             max_rate,
+            ceiling,
             state: Mutex::new(PacerState {
-                rate: START_RATE.min(max_rate),
-                slow_start: true,
+                rate: if ceiling {
+                    max_rate
+                } else {
+                    START_RATE.min(max_rate)
+                },
+                engaged: !ceiling,
+                slow_start: !ceiling,
                 next: now,
                 window_start: now,
                 accepted: 0,
@@ -72,6 +95,9 @@ impl Pacer {
     pub fn reserve(&self) -> Instant {
         let mut s = self.lock();
         let now = Instant::now();
+        if !s.engaged {
+            return now;
+        }
         let slot = s.next.max(now);
         s.next = slot + Duration::from_secs_f64(1.0 / s.rate);
         slot
@@ -104,6 +130,10 @@ impl Pacer {
         };
         let before = s.rate;
         s.rate = (0.9 * accepted.min(s.rate)).clamp(MIN_RATE, self.max_rate);
+        if !s.engaged {
+            s.engaged = true;
+            s.next = now;
+        }
         s.slow_start = false;
         s.last_cut = Some(now);
         s.window_start = now;
@@ -124,6 +154,9 @@ impl Pacer {
                 s.rate + (s.rate * 0.02).max(0.05)
             }
             .min(self.max_rate);
+            if self.ceiling && s.rate >= self.max_rate {
+                s.engaged = false;
+            }
         }
         s.window_start = now;
         s.accepted = 0;
@@ -222,6 +255,36 @@ mod tests {
         let c = p.reserve();
         assert_eq!(b - a, Duration::from_secs_f64(1.0 / p.rate()));
         assert_eq!(c - b, b - a);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceiling_paces_only_after_a_throttle_and_lets_go_at_the_ceiling() {
+        let p = Pacer::ceiling(10.0);
+        let now = Instant::now();
+        assert_eq!(
+            (p.reserve(), p.reserve()),
+            (now, now),
+            "the limiter paces alone"
+        );
+        tokio::time::advance(Duration::from_millis(500)).await;
+        for _ in 0..3 {
+            p.on_accepted();
+        }
+        p.on_throttled();
+        assert!((p.rate() - 0.9 * 6.0).abs() < 0.01, "{}", p.rate());
+        let a = p.reserve();
+        assert!(p.reserve() > a, "engaged below the ceiling");
+        for _ in 0..200 {
+            tokio::time::advance(Duration::from_millis(1001)).await;
+            p.on_accepted();
+        }
+        assert_eq!(p.rate(), 10.0);
+        let now = Instant::now();
+        assert_eq!(
+            (p.reserve(), p.reserve()),
+            (now, now),
+            "let go at the ceiling"
+        );
     }
 
     #[test]

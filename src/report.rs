@@ -62,6 +62,8 @@ pub struct Summary {
     pub duplicates: u64,
     pub requests: u64,
     pub elapsed_ms: u64,
+    /// Time the run waited on throttling (429 / RESOURCE_EXHAUSTED).
+    pub throttled_ms: u64,
 }
 
 impl Summary {
@@ -79,6 +81,7 @@ impl Summary {
             duplicates,
             requests,
             elapsed_ms: elapsed.as_millis() as u64,
+            throttled_ms: 0,
         }
     }
 }

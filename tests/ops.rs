@@ -480,4 +480,12 @@ async fn metrics_count_throttled_requests_and_retries() {
     assert_eq!(metric(&m, "requests{code=\"200\"}"), 6.0);
     assert_eq!(metric(&m, "retries"), throttled, "each 429 was sent again");
     assert_eq!(metric(&m, "memberships{status=\"added\"}"), 6.0);
+    let waited = metric(&m, "throttled_seconds");
+    // Each throttle paused the run for the server's Retry-After (1 s here).
+    assert!((1.0..30.0).contains(&waited), "{waited}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(" s of it waiting on throttling)"),
+        "the summary line says how long: {stderr}"
+    );
 }

@@ -206,7 +206,7 @@ async fn retry_after_as_an_http_date_pauses_the_whole_run() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_retry_after_longer_than_allowed_fails_with_resource_exhausted() {
+async fn a_retry_after_longer_than_allowed_gives_up_as_not_attempted_with_resource_exhausted() {
     let emu = emulator(EmulatorConfig {
         rate_limit: Some(1.0),
         retry_after_secs: Some(300),
@@ -221,13 +221,18 @@ async fn a_retry_after_longer_than_allowed_fails_with_resource_exhausted() {
     run(cmd).await.code(1);
     assert!(started.elapsed() < Duration::from_secs(5), "did not stall");
     let rows = report(dir.path());
-    let failed: Vec<_> = rows.iter().filter(|r| r["status"] == "failed").collect();
-    assert_eq!(failed.len(), 1, "{rows:?}");
-    assert_eq!(failed[0]["errorStatus"], "RESOURCE_EXHAUSTED");
+    // A throttle is no verdict on the users: never `failed`.
+    assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:?}");
+    let held: Vec<_> = rows
+        .iter()
+        .filter(|r| r["status"] == "not_attempted")
+        .collect();
+    assert_eq!(held.len(), 1, "{rows:?}");
+    assert_eq!(held[0]["errorStatus"], "RESOURCE_EXHAUSTED");
     assert!(
-        failed[0]["message"].contains("300 s"),
+        held[0]["message"].contains("300 s") && held[0]["message"].contains("--max-retry-after"),
         "{}",
-        failed[0]["message"]
+        held[0]["message"]
     );
 }
 

@@ -1,0 +1,372 @@
+//! Throttling: what the run does when the server says "too many requests" (429 or
+//! `RESOURCE_EXHAUSTED`). A throttle is not a verdict on a membership, so it never spends a
+//! request's retries: the whole run pauses and the request is sent again afterwards.
+//!
+//! - The pause lasts for the `Retry-After` header when there is one; else for the wait the
+//!   answer's message names ("try again after 1 minute"); else it grows, 1 s, 2 s, 4 s … 60 s,
+//!   until a request passes.
+//! - Throttled time is counted run-wide against `--max-throttle-wait`; past it the run stops
+//!   sending and what was not sent is `not_attempted` (see `execute`).
+//! - A stated wait of 10 s or more means a windowed quota (Velt documents "N requests per
+//!   minute" for other endpoints). The quota is inferred from the requests the server accepted
+//!   in the window before the throttle, and from then on the run sends that many at each
+//!   window's start and waits for the next, instead of probing a closed window.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Stated waits this long or longer are taken as a windowed quota's window.
+const WINDOW_MIN: Duration = Duration::from_secs(10);
+/// The growing wait when the server names none: 1 s, doubling, at most this.
+const GROWING_MAX: Duration = Duration::from_secs(60);
+/// Accepted requests older than this are of no use for inferring a window.
+const ACCEPTED_KEPT: Duration = Duration::from_secs(600);
+
+/// What to do with a throttled request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it again once the pause is over.
+    Wait,
+    /// `Retry-After` is longer than `--max-retry-after`: give this request's users up.
+    TooLong(Duration),
+    /// Waiting more would pass `--max-throttle-wait`: the run stops sending.
+    Exhausted(Duration),
+}
+
+#[derive(Debug)]
+struct Window {
+    length: Duration,
+    /// Requests the server takes per window.
+    allowed: u32,
+    start: Instant,
+    /// Requests sent in the window that began at `start`.
+    sent: u32,
+    /// Of those, answered without a throttle.
+    accepted: u32,
+    /// When the quota was inferred: answers to requests sent before it still count.
+    learned_at: Instant,
+    /// Whether the wait for the next window was counted yet.
+    wait_counted: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    until: Option<Instant>,
+    /// When the latest pause began: throttles of requests sent before it say nothing new.
+    began: Option<Instant>,
+    /// Time paused after throttled answers (overlapping pauses counted once).
+    paused: Duration,
+    /// Time held back by a learned window.
+    held: Duration,
+    /// Doublings of the growing wait so far.
+    step: u32,
+    exhausted: bool,
+    window: Option<Window>,
+    /// When each accepted request was sent, oldest first.
+    accepted: VecDeque<Instant>,
+    told: bool,
+}
+
+/// The run-wide throttle state, shared by every request.
+#[derive(Debug)]
+pub struct Throttle {
+    max_wait: Duration,
+    max_retry_after: Duration,
+    state: Mutex<State>,
+}
+
+impl Throttle {
+    pub fn new(max_wait: Duration, max_retry_after: Duration) -> Throttle {
+        Throttle {
+            max_wait,
+            max_retry_after,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The end of the run-wide pause, if one is running.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.lock().until.filter(|&t| t > Instant::now())
+    }
+
+    /// Total time the run waited on throttling: pauses and learned windows.
+    pub fn waited(&self) -> Duration {
+        let s = self.lock();
+        s.paused + s.held
+    }
+
+    pub fn exhausted(&self) -> bool {
+        self.lock().exhausted
+    }
+
+    /// A `Retry-After` on an answer that is not a throttle (a 503): the run pauses, but the
+    /// time is not throttling.
+    pub fn pause_until(&self, until: Instant) {
+        let mut s = self.lock();
+        if s.until.is_none_or(|cur| cur < until) {
+            s.until = Some(until);
+        }
+    }
+
+    /// An answer that was not a throttle, to a request sent at `sent_at`.
+    pub fn on_accepted(&self, sent_at: Instant) {
+        let mut s = self.lock();
+        s.step = 0;
+        if let Some(w) = &mut s.window {
+            if sent_at >= w.start {
+                w.accepted += 1;
+            } else if sent_at < w.learned_at && sent_at + w.length > w.learned_at {
+                // In flight when the quota was inferred: the window took it too.
+                w.allowed += 1;
+            }
+        }
+        let now = Instant::now();
+        while s
+            .accepted
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) > ACCEPTED_KEPT)
+        {
+            s.accepted.pop_front();
+        }
+        s.accepted.push_back(sent_at);
+    }
+
+    /// A throttled answer to a request sent at `sent_at`.
+    pub fn on_throttled(
+        &self,
+        sent_at: Instant,
+        retry_after: Option<Duration>,
+        message: &str,
+    ) -> Verdict {
+        if let Some(ra) = retry_after
+            && ra > self.max_retry_after
+        {
+            return Verdict::TooLong(ra);
+        }
+        let now = Instant::now();
+        let mut s = self.lock();
+        if s.exhausted {
+            return Verdict::Exhausted(s.paused);
+        }
+        // Sent before the latest pause began: the closed window that pause waits out.
+        if s.began.is_some_and(|b| sent_at <= b) {
+            return Verdict::Wait;
+        }
+        let stated = retry_after.or_else(|| stated_wait(message));
+        let wait = stated.unwrap_or_else(|| {
+            let w = Duration::from_secs(1u64 << s.step.min(6)).min(GROWING_MAX);
+            s.step += 1;
+            w
+        });
+        let until = now + wait;
+        let from = s.until.map_or(now, |u| u.max(now));
+        let added = until.saturating_duration_since(from);
+        if s.paused + added > self.max_wait {
+            s.exhausted = true;
+            return Verdict::Exhausted(s.paused);
+        }
+        s.paused += added;
+        if s.until.is_none_or(|u| u <= now) {
+            s.began = Some(now);
+        }
+        if s.until.is_none_or(|u| u < until) {
+            s.until = Some(until);
+        }
+        if let Some(length) = stated.filter(|&d| d >= WINDOW_MIN) {
+            learn(&mut s, sent_at, now, until, length);
+        }
+        Verdict::Wait
+    }
+
+    /// Takes a place in the learned window; `Some(t)`: none is left, ask again at `t`.
+    pub fn window_slot(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let s = &mut *s;
+        let w = s.window.as_mut()?;
+        if now >= w.start + w.length {
+            let passed = (now - w.start).as_nanos() / w.length.as_nanos().max(1);
+            w.start += w.length * u32::try_from(passed).unwrap_or(u32::MAX);
+            w.sent = 0;
+            w.accepted = 0;
+            w.wait_counted = false;
+        }
+        if now < w.start {
+            return Some(w.start);
+        }
+        if w.sent < w.allowed {
+            w.sent += 1;
+            return None;
+        }
+        let next = w.start + w.length;
+        if !w.wait_counted {
+            w.wait_counted = true;
+            s.held += next.saturating_duration_since(now);
+        }
+        Some(next)
+    }
+}
+
+/// Infers (or corrects) the windowed quota after a throttle at `now`; the next window starts
+/// when the pause ends.
+fn learn(s: &mut State, sent_at: Instant, now: Instant, resume: Instant, length: Duration) {
+    let allowed = match &s.window {
+        // Throttled inside a learned window: it takes no more than it accepted.
+        Some(w) if w.length == length && sent_at >= w.start => w.accepted,
+        _ => s
+            .accepted
+            .iter()
+            .filter(|&&t| t <= sent_at && t + length > sent_at)
+            .count() as u32,
+    }
+    .max(1);
+    s.window = Some(Window {
+        length,
+        allowed,
+        start: resume,
+        sent: 0,
+        accepted: 0,
+        learned_at: now,
+        wait_counted: false,
+    });
+    if !s.told {
+        s.told = true;
+        let per_minute = f64::from(allowed) * 60.0 / length.as_secs_f64();
+        tracing::info!(
+            event = "quota_inferred",
+            requests = allowed,
+            window_s = length.as_secs_f64(),
+            message = %format!(
+                "the server allows about {} requests a minute; sending that many per window",
+                per_minute.round()
+            ),
+        );
+    }
+}
+
+/// The wait an answer's message names: "try again after 1 minute", "after 30 seconds",
+/// "retry in 2 minutes".
+pub fn stated_wait(message: &str) -> Option<Duration> {
+    let lower = message.to_ascii_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '.')
+        .filter(|w| !w.is_empty())
+        .collect();
+    for (i, w) in words.iter().enumerate() {
+        if !matches!(*w, "after" | "in") {
+            continue;
+        }
+        let (Some(count), Some(unit)) = (words.get(i + 1), words.get(i + 2)) else {
+            continue;
+        };
+        let count = match *count {
+            "a" | "an" | "one" => 1.0,
+            n => match n.trim_end_matches('.').parse::<f64>() {
+                Ok(v) if v.is_finite() && v > 0.0 && v < 1e6 => v,
+                _ => continue,
+            },
+        };
+        let scale = match unit.trim_end_matches('.') {
+            "second" | "seconds" | "sec" | "secs" | "s" => 1.0,
+            "minute" | "minutes" | "min" | "mins" => 60.0,
+            "hour" | "hours" | "h" => 3600.0,
+            _ => continue,
+        };
+        return Some(Duration::from_secs_f64(count * scale));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_named_in_messages() {
+        let m = |s| stated_wait(s).map(|d| d.as_secs());
+        assert_eq!(
+            m("Rate limit exceeded. Please try again after 1 minute."),
+            Some(60)
+        );
+        assert_eq!(m("Too many requests; try again after 30 seconds"), Some(30));
+        assert_eq!(m("retry in 2 minutes"), Some(120));
+        assert_eq!(m("Try again after a minute."), Some(60));
+        assert_eq!(m("Rate limit exceeded. Try again later."), None);
+        assert_eq!(m("quota exceeded"), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn growing_waits_without_a_hint_and_one_escalation_per_pause() {
+        let t = Throttle::new(Duration::from_secs(1800), Duration::from_secs(120));
+        let sent = Instant::now();
+        assert_eq!(t.on_throttled(sent, None, "busy"), Verdict::Wait);
+        let first = t.paused_until().expect("paused");
+        assert_eq!(first - Instant::now(), Duration::from_secs(1));
+        // Another request of the same burst does not double the wait.
+        assert_eq!(t.on_throttled(sent, None, "busy"), Verdict::Wait);
+        assert_eq!(t.paused_until(), Some(first));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let resent = Instant::now();
+        t.on_throttled(resent, None, "busy");
+        assert_eq!(
+            t.paused_until().expect("paused") - Instant::now(),
+            Duration::from_secs(2)
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        t.on_accepted(Instant::now());
+        t.on_throttled(Instant::now(), None, "busy");
+        assert_eq!(
+            t.paused_until().expect("paused") - Instant::now(),
+            Duration::from_secs(1),
+            "a request that passed resets the growth"
+        );
+        assert_eq!(t.waited(), Duration::from_secs(4));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_ends_waiting_and_long_headers_are_refused() {
+        let t = Throttle::new(Duration::from_secs(90), Duration::from_secs(120));
+        assert_eq!(
+            t.on_throttled(Instant::now(), Some(Duration::from_secs(121)), ""),
+            Verdict::TooLong(Duration::from_secs(121))
+        );
+        assert_eq!(
+            t.on_throttled(Instant::now(), Some(Duration::from_secs(60)), ""),
+            Verdict::Wait
+        );
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(
+            t.on_throttled(Instant::now(), Some(Duration::from_secs(60)), ""),
+            Verdict::Exhausted(Duration::from_secs(60))
+        );
+        assert!(t.exhausted());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_is_learned_from_what_was_accepted_before_the_throttle() {
+        let t = Throttle::new(Duration::from_secs(1800), Duration::from_secs(120));
+        for _ in 0..30 {
+            t.on_accepted(Instant::now());
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        let msg = "Rate limit exceeded. Please try again after 1 minute.";
+        assert_eq!(t.on_throttled(Instant::now(), None, msg), Verdict::Wait);
+        let resume = t.paused_until().expect("paused");
+        assert_eq!(t.window_slot(), Some(resume), "nothing before the window");
+        tokio::time::advance(Duration::from_secs(60)).await;
+        for _ in 0..30 {
+            assert_eq!(t.window_slot(), None);
+        }
+        assert_eq!(t.window_slot(), Some(resume + Duration::from_secs(60)));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert_eq!(t.window_slot(), None, "the next window opens");
+        assert_eq!(t.waited(), Duration::from_secs(120));
+    }
+}

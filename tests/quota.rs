@@ -1,0 +1,211 @@
+//! Per-minute quotas and other throttling, on a paused clock: the engine runs in-process
+//! against an in-process emulator, so minutes of quota windows take milliseconds.
+//!
+//! The figures asked for: every membership added, exit 0 (no row other than `added`), in at
+//! most 1.25 times the least time the quota allows, with at most 20% of requests answered 429.
+
+use std::time::Duration;
+
+use indicatif::ProgressBar;
+use tokio::time::Instant;
+use velt_group_sync::cli::ApiVersion;
+use velt_group_sync::client::{Credentials, VeltClient};
+use velt_group_sync::emulator::{Emulator, EmulatorConfig};
+use velt_group_sync::execute::{ExecOptions, Execution, execute};
+use velt_group_sync::plan::{Defaults, Plan, Planner, Sink};
+
+/// `groups` groups of `users` users each (one add request per group at chunk size 100).
+fn plan(groups: usize, users: usize) -> Plan {
+    let mut planner = Planner::new(Defaults::default());
+    let mut line = 1;
+    for g in 0..groups {
+        for u in 0..users {
+            line += 1;
+            planner.record(
+                line,
+                Some("acme"),
+                Some(&format!("g{g}")),
+                &format!("u{g}-{u}"),
+            );
+        }
+    }
+    planner.finish()
+}
+
+struct Run {
+    execution: Execution,
+    elapsed: Duration,
+    requests: u64,
+    throttled: u64,
+    held: usize,
+}
+
+/// Runs `plan` with `opts` against an in-process emulator with `config`.
+async fn run(config: EmulatorConfig, mut plan: Plan, opts: ExecOptions) -> Run {
+    let emu = Emulator::in_process(config);
+    let client = VeltClient::in_process(
+        emu.router(),
+        ApiVersion::V1,
+        &Credentials::new("key", "token"),
+        Duration::from_secs(30),
+    )
+    .expect("client");
+    let (_signals, interrupts) = tokio::sync::watch::channel((0u32, 0u8));
+    let started = Instant::now();
+    let execution = execute(
+        &mut plan,
+        &client,
+        &opts,
+        &ProgressBar::hidden(),
+        interrupts,
+        None,
+        &[],
+    )
+    .await;
+    Run {
+        elapsed: started.elapsed(),
+        requests: emu.requests(),
+        throttled: emu.throttled(),
+        held: emu.memberships().len(),
+        execution,
+    }
+}
+
+fn statuses(e: &Execution) -> std::collections::BTreeMap<&'static str, usize> {
+    let mut by = std::collections::BTreeMap::new();
+    for o in &e.outcomes {
+        *by.entry(o.status.as_str()).or_default() += 1;
+    }
+    by
+}
+
+/// The least time `requests` take at `per_window` a window of `window` and `rate` a second:
+/// full windows, then the last window's share at the rate.
+fn least_time(requests: u32, per_window: u32, window: Duration, rate: f64) -> Duration {
+    let full = (requests - 1) / per_window;
+    let last = requests - full * per_window;
+    window * full + Duration::from_secs_f64(f64::from(last) / rate)
+}
+
+fn assert_within_quota_figures(r: &Run, memberships: usize, least: Duration) {
+    let by = statuses(&r.execution);
+    eprintln!(
+        "figures: {:.1} s (least {:.1} s, ratio {:.3}), {} of {} requests throttled ({:.1}%), waited {:.0} s",
+        r.elapsed.as_secs_f64(),
+        least.as_secs_f64(),
+        r.elapsed.as_secs_f64() / least.as_secs_f64(),
+        r.throttled,
+        r.requests,
+        100.0 * r.throttled as f64 / r.requests as f64,
+        r.execution.throttled_for.as_secs_f64()
+    );
+    assert_eq!(by.get("added"), Some(&memberships), "{by:?}");
+    assert_eq!(r.held, memberships);
+    assert!(
+        r.elapsed.as_secs_f64() <= 1.25 * least.as_secs_f64(),
+        "took {:?}, least {least:?}",
+        r.elapsed
+    );
+    assert!(
+        r.throttled as f64 <= 0.2 * r.requests as f64,
+        "{} of {} requests throttled",
+        r.throttled,
+        r.requests
+    );
+}
+
+const WINDOW_30: Option<(u32, Duration)> = Some((30, Duration::from_secs(60)));
+
+#[tokio::test(start_paused = true)]
+async fn thirty_a_minute_without_retry_after_adds_everything_near_the_least_time() {
+    let config = EmulatorConfig {
+        window_limit: WINDOW_30,
+        omit_retry_after: true,
+        ..EmulatorConfig::default()
+    };
+    // 9,800 memberships in 100 requests, as in the report that found the defect.
+    let r = run(config, plan(100, 98), ExecOptions::default()).await;
+    let least = least_time(100, 30, Duration::from_secs(60), 10.0);
+    assert_within_quota_figures(&r, 9_800, least);
+    assert!(r.throttled >= 1, "the quota was met");
+    assert!(r.execution.throttled_for >= Duration::from_secs(120));
+    assert!(!r.execution.throttle_exhausted);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_and_twenty_a_minute_with_retry_after_60() {
+    let config = EmulatorConfig {
+        window_limit: Some((120, Duration::from_secs(60))),
+        retry_after_secs: Some(60),
+        ..EmulatorConfig::default()
+    };
+    let r = run(config, plan(400, 100), ExecOptions::default()).await;
+    let least = least_time(400, 120, Duration::from_secs(60), 10.0);
+    assert_within_quota_figures(&r, 40_000, least);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ten_a_second_token_bucket() {
+    let config = EmulatorConfig {
+        rate_limit: Some(10.0),
+        ..EmulatorConfig::default()
+    };
+    let r = run(config, plan(400, 10), ExecOptions::default()).await;
+    let least = Duration::from_secs_f64(400.0 / 10.0);
+    assert_within_quota_figures(&r, 4_000, least);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_rate_above_a_token_bucket_is_a_ceiling_not_a_promise() {
+    let config = EmulatorConfig {
+        rate_limit: Some(10.0),
+        ..EmulatorConfig::default()
+    };
+    let opts = ExecOptions {
+        rate: 40.0,
+        ..ExecOptions::default()
+    };
+    let r = run(config, plan(400, 10), opts).await;
+    assert_within_quota_figures(&r, 4_000, Duration::from_secs(40));
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_never_spend_retries_even_with_none_allowed() {
+    let config = EmulatorConfig {
+        window_limit: WINDOW_30,
+        omit_retry_after: true,
+        ..EmulatorConfig::default()
+    };
+    let opts = ExecOptions {
+        max_retries: 0,
+        ..ExecOptions::default()
+    };
+    let r = run(config, plan(40, 5), opts).await;
+    assert_eq!(statuses(&r.execution).get("added"), Some(&200));
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_throttle_budget_the_rest_is_not_attempted_never_failed() {
+    // A quota that is used up elsewhere: every request is throttled.
+    let config = EmulatorConfig {
+        window_limit: Some((0, Duration::from_secs(60))),
+        omit_retry_after: true,
+        ..EmulatorConfig::default()
+    };
+    let opts = ExecOptions {
+        max_throttle_wait: Duration::from_secs(150),
+        ..ExecOptions::default()
+    };
+    let r = run(config, plan(10, 10), opts).await;
+    let by = statuses(&r.execution);
+    assert!(r.execution.throttle_exhausted);
+    assert_eq!(by.get("not_attempted"), Some(&100), "{by:?}");
+    for o in &r.execution.outcomes {
+        let d = o.detail.as_ref().expect("a reason");
+        assert_eq!(d.error_status.as_deref(), Some("RESOURCE_EXHAUSTED"));
+        assert!(d.message.contains("--max-throttle-wait"), "{}", d.message);
+    }
+    // Two one-minute pauses fit in 150 s, a third does not: the run stops instead of waiting.
+    assert_eq!(r.execution.throttled_for, Duration::from_secs(120));
+    assert!(r.elapsed < Duration::from_secs(125), "{:?}", r.elapsed);
+}
