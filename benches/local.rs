@@ -4,7 +4,7 @@
 //! `sync --dry-run` (see README, Performance).
 
 use velt_group_sync::cli::{FormatArg, ReportFormat};
-use velt_group_sync::input::{self, Columns, InputOptions};
+use velt_group_sync::input::{self, InputOptions};
 use velt_group_sync::outcome::{Outcome, Status};
 use velt_group_sync::plan::{Defaults, Plan, Planner};
 use velt_group_sync::report::{self, Summary};
@@ -27,11 +27,7 @@ fn csv_input() -> Vec<u8> {
 fn options() -> InputOptions {
     InputOptions {
         format: FormatArg::Csv,
-        delimiter: None,
-        columns: Columns::default(),
-        has_default_org: false,
-        has_default_group: false,
-        only_status: None,
+        ..InputOptions::default()
     }
 }
 

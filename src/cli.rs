@@ -63,7 +63,7 @@ pub enum Command {
 }
 
 /// Where the records come from and how they are read: shared by `sync` and `validate`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct InputArgs {
     /// Membership file (CSV, JSON or JSON Lines), or `-` for standard input.
     #[arg(default_value = "-", env = "VELT_INPUT")]
@@ -107,6 +107,17 @@ pub struct InputArgs {
     #[arg(long, value_name = "STATUS,...", value_delimiter = ',', value_parser = parse_status,
           env = "VELT_ONLY_STATUS")]
     pub only_status: Option<Vec<String>>,
+
+    /// Accept an input with no records (by default exit 2: a truncated export must not pass
+    /// as a good night); in mirror mode, also allow removing every member of a group.
+    #[arg(long, env = "VELT_ALLOW_EMPTY", value_parser = BoolishValueParser::new())]
+    pub allow_empty: bool,
+
+    /// Longest line (and JSON record) read, in bytes; a longer one stops the read with an
+    /// error naming its line, so that a wrong file cannot fill the memory.
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, env = "VELT_MAX_RECORD_BYTES",
+          value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
+    pub max_record_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -137,10 +148,6 @@ pub struct SyncArgs {
           env = "VELT_MAX_REMOVALS")]
     pub max_removals: MaxRemovals,
 
-    /// Mirror mode: allow removing every member of a group (refused by default).
-    #[arg(long, env = "VELT_ALLOW_EMPTY", value_parser = BoolishValueParser::new())]
-    pub allow_empty: bool,
-
     /// When an add answers that the group does not exist (NOT_FOUND), create it once
     /// (named from --group-name-column, or its ID) and send its users again.
     #[arg(long, env = "VELT_CREATE_MISSING_GROUPS", value_parser = BoolishValueParser::new())]
@@ -154,6 +161,11 @@ pub struct SyncArgs {
     /// Base URL of the Velt API.
     #[arg(long, env = "VELT_BASE_URL", default_value = "https://api.velt.dev")]
     pub base_url: String,
+
+    /// Allow an http:// --base-url on a host other than this machine's loopback (the
+    /// credentials would cross the network in clear text).
+    #[arg(long, env = "VELT_ALLOW_INSECURE_HTTP", value_parser = BoolishValueParser::new())]
+    pub allow_insecure_http: bool,
 
     /// API version used in request paths.
     #[arg(long, value_enum, default_value_t = ApiVersion::V1, env = "VELT_API_VERSION")]

@@ -80,10 +80,7 @@ fn secret(
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<String, Error> {
     let value = match file {
-        Some(path) => std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?,
+        Some(path) => read_secret_file(path, flag)?,
         None => env(var).unwrap_or_default(),
     };
     let value = value.trim().to_string();
@@ -97,6 +94,78 @@ fn secret(
         )));
     }
     Ok(value)
+}
+
+/// The most a key or token file may hold: a secret is short, and `/dev/zero` is not one.
+const MAX_SECRET_FILE: u64 = 64 * 1024;
+
+/// A secret from a file: at most 64 KB, UTF-8; a file that other users can read is warned
+/// about, as ssh does for private keys.
+fn read_secret_file(path: &Path, flag: &str) -> Result<String, Error> {
+    use std::io::Read;
+    let io_err = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io_err)?;
+    #[cfg(unix)]
+    if let Ok(meta) = file.metadata() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if meta.is_file() && mode & 0o077 != 0 {
+            tracing::warn!(
+                event = "secret_file_readable",
+                path = %path.display(),
+                mode = %format!("{:o}", mode & 0o777),
+                message = "other users can read this secret file; chmod 600 it"
+            );
+        }
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(io_err)?;
+    if bytes.len() as u64 > MAX_SECRET_FILE {
+        return Err(Error::Config(format!(
+            "{}: larger than {} KB, so not a key or token; check {flag}",
+            path.display(),
+            MAX_SECRET_FILE / 1024
+        )));
+    }
+    String::from_utf8(bytes).map_err(|_| {
+        Error::Config(format!(
+            "{}: not UTF-8 text, so not a key or token; check {flag}",
+            path.display()
+        ))
+    })
+}
+
+/// Refuses a plain-http base URL on a host other than this machine's loopback: the API key
+/// and token would cross the network in clear text.
+pub fn check_transport_security(base_url: &str, allow_insecure_http: bool) -> Result<(), Error> {
+    let Ok(url) = reqwest::Url::parse(base_url.trim_end_matches('/')) else {
+        return Ok(()); // `VeltClient::new` says what is wrong with it.
+    };
+    if url.scheme() != "http" || allow_insecure_http {
+        return Ok(());
+    }
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let local = match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = bare.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    };
+    if local {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "--base-url `{}` is plain http to another host: the API key and token would travel \
+         unencrypted; use https://, or pass --allow-insecure-http if the network is trusted",
+        crate::text::clip(base_url)
+    )))
 }
 
 /// One user's entry in `result.data` of a successful answer. An entry of another shape reads
@@ -114,7 +183,7 @@ impl UserEntry {
             message: v
                 .get("message")
                 .and_then(serde_json::Value::as_str)
-                .map(str::to_string),
+                .map(server_text),
         }
     }
 }
@@ -656,10 +725,11 @@ pub fn read_add_response(http_status: u16, body: &[u8]) -> AddResponse {
         let message = err
             .error
             .message
-            .unwrap_or_else(|| "the server gave no message".into());
+            .as_deref()
+            .map_or_else(|| "the server gave no message".into(), server_text);
         return AddResponse::Rejected {
             http_status,
-            error_status: err.error.status,
+            error_status: err.error.status.as_deref().map(server_text),
             message,
             retry_after: None,
         };
@@ -690,10 +760,26 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
+/// Text from the server, for the report and the logs: at most 1,000 bytes, control
+/// characters escaped so that it can never start a log line of its own.
+fn server_text(text: &str) -> String {
+    let mut end = text.len().min(1000);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let shown = crate::text::escape_controls(&text[..end]);
+    if end < text.len() {
+        format!("{shown}…")
+    } else {
+        shown.into_owned()
+    }
+}
+
 /// The start of a body, on one line, for messages (a proxy's HTML page can be long).
 fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
+    let text = String::from_utf8_lossy(&body[..body.len().min(4096)]);
     let text: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = crate::text::escape_controls(&text).into_owned();
     if text.is_empty() {
         return "empty body".into();
     }

@@ -109,6 +109,8 @@ pub struct Execution {
     pub throttled_for: Duration,
     /// Set when the run stopped sending because throttling outlasted `--max-throttle-wait`.
     pub throttle_exhausted: bool,
+    /// The first failure to write the resume journal: a resume may resend what it missed.
+    pub journal_error: Option<String>,
 }
 
 /// The limiter's quota: one request every `1 / rate` seconds, with `burst` allowed at once, so
@@ -166,6 +168,8 @@ struct Shared<'a> {
     by_status: Mutex<BTreeMap<String, u64>>,
     retries: AtomicU64,
     throttled: AtomicU64,
+    /// Whether answers naming users never sent were warned about.
+    strays_warned: AtomicBool,
 }
 
 /// The creation of one group: done once, its result shared by every chunk that waited.
@@ -225,6 +229,7 @@ impl<'a> Shared<'a> {
             by_status: Mutex::new(BTreeMap::new()),
             retries: AtomicU64::new(0),
             throttled: AtomicU64::new(0),
+            strays_warned: AtomicBool::new(false),
         }
     }
 
@@ -272,6 +277,7 @@ impl<'a> Shared<'a> {
             throttled: self.throttled.load(Ordering::Relaxed),
             throttled_for: self.throttle.waited(),
             throttle_exhausted: self.throttle.exhausted(),
+            journal_error: None,
         }
     }
 
@@ -541,7 +547,10 @@ impl<'a> Shared<'a> {
     async fn read_members(&self, group: &Group) -> Result<Vec<String>, CallError> {
         let mut members = Vec::new();
         let mut token: Option<String> = None;
+        let mut tokens = std::collections::HashSet::new();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut pages = 0u64;
+        let most_pages = MAX_GROUP_MEMBERS.div_ceil(u64::from(self.opts.page_size.max(1)));
         loop {
             let page = self
                 .call("read_page", group, || {
@@ -561,22 +570,35 @@ impl<'a> Shared<'a> {
                 Err(e) => return Err(e),
             };
             pages += 1;
+            let before = members.len();
             members.extend(page.users);
-            match page.next_page_token {
-                // A server that hands back the token it was given would loop for ever.
-                Some(next) if token.as_deref() != Some(next.as_str()) && pages < 1_000_000 => {
-                    token = Some(next);
-                }
-                Some(_) => {
-                    return Err(CallError::Refused(detail(
-                        "the server returned the same page token again; cannot read the group"
-                            .into(),
-                        None,
-                        None,
-                    )));
-                }
-                None => return Ok(members),
+            let brought_new = members[before..].iter().any(|u| !seen.contains(u.as_str()));
+            seen.extend(members[before..].iter().cloned());
+            let Some(next) = page.next_page_token else {
+                return Ok(members);
+            };
+            // A server that hands back a token it gave before, or pages without end, would
+            // keep the run reading for ever.
+            let problem = if !tokens.insert(next.clone()) {
+                Some("the server returned a page token it had returned before".to_string())
+            } else if !brought_new {
+                Some("the server returned a page with no member it had not returned before, and another page token".to_string())
+            } else if pages >= most_pages {
+                Some(format!(
+                    "the server keeps returning pages: {pages} pages of {} exceed the {MAX_GROUP_MEMBERS} members a group is taken to hold at most",
+                    self.opts.page_size
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(CallError::Refused(detail(
+                    format!("{problem}; cannot read the group"),
+                    None,
+                    None,
+                )));
             }
+            token = Some(next);
         }
     }
 
@@ -618,6 +640,10 @@ impl<'a> Shared<'a> {
         .clone()
     }
 }
+
+/// The most members a group is taken to hold when reading it: a server that pages past this
+/// is taken to be paging without end.
+const MAX_GROUP_MEMBERS: u64 = 10_000_000;
 
 /// Why a call other than a chunk's gave no result.
 #[derive(Debug)]
@@ -724,7 +750,7 @@ pub async fn execute(
     let mut grace_until: Option<Instant> = None;
     let mut signals_open = true;
     let mut aborted = false;
-    let mut journal_warned = false;
+    let mut journal_error: Option<String> = None;
     loop {
         tokio::select! {
             biased;
@@ -766,10 +792,10 @@ pub async fn execute(
                 }
                 if let Some(j) = journal.as_deref_mut()
                     && let Err(e) = j.record(added)
-                    && !journal_warned
+                    && journal_error.is_none()
                 {
-                    journal_warned = true;
                     tracing::error!(event = "state_write_failed", path = %j.path().display(), message = %e);
+                    journal_error = Some(e.to_string());
                 }
             }
         }
@@ -814,8 +840,11 @@ pub async fn execute(
         && let Err(e) = j.sync()
     {
         tracing::error!(event = "state_write_failed", path = %j.path().display(), message = %e);
+        journal_error.get_or_insert(e.to_string());
     }
-    shared.execution(outcomes, interrupted, unread_groups)
+    let mut execution = shared.execution(outcomes, interrupted, unread_groups);
+    execution.journal_error = journal_error;
+    execution
 }
 
 /// Not sent yet, and not held back for a reason (a refused removal carries its reason).
@@ -1237,6 +1266,20 @@ async fn send_with_retries(
                     }
                 }
                 drop(tasks);
+                // Entries for users this request did not carry say nothing about any row.
+                let answered = pending
+                    .iter()
+                    .filter(|&&p| entries.contains_key(ctx.plan.user_at(members[p])))
+                    .count();
+                if entries.len() > answered && !ctx.strays_warned.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        event = "unsent_users_answered",
+                        organizationId = &*group.org,
+                        organizationUserGroupId = &*group.id,
+                        entries = entries.len() - answered,
+                        message = "the answer has results for users this request did not send; they are ignored (said once)"
+                    );
+                }
                 // Users the answer left out are sent again: an add is idempotent.
                 if missing.is_empty() || attempt >= opts.max_retries {
                     return Sent::Done;

@@ -58,6 +58,88 @@ pub struct InputOptions {
     pub has_default_group: bool,
     /// Take only rows whose `status` is one of these (the input is a previous report).
     pub only_status: Option<Vec<String>>,
+    /// Longest line, and longest JSON array element, read.
+    pub max_record_bytes: u64,
+}
+
+impl Default for InputOptions {
+    fn default() -> InputOptions {
+        InputOptions {
+            format: FormatArg::Auto,
+            delimiter: None,
+            columns: Columns::default(),
+            has_default_org: false,
+            has_default_group: false,
+            only_status: None,
+            max_record_bytes: 1 << 20,
+        }
+    }
+}
+
+/// A line longer than `--max-record-bytes`, carried inside an `io::Error` so that every
+/// reader's message names its line.
+#[derive(Debug)]
+struct TooLong {
+    line: u64,
+    max: u64,
+}
+
+impl std::fmt::Display for TooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "line {} is longer than {} bytes: is this the right file? (--max-record-bytes raises the limit)",
+            self.line, self.max
+        )
+    }
+}
+
+impl std::error::Error for TooLong {}
+
+/// A read error as an input error: at the over-long line when that is what it is.
+fn read_error(name: &str, line: u64, e: &io::Error) -> Error {
+    match e.get_ref().and_then(|i| i.downcast_ref::<TooLong>()) {
+        Some(t) => Error::input(name, t.line, t.to_string()),
+        None => Error::input(name, line, format!("cannot read: {e}")),
+    }
+}
+
+/// Fails the read once a line runs past `max` bytes, so that no reader above it (the CSV
+/// reader's record buffer, a JSON Lines line) can grow without bound on a wrong file such as
+/// `/dev/zero`.
+struct Bounded<R> {
+    inner: R,
+    max: u64,
+    /// Bytes since the last LF.
+    run: u64,
+    /// LFs passed.
+    lines: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut start = 0;
+        for lf in memchr::memchr_iter(b'\n', &buf[..n]) {
+            if self.run + (lf - start) as u64 > self.max {
+                break;
+            }
+            self.run = 0;
+            self.lines += 1;
+            start = lf + 1;
+        }
+        self.run += (n - start) as u64;
+        if self.run > self.max {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                TooLong {
+                    line: self.lines + 1,
+                    max: self.max,
+                },
+            ));
+        }
+        Ok(n)
+    }
 }
 
 /// A report row's `action`: rows that removed a member are left out when a report is input.
@@ -285,16 +367,23 @@ fn read_path_into(
     opts: &InputOptions,
     sink: &mut impl Sink,
 ) -> Result<InputStats, Error> {
+    let bounded = |inner| Bounded {
+        inner,
+        max: opts.max_record_bytes,
+        run: 0,
+        lines: 0,
+    };
     if path.as_os_str() == "-" {
-        let stdin = io::stdin();
-        let reader = BufReader::with_capacity(256 * 1024, stdin.lock());
+        let stdin: Box<dyn Read> = Box::new(io::stdin().lock());
+        let reader = BufReader::with_capacity(256 * 1024, bounded(stdin));
         return read(reader, "<stdin>", None, opts, sink);
     }
     let file = File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let reader = BufReader::with_capacity(256 * 1024, file);
+    let file: Box<dyn Read> = Box::new(file);
+    let reader = BufReader::with_capacity(256 * 1024, bounded(file));
     let name = path.display().to_string();
     read(reader, &name, Some(path), opts, sink)
 }
@@ -307,7 +396,7 @@ pub fn read<R: BufRead>(
     opts: &InputOptions,
     planner: &mut impl Sink,
 ) -> Result<InputStats, Error> {
-    let io_err = |e: io::Error| Error::input(name, 0, format!("cannot read: {e}"));
+    let io_err = |e: io::Error| read_error(name, 1, &e);
     let format = match opts.format {
         FormatArg::Csv => Format::Csv,
         FormatArg::Json => Format::Json,
@@ -359,8 +448,7 @@ fn read_csv<R: BufRead>(
     planner: &mut impl Sink,
     stats: &mut InputStats,
 ) -> Result<(), Error> {
-    let io_err =
-        |line: u64| move |e: io::Error| Error::input(name, line, format!("cannot read: {e}"));
+    let io_err = |line: u64| move |e: io::Error| read_error(name, line, &e);
     // Keep every byte up to and including the header line so that line numbers stay true,
     // and look at the header to pick the delimiter.
     let mut prefix = Vec::new();
@@ -400,7 +488,10 @@ fn read_csv<R: BufRead>(
 
     let csv_err = |e: csv::Error| {
         let line = e.position().map_or(0, |p| p.line());
-        Error::input(name, line, format!("cannot read: {e}"))
+        match e.kind() {
+            csv::ErrorKind::Io(io) => read_error(name, line, io),
+            _ => Error::input(name, line, format!("cannot read: {e}")),
+        }
     };
     let headers = csv.byte_headers().map_err(csv_err)?.clone();
     let header_at = lines.line_at(headers.position().map_or(0, |p| p.byte()));
@@ -419,7 +510,7 @@ fn read_csv<R: BufRead>(
         Ok(n) => n,
         Err(_) => return Err(not_utf8(name, header_at)),
     };
-    let listed = names.join(", ");
+    let listed = listing(&names);
     // A column is found by the name given on the command line, or else by its aliases. It may
     // be missing only when a default (`--org`, `--group`) stands in for it.
     let column = |what: &str,
@@ -609,6 +700,21 @@ impl<R: Read> Read for LineCounting<R> {
     }
 }
 
+/// The columns, for a message: each clipped, at most 30 of them.
+fn listing(names: &[String]) -> String {
+    const SHOWN: usize = 30;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .map(|n| crate::text::clip(n))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
+}
+
 fn find_column(names: &[String], chosen: Option<&str>, aliases: &[&str]) -> Option<usize> {
     match chosen {
         Some(c) => names.iter().position(|n| n.eq_ignore_ascii_case(c.trim())),
@@ -664,7 +770,7 @@ fn read_jsonl<R: BufRead>(
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
-            .map_err(|e| Error::input(name, line + 1, format!("cannot read: {e}")))?;
+            .map_err(|e| read_error(name, line + 1, &e))?;
         if n == 0 {
             return Ok(());
         }
@@ -738,7 +844,7 @@ fn read_json<R: BufRead>(
         let start_line = scan.line;
         element.clear();
         element.push(start);
-        let end = scan.element_rest(start, &mut element)?;
+        let end = scan.element_rest(start, &mut element, opts.max_record_bytes)?;
         if std::str::from_utf8(&element).is_err() {
             return Err(not_utf8(name, start_line));
         }
@@ -773,7 +879,7 @@ impl<R: BufRead> Scanner<'_, R> {
         let buf = self
             .reader
             .fill_buf()
-            .map_err(|e| Error::input(self.name, self.line, format!("cannot read: {e}")))?;
+            .map_err(|e| read_error(self.name, self.line, &e))?;
         let Some(&b) = buf.first() else {
             return Ok(None);
         };
@@ -788,7 +894,7 @@ impl<R: BufRead> Scanner<'_, R> {
         let buf = self
             .reader
             .fill_buf()
-            .map_err(|e| Error::input(self.name, 1, format!("cannot read: {e}")))?;
+            .map_err(|e| read_error(self.name, 1, &e))?;
         if buf.starts_with(BOM) {
             self.reader.consume(BOM.len());
         }
@@ -806,7 +912,8 @@ impl<R: BufRead> Scanner<'_, R> {
 
     /// Copies the rest of an element that began with `first` into `out`, and returns the
     /// byte that ended it (`,` or `]`), which is not copied.
-    fn element_rest(&mut self, first: u8, out: &mut Vec<u8>) -> Result<u8, Error> {
+    fn element_rest(&mut self, first: u8, out: &mut Vec<u8>, max: u64) -> Result<u8, Error> {
+        let start_line = self.line;
         let mut depth: u32 = 0;
         let mut in_string = false;
         let mut escaped = false;
@@ -833,6 +940,15 @@ impl<R: BufRead> Scanner<'_, R> {
             };
             if !in_string && depth == 0 && (next == b',' || next == b']') {
                 return Ok(next);
+            }
+            if out.len() as u64 >= max {
+                return Err(Error::input(
+                    self.name,
+                    start_line,
+                    format!(
+                        "the record starting here is longer than {max} bytes: is this the right file? (--max-record-bytes raises the limit)"
+                    ),
+                ));
             }
             out.push(next);
             b = next;
@@ -1008,12 +1124,52 @@ mod tests {
     fn opts(format: FormatArg) -> InputOptions {
         InputOptions {
             format,
-            delimiter: None,
-            columns: Columns::default(),
-            has_default_org: false,
-            has_default_group: false,
-            only_status: None,
+            ..InputOptions::default()
         }
+    }
+
+    #[test]
+    fn an_endless_line_stops_the_read_at_the_limit_in_every_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("zeros");
+        let mut text = b"organizationId,organizationUserGroupId,userId\nacme,eng,a\n".to_vec();
+        text.extend(std::iter::repeat_n(b'x', 5000));
+        std::fs::write(&path, &text).unwrap();
+        for format in [FormatArg::Csv, FormatArg::Jsonl, FormatArg::Auto] {
+            let opts = InputOptions {
+                format,
+                max_record_bytes: 4096,
+                ..InputOptions::default()
+            };
+            let mut planner = Planner::new(Defaults::default());
+            let err = read_path(&path, &opts, &mut planner)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(":3: line 3 is longer than 4096 bytes")
+                    && err.contains("--max-record-bytes"),
+                "{format:?}: {err}"
+            );
+        }
+        // A JSON element spread over many short lines is bounded too.
+        let mut json = b"[{\"userId\": [\n".to_vec();
+        for _ in 0..1000 {
+            json.extend_from_slice(b"\"xxxxxxxxxx\",\n");
+        }
+        std::fs::write(&path, &json).unwrap();
+        let opts = InputOptions {
+            format: FormatArg::Json,
+            max_record_bytes: 4096,
+            ..InputOptions::default()
+        };
+        let mut planner = Planner::new(Defaults::default());
+        let err = read_path(&path, &opts, &mut planner)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(":1: the record starting here is longer than 4096 bytes"),
+            "{err}"
+        );
     }
 
     fn parse(text: &str, opts: &InputOptions) -> Result<Plan, Error> {

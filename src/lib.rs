@@ -10,6 +10,7 @@ pub mod client;
 pub mod emulator;
 pub mod error;
 pub mod execute;
+pub mod files;
 pub mod input;
 pub mod metrics;
 pub mod outcome;
@@ -51,7 +52,7 @@ pub async fn run(cli: Cli) -> u8 {
                 dry_run: args.dry_run,
                 ..RunStats::default()
             };
-            let code = exit_code(sync(&args, &output, &mut stats).await, &output);
+            let mut code = exit_code(sync(&args, &output, &mut stats).await, &output);
             if let Some(path) = &args.metrics_file
                 && let Err(e) = metrics::write(
                     path,
@@ -61,7 +62,8 @@ pub async fn run(cli: Cli) -> u8 {
                     std::time::SystemTime::now(),
                 )
             {
-                output.say("error", &format!("error: {e}"));
+                output.say("metrics_write_failed", &format!("error: {e}"));
+                code = at_least_incomplete(code);
             }
             return code;
         }
@@ -145,6 +147,22 @@ fn validate(args: &ValidateArgs) -> Result<u8, Error> {
     })
 }
 
+/// A run whose report, metrics or journal could not be written did not fully succeed.
+fn at_least_incomplete(code: u8) -> u8 {
+    if code == exit::OK {
+        exit::INCOMPLETE
+    } else {
+        code
+    }
+}
+
+/// Writes to stderr, ignoring failure: a closed stderr (`2>&- `, a pipe whose reader left)
+/// must never stop the run or lose its report.
+fn to_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
 /// How much the run shows on stderr.
 #[derive(Debug, Clone, Copy)]
 pub struct Output {
@@ -159,7 +177,7 @@ impl Output {
         if self.json_logs {
             tracing::error!(event = event, message = text);
         } else {
-            eprintln!("velt-group-sync: {text}");
+            to_stderr(&format!("velt-group-sync: {text}\n"));
         }
     }
 
@@ -188,7 +206,10 @@ fn init_logging(cli: &Cli) {
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr must never stop the run: dropped log lines are not reported on the
+        // same closed stderr (which would panic).
+        .log_internal_errors(false);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.without_time().try_init(),
@@ -200,6 +221,9 @@ pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Res
     let started = Instant::now();
     // A dry run in delta or mirror mode still reads the groups.
     let sends_nothing = args.dry_run && args.mode == cli::Mode::Add;
+    if !args.emulator {
+        client::check_transport_security(&args.base_url, args.allow_insecure_http)?;
+    }
     let credentials = if args.emulator {
         Some(Credentials::new("emulator", "emulator"))
     } else if sends_nothing {
@@ -211,11 +235,25 @@ pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Res
             |var| std::env::var(var).ok(),
         )?)
     };
+    refuse_report_over_input(&args.report, &args.input.input)?;
     let report = ReportTarget::prepare(&args.report, args.report_format)?;
     if let Some(path) = &args.metrics_file {
         metrics::check_writable(path)?;
     }
-    let mut plan = read_plan(&args.input)?;
+    // From here a signal is counted, not fatal: reading stops and the run says so.
+    let mut interrupts = watch_signals()?;
+    let input = args.input.clone();
+    let reading = tokio::task::spawn_blocking(move || read_plan(&input));
+    let mut plan = tokio::select! {
+        read = reading => read.map_err(|e| Error::Config(format!("the input reader failed: {e}")))??,
+        code = first_signal(&mut interrupts) => {
+            output.say(
+                "interrupted",
+                "interrupted before anything was sent (while reading the input); no report was written",
+            );
+            return Ok(code);
+        }
+    };
     let chunk_size = args.chunk_size as usize;
     let request_count = plan.request_count(chunk_size);
     tracing::info!(
@@ -292,13 +330,12 @@ pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Res
         grace: args.grace,
         mode: args.mode,
         max_removals: args.max_removals,
-        allow_empty: args.allow_empty,
+        allow_empty: args.input.allow_empty,
         create_missing_groups: args.create_missing_groups,
         page_size: args.page_size,
         dry_run: args.dry_run,
         ..ExecOptions::default()
     };
-    let interrupts = watch_signals()?;
     let execution = execute(
         &mut plan,
         &client,
@@ -340,6 +377,20 @@ pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Res
         );
         return Ok(code);
     }
+    let code = match (&execution.journal_error, &args.state) {
+        (Some(e), Some(path)) => {
+            output.say(
+                "state_write_failed",
+                &format!(
+                    "error: could not write the journal {} ({e}); a resume may send again what \
+                     this run did (adds are idempotent)",
+                    path.display()
+                ),
+            );
+            at_least_incomplete(code)
+        }
+        _ => code,
+    };
     if execution.throttle_exhausted {
         output.say(
             "throttle_budget_spent",
@@ -380,6 +431,40 @@ pub async fn sync(args: &SyncArgs, output: &Output, stats: &mut RunStats) -> Res
     Ok(code)
 }
 
+/// Refuses a report that would overwrite the input it is made from.
+fn refuse_report_over_input(
+    report: &std::path::Path,
+    input: &std::path::Path,
+) -> Result<(), Error> {
+    if report.as_os_str() == "-" || input.as_os_str() == "-" {
+        return Ok(());
+    }
+    let same = match (std::fs::canonicalize(report), std::fs::canonicalize(input)) {
+        (Ok(r), Ok(i)) => r == i,
+        _ => false,
+    };
+    if same {
+        return Err(Error::Config(format!(
+            "--report {} is the input file; the report would replace it. Choose another --report path",
+            report.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Waits for the first SIGINT/SIGTERM and returns its exit code (130/143).
+async fn first_signal(interrupts: &mut execute::Interrupts) -> u8 {
+    loop {
+        let (count, code) = *interrupts.borrow_and_update();
+        if count > 0 {
+            return code;
+        }
+        if interrupts.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}
+
 fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
     let mut planner = Planner::new(Defaults {
         org: args.org.clone(),
@@ -397,9 +482,18 @@ fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
         has_default_org: args.org.as_deref().is_some_and(|s| !s.trim().is_empty()),
         has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
         only_status: args.only_status.clone(),
+        max_record_bytes: args.max_record_bytes,
     };
     let read = input::read_path(&args.input, &opts, &mut planner)?;
     tracing::debug!(event = "input", format = ?read.format, records = read.records);
+    if read.records == 0 && !args.allow_empty {
+        let name = args.input.display().to_string();
+        return Err(Error::Config(format!(
+            "{}: the input holds no records: is the export truncated or empty? \
+             (--allow-empty accepts an empty input)",
+            if name == "-" { "<stdin>" } else { &name },
+        )));
+    }
     if read.skipped > 0 {
         tracing::info!(
             event = "only_status",
@@ -444,7 +538,7 @@ fn finish(
             report = path.as_str(),
         );
     } else if !output.quiet {
-        eprintln!("{}", summary_line(&summary, &path));
+        to_stderr(&format!("{}\n", summary_line(&summary, &path)));
     }
     Ok(if counts.all_succeeded() {
         exit::OK
@@ -519,9 +613,11 @@ fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {
         ));
     }
     if report_on_stdout {
-        eprint!("{text}");
+        to_stderr(&text);
     } else {
-        print!("{text}");
+        use std::io::Write;
+        // A closed standard output (`| head`) must not stop the run.
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
     }
 }
 
@@ -600,10 +696,10 @@ async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
     let emu = Emulator::start(config, addr)
         .await
         .map_err(|e| Error::Config(format!("cannot listen on {addr}: {e}; try another --port")))?;
-    eprintln!(
-        "velt-group-sync: emulator listening on {} (Ctrl-C to stop)",
+    to_stderr(&format!(
+        "velt-group-sync: emulator listening on {} (Ctrl-C to stop)\n",
         emu.base_url()
-    );
+    ));
     let _ = tokio::signal::ctrl_c().await;
     emu.stop().await;
     Ok(exit::OK)

@@ -16,5 +16,8 @@ fn main() -> ExitCode {
             return ExitCode::from(velt_group_sync::error::exit::USAGE);
         }
     };
-    ExitCode::from(runtime.block_on(velt_group_sync::run(cli)))
+    let code = runtime.block_on(velt_group_sync::run(cli));
+    // A reader thread stopped by a signal may still sit in a blocking read: do not wait.
+    runtime.shutdown_background();
+    ExitCode::from(code)
 }

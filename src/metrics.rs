@@ -14,8 +14,8 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::Error;
+use crate::files::Destination;
 use crate::outcome::Counts;
-use crate::report::temp_beside;
 
 /// The temporary file is named like this until it is renamed into place.
 const TEMP_PREFIX: &str = ".velt-group-sync-metrics";
@@ -64,16 +64,14 @@ pub fn write(
             format!("cannot write the metrics file: {source}; check --metrics-file"),
         ),
     };
-    let mut file = temp_beside(path, TEMP_PREFIX).map_err(io_err)?;
-    file.write_all(text.as_bytes()).map_err(io_err)?;
-    file.as_file().sync_all().map_err(io_err)?;
-    file.persist(path).map_err(|e| io_err(e.error))?;
-    Ok(())
+    Destination::prepare(path, TEMP_PREFIX)
+        .and_then(|d| d.commit(|out| out.write_all(text.as_bytes())))
+        .map_err(io_err)
 }
 
 /// Fails now, before anything is sent, if the metrics file's directory cannot take it.
 pub fn check_writable(path: &Path) -> Result<(), Error> {
-    temp_beside(path, TEMP_PREFIX)
+    Destination::prepare(path, TEMP_PREFIX)
         .map(drop)
         .map_err(|source| Error::Io {
             path: path.to_path_buf(),

@@ -6,8 +6,8 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::files::Destination;
 use serde::Serialize;
-use tempfile::NamedTempFile;
 
 use crate::cli::ReportFormat;
 use crate::error::Error;
@@ -157,7 +157,7 @@ pub struct ReportTarget {
     path: PathBuf,
     format: ReportFormat,
     /// `None` for standard output.
-    file: Option<NamedTempFile>,
+    file: Option<Destination>,
 }
 
 impl ReportTarget {
@@ -170,13 +170,16 @@ impl ReportTarget {
                 file: None,
             });
         }
-        let file = temp_beside(path, ".velt-group-sync-report").map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source: io::Error::new(
-                source.kind(),
-                format!("cannot create the report there: {source}; choose another --report path"),
-            ),
-        })?;
+        let file =
+            Destination::prepare(path, ".velt-group-sync-report").map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source: io::Error::new(
+                    source.kind(),
+                    format!(
+                        "cannot create the report there: {source}; choose another --report path"
+                    ),
+                ),
+            })?;
         Ok(ReportTarget {
             path: path.to_path_buf(),
             format,
@@ -205,36 +208,11 @@ impl ReportTarget {
                     .and_then(|()| out.flush())
                     .map_err(report_err)
             }
-            Some(file) => {
-                let mut out = BufWriter::with_capacity(256 * 1024, file);
-                write_rows(&mut out, self.format, plan, outcomes, summary)
-                    .and_then(|()| out.flush())
-                    .map_err(report_err)?;
-                let file = out.into_inner().map_err(|e| report_err(e.into_error()))?;
-                file.as_file().sync_all().map_err(report_err)?;
-                file.persist(&self.path).map_err(|e| report_err(e.error))?;
-                Ok(())
-            }
+            Some(file) => file
+                .commit(|out| write_rows(out, self.format, plan, outcomes, summary))
+                .map_err(report_err),
         }
     }
-}
-
-/// A temporary file in `path`'s directory, so that renaming it onto `path` is atomic, with an
-/// ordinary file's mode (0666 minus the umask), not the 0600 of temporary files: other users
-/// (a metrics collector, an auditor) may need to read the result.
-pub(crate) fn temp_beside(path: &Path, prefix: &str) -> io::Result<NamedTempFile> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(prefix).suffix(".tmp");
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
-    }
-    builder.tempfile_in(dir)
 }
 
 fn format_for(path: &Path) -> ReportFormat {

@@ -58,6 +58,19 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
+        // A device or FIFO (`/dev/null`) is written in place and never read: there is no
+        // earlier run in it, and reading `/dev/zero` would never end.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
+            return Ok((
+                Journal {
+                    path: path.to_path_buf(),
+                    file,
+                    buf: Vec::new(),
+                },
+                Vec::new(),
+            ));
+        }
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
