@@ -323,6 +323,11 @@ impl<'a> Shared<'a> {
 
     /// Sleeps until `t`, unless the run stops first. False if it did.
     async fn sleep_until(&self, t: Instant) -> bool {
+        // tokio's timer rounds a deadline up to the next millisecond: a slot that is due
+        // already must not wait for it (at 200 requests/s that cost 5% of the rate).
+        if t <= Instant::now() {
+            return !self.stopping();
+        }
         tokio::select! {
             _ = tokio::time::sleep_until(t) => !self.stopping(),
             _ = self.stopped() => false,
@@ -1014,22 +1019,27 @@ fn reconcile(
 /// anywhere, it sleeps the whole wait instead.
 async fn precise_until_ready(limiter: &DirectLimiter) {
     use governor::clock::Clock;
-    const MOST_YIELDS: u32 = 5_000;
-    let mut yields = 0;
+    // One run of yields longer than this (real time) means the clock does not move by itself:
+    // a run is at most ~1.5 ms on a real clock.
+    const MOST_SPIN: Duration = Duration::from_millis(3);
+    let mut spin_start: Option<std::time::Instant> = None;
     let mut exact_sleeps = false;
     loop {
         match limiter.check() {
             Ok(()) => return,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(TokioClock.now());
-                if exact_sleeps || yields >= MOST_YIELDS {
+                if exact_sleeps {
                     tokio::time::sleep(wait).await;
                 } else if wait > Duration::from_micros(1500) {
+                    // Another request took the slot: a new run of yields starts after this.
+                    spin_start = None;
                     let (clock, real) = (Instant::now(), std::time::Instant::now());
                     tokio::time::sleep(wait - Duration::from_micros(1200)).await;
                     exact_sleeps = clock.elapsed() > real.elapsed() + Duration::from_millis(1);
                 } else {
-                    yields += 1;
+                    let spun = spin_start.get_or_insert_with(std::time::Instant::now);
+                    exact_sleeps = spun.elapsed() > MOST_SPIN;
                     tokio::task::yield_now().await;
                 }
             }
