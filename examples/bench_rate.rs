@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use velt_group_sync::cli::{Cli, Command};
+use velt_group_sync::client::{Credentials, VeltClient};
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
+use velt_group_sync::interrupt::Interrupt;
+use velt_group_sync::output::Output;
+use velt_group_sync::sync::Session;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -70,13 +74,27 @@ fn main() {
         let Command::Sync(sync_args) = cli.command else {
             unreachable!()
         };
-        let output = velt_group_sync::Output {
-            quiet: true,
-            json_logs: false,
+        let credentials = Credentials::new("bench", "bench");
+        let session = Session {
+            client: Some(
+                VeltClient::new(
+                    &emu.base_url(),
+                    sync_args.api_version,
+                    &credentials,
+                    sync_args.timeout,
+                )
+                .expect("client"),
+            ),
+            interrupt: Interrupt::new(),
+            output: Output {
+                quiet: true,
+                json_logs: false,
+            },
         };
         let started = Instant::now();
-        let code = velt_group_sync::sync(&sync_args, &output, &mut Default::default())
+        let code = velt_group_sync::sync::sync(&sync_args, &session)
             .await
+            .result
             .map_err(|e| e.to_string());
         let elapsed = started.elapsed().as_secs_f64();
         let mut accepted = emu.accepted();

@@ -337,30 +337,7 @@ pub struct EmulatorArgs {
     pub groups_must_exist: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Mode {
-    Add,
-    Delta,
-    Mirror,
-}
-
-/// `--max-removals`: a count, or a share of a group's current members.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxRemovals {
-    Count(u64),
-    Percent(f64),
-}
-
-impl MaxRemovals {
-    /// The most removals allowed from a group of `current` members: a count as given, a share
-    /// rounded down but at least 1.
-    pub fn limit(self, current: usize) -> usize {
-        match self {
-            MaxRemovals::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            MaxRemovals::Percent(p) => ((current as f64 * p / 100.0).floor() as usize).max(1),
-        }
-    }
-}
+pub use crate::engine::{MaxRemovals, Mode};
 
 fn parse_max_removals(s: &str) -> Result<MaxRemovals, String> {
     let s = s.trim();

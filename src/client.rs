@@ -190,7 +190,7 @@ impl UserEntry {
 
 /// Everything an add call can come back with.
 #[derive(Debug)]
-pub enum AddResponse {
+pub enum Answer {
     /// A 2xx answer of the documented shape: per-user entries, keyed by user ID.
     PerUser {
         http_status: u16,
@@ -325,6 +325,8 @@ impl fmt::Debug for Transport {
 #[derive(Debug, Clone)]
 pub struct VeltClient {
     transport: Transport,
+    /// Where requests go, without a trailing slash.
+    base: String,
     /// Bounds each attempt whole: connecting, sending and reading the answer's body.
     timeout: Duration,
     add_url: String,
@@ -358,9 +360,9 @@ impl Raw {
     }
 
     /// The body read once, as a per-user answer or a rejection carrying `Retry-After`.
-    fn read(&self) -> AddResponse {
-        let mut answer = read_add_response(self.http_status, &self.body);
-        if let AddResponse::Rejected { retry_after, .. } = &mut answer {
+    fn read(&self) -> Answer {
+        let mut answer = read_answer(self.http_status, &self.body);
+        if let Answer::Rejected { retry_after, .. } = &mut answer {
             *retry_after = self.retry_after;
         }
         answer
@@ -368,9 +370,9 @@ impl Raw {
 
     /// For a call whose success is not a per-user map (a page of users): its answer as a
     /// rejection, a per-user map included, since that is not this call's answer.
-    fn rejection(&self) -> AddResponse {
+    fn rejection(&self) -> Answer {
         match self.read() {
-            AddResponse::PerUser { http_status, .. } => AddResponse::Rejected {
+            Answer::PerUser { http_status, .. } => Answer::Rejected {
                 http_status,
                 error_status: None,
                 message: format!(
@@ -415,7 +417,7 @@ impl VeltClient {
             .referer(false)
             .user_agent(concat!("velt-group-sync/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| Error::Config(format!("cannot set up the HTTP client: {e}")))?;
+            .map_err(|e| Error::Runtime(format!("cannot set up the HTTP client: {e}")))?;
         Ok(VeltClient::with_transport(
             Transport::Http(http),
             base,
@@ -449,6 +451,7 @@ impl VeltClient {
     ) -> VeltClient {
         let v = version.path();
         VeltClient {
+            base: base.to_string(),
             transport,
             timeout,
             add_url: format!("{base}/{v}/organizations/usergroups/users/add"),
@@ -458,13 +461,18 @@ impl VeltClient {
         }
     }
 
+    /// Where requests go: the base URL, or the in-process emulator's stand-in.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
     /// One attempt, bounded whole by the timeout. A redirect or an over-long body is a
     /// rejection; no answer at all is a transport failure.
-    async fn post<T: Serialize>(&self, url: &str, data: T) -> Result<Raw, AddResponse> {
+    async fn post<T: Serialize>(&self, url: &str, data: T) -> Result<Raw, Answer> {
         let body = match serde_json::to_vec(&Body { data }) {
             Ok(b) => b,
             Err(e) => {
-                return Err(AddResponse::Transport {
+                return Err(Answer::Transport {
                     message: format!("cannot encode the request: {e}"),
                     maybe_applied: false,
                     timed_out: false,
@@ -485,7 +493,7 @@ impl VeltClient {
                 None => Ok(raw),
             },
             Ok(Err(failure)) => Err(failure),
-            Err(_) => Err(AddResponse::Transport {
+            Err(_) => Err(Answer::Transport {
                 message: format!(
                     "no complete answer within --timeout ({} s)",
                     self.timeout.as_secs_f64()
@@ -497,16 +505,16 @@ impl VeltClient {
     }
 
     /// Sends one add request and reads whatever comes back. Never fails: every outcome is data.
-    pub async fn add_users(&self, org: &str, group: &str, user_ids: &[&str]) -> AddResponse {
+    pub async fn add_users(&self, org: &str, group: &str, user_ids: &[&str]) -> Answer {
         self.per_user(&self.add_url, org, group, user_ids).await
     }
 
     /// Sends one delete request; its answer is read like an add's (per-user entries).
-    pub async fn remove_users(&self, org: &str, group: &str, user_ids: &[&str]) -> AddResponse {
+    pub async fn remove_users(&self, org: &str, group: &str, user_ids: &[&str]) -> Answer {
         self.per_user(&self.delete_url, org, group, user_ids).await
     }
 
-    async fn per_user(&self, url: &str, org: &str, group: &str, user_ids: &[&str]) -> AddResponse {
+    async fn per_user(&self, url: &str, org: &str, group: &str, user_ids: &[&str]) -> Answer {
         let data = AddData {
             organization_id: org,
             organization_user_group_id: group,
@@ -526,7 +534,7 @@ impl VeltClient {
         group: &str,
         page_size: u32,
         page_token: Option<&str>,
-    ) -> Result<Page, AddResponse> {
+    ) -> Result<Page, Answer> {
         let data = GetUsersData {
             organization_id: org,
             organization_user_group_ids: [group],
@@ -552,7 +560,7 @@ impl VeltClient {
         org: &str,
         group: &str,
         name: &str,
-    ) -> Result<Result<(), String>, AddResponse> {
+    ) -> Result<Result<(), String>, Answer> {
         let data = CreateGroupsData {
             organization_id: org,
             organization_user_groups: [NewGroup {
@@ -562,7 +570,7 @@ impl VeltClient {
         };
         let raw = self.post(&self.create_groups_url, data).await?;
         match raw.read() {
-            AddResponse::PerUser { entries, .. } => Ok(match entries.get(group) {
+            Answer::PerUser { entries, .. } => Ok(match entries.get(group) {
                 Some(UserEntry {
                     success: Some(true),
                     ..
@@ -575,7 +583,7 @@ impl VeltClient {
                     .unwrap_or_else(|| "the server did not confirm the group".into())),
                 None => Err("the answer has no entry for this group".into()),
             }),
-            AddResponse::Rejected {
+            Answer::Rejected {
                 error_status: Some(s),
                 ..
             } if s == "ALREADY_EXISTS" => Ok(Ok(())),
@@ -586,7 +594,7 @@ impl VeltClient {
 }
 
 /// The answer head, then its body up to [`MAX_BODY`].
-async fn post_http(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Raw, AddResponse> {
+async fn post_http(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Raw, Answer> {
     let mut response = match http.post(url).body(body).send().await {
         Ok(r) => r,
         Err(e) => return Err(transport_error(&e)),
@@ -615,7 +623,7 @@ async fn post_in_process(
     headers: &HeaderMap,
     url: &str,
     body: Vec<u8>,
-) -> Result<Raw, AddResponse> {
+) -> Result<Raw, Answer> {
     use tower::ServiceExt;
     let path = url
         .strip_prefix(crate::emulator::IN_PROCESS_URL)
@@ -624,7 +632,7 @@ async fn post_in_process(
     for (name, value) in headers {
         request = request.header(name, value);
     }
-    let failed = |message: String| AddResponse::Transport {
+    let failed = |message: String| Answer::Transport {
         message,
         maybe_applied: true,
         timed_out: false,
@@ -648,8 +656,8 @@ async fn post_in_process(
     Ok(raw)
 }
 
-fn too_large(http_status: u16) -> AddResponse {
-    AddResponse::Rejected {
+fn too_large(http_status: u16) -> Answer {
+    Answer::Rejected {
         http_status,
         error_status: None,
         message: format!(
@@ -662,12 +670,12 @@ fn too_large(http_status: u16) -> AddResponse {
 
 /// A 3xx answer as a rejection naming where it pointed: no redirect is followed, since it
 /// would take the credentials to another host.
-fn redirect_target(raw: &Raw) -> Option<AddResponse> {
+fn redirect_target(raw: &Raw) -> Option<Answer> {
     if !(300..400).contains(&raw.http_status) {
         return None;
     }
     let to = raw.location.as_deref().unwrap_or("(no Location header)");
-    Some(AddResponse::Rejected {
+    Some(Answer::Rejected {
         http_status: raw.http_status,
         error_status: None,
         message: format!(
@@ -680,11 +688,11 @@ fn redirect_target(raw: &Raw) -> Option<AddResponse> {
     })
 }
 
-fn transport_error(e: &reqwest::Error) -> AddResponse {
+fn transport_error(e: &reqwest::Error) -> Answer {
     // A connection that was never made cannot have applied anything; any other failure
     // (timeout, reset, a body cut short) may have come after the server acted.
     let maybe_applied = !e.is_connect() && !e.is_builder();
-    AddResponse::Transport {
+    Answer::Transport {
         message: error_chain(e),
         maybe_applied,
         timed_out: e.is_timeout(),
@@ -706,12 +714,12 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Reads a status and body into an `AddResponse`.
-pub fn read_add_response(http_status: u16, body: &[u8]) -> AddResponse {
+/// Reads a status and body into an `Answer`.
+pub fn read_answer(http_status: u16, body: &[u8]) -> Answer {
     if (200..300).contains(&http_status)
         && let Ok(ok) = serde_json::from_slice::<SuccessBody>(body)
     {
-        return AddResponse::PerUser {
+        return Answer::PerUser {
             http_status,
             entries: ok
                 .result
@@ -727,7 +735,7 @@ pub fn read_add_response(http_status: u16, body: &[u8]) -> AddResponse {
             .message
             .as_deref()
             .map_or_else(|| "the server gave no message".into(), server_text);
-        return AddResponse::Rejected {
+        return Answer::Rejected {
             http_status,
             error_status: err.error.status.as_deref().map(server_text),
             message,
@@ -742,7 +750,7 @@ pub fn read_add_response(http_status: u16, body: &[u8]) -> AddResponse {
     } else {
         format!("HTTP {http_status}: {}", snippet(body))
     };
-    AddResponse::Rejected {
+    Answer::Rejected {
         http_status,
         error_status: None,
         message,
@@ -834,8 +842,8 @@ mod tests {
     #[test]
     fn success_body_gives_per_user_entries() {
         let body = br#"{"result":{"status":"success","data":{"a":{"success":true},"b":{"success":false,"message":"nope"}}}}"#;
-        match read_add_response(200, body) {
-            AddResponse::PerUser { entries, .. } => {
+        match read_answer(200, body) {
+            Answer::PerUser { entries, .. } => {
                 assert_eq!(entries["a"].success, Some(true));
                 assert_eq!(entries["b"].message.as_deref(), Some("nope"));
             }
@@ -845,24 +853,27 @@ mod tests {
 
     #[test]
     fn error_bodies_and_odd_answers_are_rejections() {
-        let r = read_add_response(
+        let r = read_answer(
             400,
             br#"{"error":{"status":"INVALID_ARGUMENT","message":"bad"}}"#,
         );
         assert!(
-            matches!(r, AddResponse::Rejected { http_status: 400, ref error_status, .. }
+            matches!(r, Answer::Rejected { http_status: 400, ref error_status, .. }
             if error_status.as_deref() == Some("INVALID_ARGUMENT"))
         );
-        let r = read_add_response(502, b"<html><body>Bad gateway</body></html>");
-        assert!(matches!(r, AddResponse::Rejected { ref message, .. }
+        let r = read_answer(502, b"<html><body>Bad gateway</body></html>");
+        assert!(matches!(r, Answer::Rejected { ref message, .. }
             if message == "HTTP 502: <html><body>Bad gateway</body></html>"));
-        let r = read_add_response(200, b"{\"ok\":true}");
-        assert!(matches!(r, AddResponse::Rejected { ref message, .. }
+        let r = read_answer(200, b"{\"ok\":true}");
+        assert!(matches!(r, Answer::Rejected { ref message, .. }
             if message.starts_with("the answer is not the documented shape")));
-        let r = read_add_response(
+        let r = read_answer(
             200,
             br#"{"error":{"status":"PERMISSION_DENIED","message":"x"}}"#,
         );
-        assert_eq!(crate::retry::classify(&r), crate::retry::Class::Stop);
+        assert_eq!(
+            crate::engine::retry::classify(&r),
+            crate::engine::retry::Class::Stop
+        );
     }
 }

@@ -14,6 +14,10 @@ pub mod exit {
     pub const USAGE: u8 = 2;
     /// The API rejected the credentials (401/403) and the run stopped.
     pub const AUTH: u8 = 3;
+    /// Interrupted by SIGINT; the report was written (or nothing was sent yet).
+    pub const SIGINT: u8 = 130;
+    /// Interrupted by SIGTERM; likewise.
+    pub const SIGTERM: u8 = 143;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,19 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
 
+    /// The machine would not give the run what it needs (signal handlers, a port for the
+    /// emulator, the HTTP client).
+    #[error("{0}")]
+    Runtime(String),
+
+    /// Standard output (or the like) could not be written.
+    #[error("cannot write {what}: {source}")]
+    Output {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// `--strict` and the input has invalid records.
     #[error("{0} invalid record(s) and --strict is set; nothing was sent (see the report)")]
     Strict(usize),
@@ -54,11 +71,23 @@ pub enum Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Input { .. } | Error::Io { .. } | Error::Config(_) | Error::Strict(_) => {
-                exit::USAGE
-            }
+            Error::Input { .. }
+            | Error::Io { .. }
+            | Error::Config(_)
+            | Error::Runtime(_)
+            | Error::Output { .. }
+            | Error::Strict(_) => exit::USAGE,
             // Requests went out: the run did not fully succeed, but it did not send nothing.
             Error::Report { .. } => exit::INCOMPLETE,
+        }
+    }
+
+    /// A run whose report, metrics or journal could not be written did not fully succeed.
+    pub fn at_least_incomplete(code: u8) -> u8 {
+        if code == exit::OK {
+            exit::INCOMPLETE
+        } else {
+            code
         }
     }
 

@@ -60,6 +60,9 @@ pub struct Outcome {
     /// Requests that carried this membership.
     pub attempts: u32,
     pub detail: Option<Arc<Detail>>,
+    /// A `not_attempted` membership that is not to be sent (a removal a safety limit refused,
+    /// a request the server asked to hold for too long); its `detail` says why.
+    pub held_back: bool,
 }
 
 impl Outcome {
@@ -68,7 +71,20 @@ impl Outcome {
             status,
             attempts: 0,
             detail: None,
+            held_back: false,
         }
+    }
+
+    /// Not to be sent, for `reason`.
+    pub fn hold(&mut self, reason: Arc<Detail>) {
+        self.status = Status::NotAttempted;
+        self.detail = Some(reason);
+        self.held_back = true;
+    }
+
+    /// Not sent yet, and not held back.
+    pub fn still_to_send(&self) -> bool {
+        self.status == Status::NotAttempted && !self.held_back
     }
 }
 

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use velt_group_sync::cli::ApiVersion;
 use velt_group_sync::client::{Credentials, VeltClient};
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
-use velt_group_sync::execute::{ExecOptions, Execution, execute};
+use velt_group_sync::engine::{ExecOptions, Execution, execute};
+use velt_group_sync::interrupt::Interrupt;
 use velt_group_sync::plan::{Defaults, Plan, Planner, Sink};
 
 /// `groups` groups of `users` users each (one add request per group at chunk size 100).
@@ -50,14 +51,14 @@ async fn run(config: EmulatorConfig, mut plan: Plan, opts: ExecOptions) -> Run {
         Duration::from_secs(30),
     )
     .expect("client");
-    let (_signals, interrupts) = tokio::sync::watch::channel((0u32, 0u8));
+    let interrupt = Interrupt::new();
     let started = Instant::now();
     let execution = execute(
         &mut plan,
         &client,
         &opts,
         &ProgressBar::hidden(),
-        interrupts,
+        &interrupt,
         None,
         &[],
     )

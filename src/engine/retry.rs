@@ -1,5 +1,5 @@
-//! Retry policy: which answers are worth another attempt, how long to wait before it, a
-//! run-wide pause for `Retry-After`, and a retry budget so that a failing API is not met with a
+//! Retry policy: which answers are worth another attempt, how long to wait before it, and a
+//! retry budget so that a failing API is not met with a
 //! retry storm.
 
 use std::sync::Mutex;
@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::AddResponse;
+use crate::client::Answer;
 
 /// What to do after an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,10 +27,10 @@ pub enum Class {
 const RETRY_COST: u32 = 5;
 const TIMEOUT_RETRY_COST: u32 = 10;
 
-pub fn classify(response: &AddResponse) -> Class {
+pub fn classify(response: &Answer) -> Class {
     match response {
-        AddResponse::PerUser { .. } => Class::Answered,
-        AddResponse::Transport {
+        Answer::PerUser { .. } => Class::Answered,
+        Answer::Transport {
             maybe_applied,
             timed_out,
             ..
@@ -42,7 +42,7 @@ pub fn classify(response: &AddResponse) -> Class {
                 RETRY_COST
             },
         },
-        AddResponse::Rejected {
+        Answer::Rejected {
             http_status,
             error_status,
             ..
@@ -95,28 +95,6 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration, floor: Duration) -> 
         .unwrap_or(cap)
         .min(cap);
     ceiling.mul_f64(fastrand::f64()).max(floor.min(cap))
-}
-
-/// A pause for the whole run, set by `Retry-After`: no request is sent before it ends.
-#[derive(Debug, Default)]
-pub struct Pause {
-    until: Mutex<Option<Instant>>,
-}
-
-impl Pause {
-    /// Extends the pause to at least `until`.
-    pub fn extend(&self, until: Instant) {
-        let mut u = self.until.lock().unwrap_or_else(|e| e.into_inner());
-        if u.is_none_or(|cur| cur < until) {
-            *u = Some(until);
-        }
-    }
-
-    /// The end of the pause, if one is running.
-    pub fn active(&self) -> Option<Instant> {
-        let u = *self.until.lock().unwrap_or_else(|e| e.into_inner());
-        u.filter(|&t| t > Instant::now())
-    }
 }
 
 /// A retry quota in the spirit of the AWS SDKs': retries spend tokens, successes earn them
@@ -174,8 +152,8 @@ impl Budget {
 mod tests {
     use super::*;
 
-    fn rejected(http: u16, status: Option<&str>) -> AddResponse {
-        AddResponse::Rejected {
+    fn rejected(http: u16, status: Option<&str>) -> Answer {
+        Answer::Rejected {
             http_status: http,
             error_status: status.map(str::to_string),
             message: String::new(),
@@ -253,7 +231,7 @@ mod tests {
         for (http, status, want) in cases {
             assert_eq!(classify(&rejected(http, status)), want, "{http} {status:?}");
         }
-        let timeout = AddResponse::Transport {
+        let timeout = Answer::Transport {
             message: String::new(),
             maybe_applied: true,
             timed_out: true,

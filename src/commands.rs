@@ -1,0 +1,123 @@
+//! The commands besides `sync`: `validate` (read and check an input as `sync` would), the
+//! standalone `emulator`, and the generated completions and man page.
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use crate::cli::{Cli, EmulatorArgs, ValidateArgs};
+use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV};
+use crate::emulator::{Emulator, EmulatorConfig};
+use crate::error::{Error, exit};
+use crate::output::{plan_counts, to_stderr};
+use crate::sync::read_plan;
+use crate::text::clip;
+
+/// The `validate` command: read and check the input as `sync` would, print each invalid
+/// record and the plan's counts. 0 clean, 1 invalid records, 2 unreadable (an `Err`).
+pub fn validate(args: &ValidateArgs) -> Result<u8, Error> {
+    use std::io::Write;
+    let plan = read_plan(&args.input)?;
+    let name = args.input.input.display().to_string();
+    let name = if name == "-" { "<stdin>" } else { &name };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let write_err = |source| Error::Output {
+        what: "standard output",
+        source,
+    };
+    for bad in &plan.invalid {
+        writeln!(
+            out,
+            "{name}:{}: {} (organizationId `{}`, organizationUserGroupId `{}`, userId `{}`)",
+            bad.line,
+            bad.reason,
+            clip(&bad.org),
+            clip(&bad.group),
+            clip(&bad.user)
+        )
+        .map_err(write_err)?;
+    }
+    let counts = plan_counts(&plan, args.chunk_size as usize);
+    writeln!(out, "{name}: {counts}").map_err(write_err)?;
+    out.flush().map_err(write_err)?;
+    Ok(if plan.invalid.is_empty() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    })
+}
+
+/// The `emulator` command: serve until interrupted.
+pub async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
+    let credentials = if args.require_credentials {
+        let c = |var: &str| {
+            std::env::var(var)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .ok_or_else(|| {
+                    Error::Config(format!("--require-credentials needs {var} to be set"))
+                })
+        };
+        Some((c(API_KEY_ENV)?, c(AUTH_TOKEN_ENV)?))
+    } else {
+        None
+    };
+    let config = EmulatorConfig {
+        credentials,
+        rate_limit: args.rate_limit,
+        window_limit: args.window_limit,
+        omit_retry_after: args.no_retry_after,
+        max_user_ids: args.max_user_ids,
+        latency: args.latency,
+        unavailable_fraction: args.unavailable_fraction,
+        internal_fraction: args.internal_fraction,
+        drop_before_fraction: args.drop_before_fraction,
+        drop_after_fraction: args.drop_after_fraction,
+        invalid_user_marker: args.invalid_user_marker.clone(),
+        groups_must_exist: args.groups_must_exist,
+        ..EmulatorConfig::default()
+    };
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));
+    let emu = Emulator::start(config, addr)
+        .await
+        .map_err(|e| Error::Runtime(format!("cannot listen on {addr}: {e}; try another --port")))?;
+    to_stderr(&format!(
+        "velt-group-sync: emulator listening on {} (Ctrl-C to stop)\n",
+        emu.base_url()
+    ));
+    let _ = tokio::signal::ctrl_c().await;
+    emu.stop().await;
+    Ok(exit::OK)
+}
+
+/// Shell completions for `shell`, on stdout.
+pub fn completions(shell: clap_complete::Shell) -> Result<u8, Error> {
+    use clap::CommandFactory;
+    let mut text = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "velt-group-sync", &mut text);
+    print_bytes(&text)
+}
+
+/// The man page, on stdout.
+pub fn manpage() -> Result<u8, Error> {
+    use clap::CommandFactory;
+    let mut text = Vec::new();
+    clap_mangen::Man::new(Cli::command())
+        .render(&mut text)
+        .map_err(|source| Error::Output {
+            what: "the man page",
+            source,
+        })?;
+    print_bytes(&text)
+}
+
+/// Writes generated text to stdout; a reader that stops early (`| head`) is no error.
+fn print_bytes(text: &[u8]) -> Result<u8, Error> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::Output {
+            what: "standard output",
+            source: e,
+        }),
+        _ => Ok(exit::OK),
+    }
+}

@@ -1,0 +1,521 @@
+//! Sending the plan. In delta and mirror modes the groups are read first and the plan gains
+//! its removals ([`reconcile`]); then every chunk goes through one shared [`gate`] (limiter,
+//! pacer, throttle, stop) and the one [`attempt`] loop, at most a slot-bound number in flight,
+//! with bisection of refused chunks ([`chunk`]), a stop on rejected credentials, a graceful
+//! stop on the first signal and an abort on the second. Every answer ends as per-membership
+//! outcomes.
+
+mod attempt;
+mod chunk;
+mod gate;
+pub mod pace;
+mod reconcile;
+pub mod retry;
+pub mod throttle;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use tokio::time::Instant;
+
+use crate::client::{Answer, VeltClient};
+use crate::interrupt::Interrupt;
+use crate::journal::Journal;
+use crate::outcome::{Detail, Outcome, Status};
+use crate::plan::{Group, Plan};
+use chunk::{Chunking, Chunks};
+pub use gate::quota;
+
+/// `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    Add,
+    Delta,
+    Mirror,
+}
+
+/// `--max-removals`: a count, or a share of a group's current members.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxRemovals {
+    Count(u64),
+    Percent(f64),
+}
+
+impl MaxRemovals {
+    /// The most removals allowed from a group of `current` members: a count as given, a share
+    /// rounded down but at least 1.
+    pub fn limit(self, current: usize) -> usize {
+        match self {
+            MaxRemovals::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            MaxRemovals::Percent(p) => ((current as f64 * p / 100.0).floor() as usize).max(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub chunk_size: usize,
+    /// Requests per second; the ceiling when `adaptive`.
+    pub rate: f64,
+    /// `--rate auto`: find the server's limit.
+    pub adaptive: bool,
+    /// In-flight requests never go beyond this, however much rate x latency asks for.
+    pub max_concurrency: usize,
+    /// Requests the limiter lets through at once after a quiet spell.
+    pub burst: u32,
+    pub concurrency: usize,
+    pub max_retries: u32,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+    /// Longest `Retry-After` honoured; a longer one gives the request's users up.
+    pub max_retry_after: Duration,
+    /// Most time the run as a whole waits on throttling before it stops sending.
+    pub max_throttle_wait: Duration,
+    /// How long in-flight requests may finish after the first interrupt.
+    pub grace: Duration,
+    pub mode: Mode,
+    pub max_removals: MaxRemovals,
+    pub allow_empty: bool,
+    pub create_missing_groups: bool,
+    /// Members per page when reading groups.
+    pub page_size: u32,
+    /// Read (delta and mirror) and plan, but send no writes.
+    pub dry_run: bool,
+}
+
+impl Default for ExecOptions {
+    fn default() -> ExecOptions {
+        ExecOptions {
+            chunk_size: 100,
+            rate: 10.0,
+            adaptive: false,
+            burst: 1,
+            concurrency: 4,
+            max_concurrency: 64,
+            max_retries: 6,
+            base_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(30),
+            max_retry_after: Duration::from_secs(120),
+            max_throttle_wait: Duration::from_secs(30 * 60),
+            grace: Duration::from_secs(10),
+            mode: Mode::Add,
+            max_removals: MaxRemovals::Percent(10.0),
+            allow_empty: false,
+            create_missing_groups: false,
+            page_size: 1000,
+            dry_run: false,
+        }
+    }
+}
+
+/// What a run of requests produced.
+#[derive(Debug)]
+pub struct Execution {
+    /// One per `Plan::memberships` entry.
+    pub outcomes: Vec<Outcome>,
+    pub requests: u64,
+    /// Set when the API refused the credentials and the run stopped.
+    pub auth_failure: Option<String>,
+    /// The exit code of the signal that stopped the run.
+    pub interrupted: Option<u8>,
+    /// Mirror mode: groups whose members could not be read, so their removals are unknown.
+    pub unread_groups: u64,
+    /// Requests by HTTP status of the answer (`none`: no answer), reads and writes alike.
+    pub requests_by_status: BTreeMap<String, u64>,
+    /// Requests sent again.
+    pub retries: u64,
+    /// Requests answered 429 / `RESOURCE_EXHAUSTED`.
+    pub throttled: u64,
+    /// How long the run waited on throttling.
+    pub throttled_for: Duration,
+    /// Set when the run stopped sending because throttling outlasted `--max-throttle-wait`.
+    pub throttle_exhausted: bool,
+    /// The first failure to write the resume journal: a resume may resend what it missed.
+    pub journal_error: Option<String>,
+}
+
+/// Requests counted as their answers come.
+#[derive(Debug, Default)]
+struct Counters {
+    by_status: Mutex<BTreeMap<String, u64>>,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+}
+
+/// The creation of one group: done once, its result shared by every chunk that waited.
+type Creation = tokio::sync::OnceCell<Result<(), String>>;
+/// (organization, group).
+type GroupKey = (Box<str>, Box<str>);
+
+/// What every call of a run shares.
+pub(crate) struct Run<'a> {
+    client: &'a VeltClient,
+    opts: &'a ExecOptions,
+    gate: gate::Gate,
+    counters: Counters,
+    auth_failure: Mutex<Option<String>>,
+    /// The chunk size now: it drops when the server turns out to limit list sizes.
+    chunk_limit: AtomicUsize,
+    lowered: AtomicBool,
+    /// `--create-missing-groups`: each group is created at most once per run.
+    created: Mutex<HashMap<GroupKey, Arc<Creation>>>,
+    /// Whether answers naming users never sent were warned about.
+    strays_warned: AtomicBool,
+    journal: Option<Mutex<&'a mut Journal>>,
+    journal_error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        client: &'a VeltClient,
+        opts: &'a ExecOptions,
+        interrupt: &Interrupt,
+        journal: Option<&'a mut Journal>,
+    ) -> Run<'a> {
+        Run {
+            client,
+            opts,
+            // Its own token: credentials and the throttle budget stop the run, not the
+            // caller's interrupt; a signal stops both.
+            gate: gate::Gate::new(opts, interrupt.stop.child_token()),
+            counters: Counters::default(),
+            auth_failure: Mutex::new(None),
+            chunk_limit: AtomicUsize::new(opts.chunk_size.max(1)),
+            lowered: AtomicBool::new(false),
+            created: Mutex::new(HashMap::new()),
+            strays_warned: AtomicBool::new(false),
+            journal: journal.map(Mutex::new),
+            journal_error: Mutex::new(None),
+        }
+    }
+
+    /// Counts one request and its answer (`None`: a read or creation that succeeded).
+    fn count(&self, answer: Option<&Answer>) {
+        let code = match answer {
+            None => "200".to_string(),
+            Some(Answer::PerUser { http_status, .. } | Answer::Rejected { http_status, .. }) => {
+                http_status.to_string()
+            }
+            Some(Answer::Transport { .. }) => "none".to_string(),
+        };
+        *lock(&self.counters.by_status).entry(code).or_default() += 1;
+        if answer.is_some_and(gate::is_throttle) {
+            self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn fail_auth(&self, message: String) {
+        lock(&self.auth_failure).get_or_insert(message);
+        self.gate.stop();
+    }
+
+    /// Journals confirmed adds as their answer lands, so that a resume after `kill -9`
+    /// resends at most what was in flight.
+    fn journal_confirmed(&self, added: Vec<u32>) {
+        let Some(journal) = &self.journal else { return };
+        if added.is_empty() {
+            return;
+        }
+        let mut j = lock(journal);
+        if let Err(e) = j.record(added) {
+            let mut first = lock(&self.journal_error);
+            if first.is_none() {
+                tracing::error!(event = "state_write_failed", path = %j.path().display(), message = %e);
+                *first = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The run's result, with the request counts so far.
+    fn execution(self, outcomes: Vec<Outcome>, interrupted: Option<u8>, unread: u64) -> Execution {
+        if let Some(journal) = &self.journal {
+            let j = lock(journal);
+            if let Err(e) = j.sync() {
+                tracing::error!(event = "state_write_failed", path = %j.path().display(), message = %e);
+                lock(&self.journal_error).get_or_insert(e.to_string());
+            }
+        }
+        let by_status = lock(&self.counters.by_status).clone();
+        Execution {
+            outcomes,
+            requests: by_status.values().sum(),
+            auth_failure: lock(&self.auth_failure).take(),
+            interrupted,
+            unread_groups: unread,
+            requests_by_status: by_status,
+            retries: self.counters.retries.load(Ordering::Relaxed),
+            throttled: self.counters.throttled.load(Ordering::Relaxed),
+            throttled_for: self.gate.throttle.waited(),
+            throttle_exhausted: self.gate.throttle.exhausted(),
+            journal_error: lock(&self.journal_error).take(),
+        }
+    }
+}
+
+/// Add or remove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Add,
+    Remove,
+}
+
+impl Kind {
+    fn event(self) -> &'static str {
+        match self {
+            Kind::Add => "request",
+            Kind::Remove => "remove_request",
+        }
+    }
+
+    fn done_status(self) -> Status {
+        match self {
+            Kind::Add => Status::Added,
+            Kind::Remove => Status::Removed,
+        }
+    }
+}
+
+/// Runs the plan: in delta and mirror modes reads every group first and works out what to add
+/// and remove (removals join `plan` as rows of their own), then sends every chunk, skipping the
+/// memberships in `already_added` (from a journal). In a dry run only the reads are sent.
+pub async fn execute(
+    plan: &mut Plan,
+    client: &VeltClient,
+    opts: &ExecOptions,
+    progress: &ProgressBar,
+    interrupt: &Interrupt,
+    journal: Option<&mut Journal>,
+    already_added: &[u32],
+) -> Execution {
+    let run = Run::new(client, opts, interrupt, journal);
+    let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
+    let confirmed = Arc::new(Detail {
+        message: "confirmed added by an earlier run (--state)".into(),
+        ..Detail::default()
+    });
+    for &i in already_added {
+        outcomes[i as usize].status = Status::Added;
+        outcomes[i as usize].detail = Some(confirmed.clone());
+    }
+    let mut unread = 0;
+    if opts.mode != Mode::Add {
+        let Some(current) = run.read_groups(plan, interrupt).await else {
+            // Interrupted while reading: nothing was written.
+            let code = interrupt.code();
+            return run.execution(outcomes, code, 0);
+        };
+        if lock(&run.auth_failure).is_some() {
+            return run.execution(outcomes, None, 0);
+        }
+        let changes = reconcile::reconcile(plan, current, opts);
+        unread = changes.unread;
+        reconcile::apply(plan, &mut outcomes, changes);
+    }
+    if opts.dry_run {
+        for o in outcomes.iter_mut().filter(|o| o.still_to_send()) {
+            o.status = Status::Planned;
+        }
+        return run.execution(outcomes, None, unread);
+    }
+    let plan = &*plan;
+    progress.set_length(plan.memberships.len() as u64);
+    // Done already: from the journal, unchanged, or refused removals (which are never sent).
+    progress.inc(outcomes.iter().filter(|o| !o.still_to_send()).count() as u64);
+
+    let interrupted = send_all(&run, plan, &mut outcomes, progress, interrupt).await;
+    if run.gate.throttle.exhausted() {
+        let why = attempt::detail(
+            format!(
+                "not sent: the server kept throttling and the run had waited {} s, all that \
+                 --max-throttle-wait allows; re-run later",
+                run.gate.throttle.waited().as_secs()
+            ),
+            Some("RESOURCE_EXHAUSTED".into()),
+            None,
+        );
+        for o in outcomes.iter_mut().filter(|o| o.still_to_send()) {
+            o.hold(why.clone());
+        }
+    }
+    run.execution(outcomes, interrupted, unread)
+}
+
+/// Sends every chunk, adds of every group first, then removals, so that a run cut short has
+/// done the safe half. Returns the exit code of the signal that stopped it, if one did.
+async fn send_all(
+    run: &Run<'_>,
+    plan: &Plan,
+    outcomes: &mut [Outcome],
+    progress: &ProgressBar,
+    interrupt: &Interrupt,
+) -> Option<u8> {
+    let mut pending: Vec<(&Group, Vec<u32>, Kind)> = Vec::new();
+    for kind in [Kind::Add, Kind::Remove] {
+        for g in &plan.groups {
+            let list = match kind {
+                Kind::Add => &g.members,
+                Kind::Remove => &g.removals,
+            };
+            let members: Vec<u32> = list
+                .iter()
+                .copied()
+                .filter(|&i| outcomes[i as usize].still_to_send())
+                .collect();
+            if !members.is_empty() {
+                pending.push((g, members, kind));
+            }
+        }
+    }
+    let chunking = Chunking::new(run, plan);
+    let chunks = Chunks {
+        pending: &pending,
+        group: 0,
+        offset: 0,
+        limit: &run.chunk_limit,
+    };
+    let opts = run.opts;
+    let mut answers = futures_util::stream::iter(chunks)
+        .map(|(group, members, kind)| chunking.run_chunk(group, members, kind))
+        // Chunk tasks may queue up to the most slots there can be; the slots themselves (see
+        // `Concurrency`) bound what is on the wire.
+        .buffer_unordered(opts.max_concurrency.max(opts.concurrency).max(1));
+    let mut interrupted = None;
+    let mut grace_until: Option<Instant> = None;
+    let mut aborted = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = interrupt.abort.cancelled() => {
+                aborted = true;
+                break;
+            }
+            _ = interrupt.stop.cancelled(), if grace_until.is_none() => {
+                interrupted = interrupt.code();
+                tracing::warn!(event = "interrupted", message = "stopping: no new requests; letting in-flight ones finish (a second signal stops at once)");
+                grace_until = Some(Instant::now() + opts.grace);
+            }
+            _ = sleep_until_opt(grace_until) => {
+                tracing::warn!(event = "grace_expired", message = "requests still in flight after --grace; stopping");
+                aborted = true;
+                break;
+            }
+            next = answers.next() => {
+                let Some(id) = next else { break };
+                let Some(task) = chunking.tasks().remove(&id) else { continue };
+                progress.inc(task.members.len() as u64);
+                for (&i, o) in task.members.iter().zip(task.outs) {
+                    outcomes[i as usize] = o;
+                }
+            }
+        }
+    }
+    drop(answers);
+    if aborted {
+        // Tasks cut short: keep what they learnt; a request on the wire may have been applied.
+        let cut = Arc::new(Detail {
+            message:
+                "the run stopped while this request was in flight; the server may have applied it"
+                    .into(),
+            ..Detail::default()
+        });
+        for (_, task) in chunking.tasks().drain() {
+            let mut outs = task.outs;
+            for &p in &task.in_flight {
+                outs[p].status = Status::Unconfirmed;
+                outs[p].detail = Some(cut.clone());
+            }
+            for (&i, o) in task.members.iter().zip(outs) {
+                outcomes[i as usize] = o;
+            }
+        }
+    }
+    interrupted.or_else(|| interrupt.code())
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{Defaults, Planner, Sink};
+
+    /// Whatever the input and the server hold, mirror never lets through more removals than
+    /// the limit, and never all of a group's members without `allow_empty`.
+    #[test]
+    fn mirror_never_removes_beyond_its_limits() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        for case in 0..2_000 {
+            let universe = rng.usize(1..40);
+            let mut planner = Planner::new(Defaults::default());
+            let listed: Vec<usize> = (0..universe).filter(|_| rng.bool()).collect();
+            for (line, &u) in (2..).zip(&listed) {
+                planner.record(line, Some("o"), Some("g"), &format!("u{u}"));
+            }
+            if listed.is_empty() {
+                continue;
+            }
+            let current: Vec<String> = (0..universe)
+                .filter(|_| rng.u8(..) < 100)
+                .map(|u| format!("u{u}"))
+                .collect();
+            let max_removals = if rng.bool() {
+                MaxRemovals::Count(rng.u64(0..10))
+            } else {
+                MaxRemovals::Percent(rng.f64() * 100.0)
+            };
+            let opts = ExecOptions {
+                mode: Mode::Mirror,
+                max_removals,
+                allow_empty: rng.bool(),
+                ..ExecOptions::default()
+            };
+            let mut plan = planner.finish();
+            let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
+            let changes = reconcile::reconcile(&plan, vec![Ok(current.clone())], &opts);
+            reconcile::apply(&mut plan, &mut outcomes, changes);
+            assert_eq!(
+                outcomes.len(),
+                plan.memberships.len(),
+                "case {case}: in step"
+            );
+            let removals = &plan.groups[0].removals;
+            let cleared: Vec<&str> = removals
+                .iter()
+                .filter(|&&i| outcomes[i as usize].still_to_send())
+                .map(|&i| plan.user_at(i))
+                .collect();
+            let extra = current
+                .iter()
+                .filter(|u| !listed.iter().any(|l| format!("u{l}") == **u))
+                .count();
+            assert_eq!(
+                removals.len(),
+                extra,
+                "case {case}: every extra member is a row"
+            );
+            assert!(
+                cleared.len() <= max_removals.limit(current.len()),
+                "case {case}: {} removals let through, limit {}",
+                cleared.len(),
+                max_removals.limit(current.len())
+            );
+            if !opts.allow_empty && !current.is_empty() {
+                assert!(cleared.len() < current.len(), "case {case}: group emptied");
+            }
+            assert!(cleared.iter().all(|u| current.iter().any(|c| c == u)));
+        }
+    }
+}

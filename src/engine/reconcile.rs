@@ -1,0 +1,258 @@
+//! Delta and mirror modes: read what each group holds (page by page, through the attempt
+//! loop), then work out what to change: members already there are `unchanged`; in mirror mode
+//! members the input does not list are removals, unless the group's safety limits refuse them.
+//! Working out (`reconcile`) and applying (`apply`) are apart, so that the plan and the
+//! outcomes grow in one place, together.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+
+use super::attempt::{Failure, Target, detail};
+use super::{ExecOptions, MaxRemovals, Mode, Run};
+use crate::interrupt::Interrupt;
+use crate::outcome::{Detail, Outcome, Status};
+use crate::plan::{Group, Plan};
+
+/// The most members a group is taken to hold when reading it: a server that pages past this
+/// is taken to be paging without end.
+const MAX_GROUP_MEMBERS: u64 = 10_000_000;
+
+/// What reading the groups changes.
+#[derive(Debug, Default)]
+pub(crate) struct Changes {
+    /// Memberships that are there already.
+    pub unchanged: Vec<u32>,
+    /// Members to remove: (group index, user, the reason a safety limit refused it).
+    pub removals: Vec<(u32, String, Option<Arc<Detail>>)>,
+    /// Mirror mode: groups that could not be read, so their removals are unknown.
+    pub unread: u64,
+}
+
+impl Run<'_> {
+    /// Every member of a group, page by page. A group the server does not know has none.
+    async fn read_members(&self, group: &Group) -> Result<Vec<String>, Failure> {
+        let mut members = Vec::new();
+        let mut token: Option<String> = None;
+        let mut tokens = HashSet::new();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut pages = 0u64;
+        let most_pages = MAX_GROUP_MEMBERS.div_ceil(u64::from(self.opts.page_size.max(1)));
+        loop {
+            let target = Target {
+                what: "read_page",
+                group,
+            };
+            let page = self
+                .attempt(
+                    target,
+                    || {
+                        self.client.get_members(
+                            &group.org,
+                            &group.id,
+                            self.opts.page_size,
+                            token.as_deref(),
+                        )
+                    },
+                    |_| {},
+                )
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(Failure::Refused { detail, .. })
+                    if detail.error_status.as_deref() == Some("NOT_FOUND") =>
+                {
+                    return Ok(members);
+                }
+                Err(e) => return Err(e),
+            };
+            pages += 1;
+            let before = members.len();
+            members.extend(page.users);
+            let brought_new = members[before..].iter().any(|u| !seen.contains(u.as_str()));
+            seen.extend(members[before..].iter().cloned());
+            let Some(next) = page.next_page_token else {
+                return Ok(members);
+            };
+            // A server that hands back a token it gave before, or pages without end, would
+            // keep the run reading for ever.
+            let problem = if !tokens.insert(next.clone()) {
+                Some("the server returned a page token it had returned before".to_string())
+            } else if !brought_new {
+                Some("the server returned a page with no member it had not returned before, and another page token".to_string())
+            } else if pages >= most_pages {
+                Some(format!(
+                    "the server keeps returning pages: {pages} pages of {} exceed the {MAX_GROUP_MEMBERS} members a group is taken to hold at most",
+                    self.opts.page_size
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                return Err(Failure::Refused {
+                    detail: detail(format!("{problem}; cannot read the group"), None, None),
+                    invalid_argument: false,
+                });
+            }
+            token = Some(next);
+        }
+    }
+
+    /// Reads every group's members, at most `max_concurrency` groups at once. `None` if a
+    /// signal came first (reads change nothing, so they are simply dropped).
+    pub(crate) async fn read_groups(
+        &self,
+        plan: &Plan,
+        interrupt: &Interrupt,
+    ) -> Option<Vec<Result<Vec<String>, Failure>>> {
+        let mut reads = futures_util::stream::iter(plan.groups.iter().enumerate())
+            .map(|(i, g)| async move { (i, self.read_members(g).await) })
+            .buffer_unordered(self.opts.max_concurrency.max(1));
+        let mut current: Vec<Option<Result<Vec<String>, Failure>>> =
+            (0..plan.groups.len()).map(|_| None).collect();
+        loop {
+            tokio::select! {
+                biased;
+                _ = interrupt.stop.cancelled() => {
+                    tracing::warn!(event = "interrupted", message = "stopping while reading groups; nothing was written");
+                    self.gate.stop();
+                    return None;
+                }
+                next = reads.next() => {
+                    let Some((i, members)) = next else { break };
+                    current[i] = Some(members);
+                }
+            }
+        }
+        Some(
+            current
+                .into_iter()
+                .map(|c| c.unwrap_or(Err(Failure::Stopped)))
+                .collect(),
+        )
+    }
+}
+
+/// Compares each group's current members with the input and says what to change.
+pub(crate) fn reconcile(
+    plan: &Plan,
+    current: Vec<Result<Vec<String>, Failure>>,
+    opts: &ExecOptions,
+) -> Changes {
+    let mut changes = Changes::default();
+    for (g, members) in current.into_iter().enumerate() {
+        let group = &plan.groups[g];
+        let members = match members {
+            Ok(m) => m,
+            Err(e) => {
+                let why = e
+                    .detail()
+                    .map_or_else(|| "the run stopped".to_string(), |d| d.message.clone());
+                if opts.mode == Mode::Mirror {
+                    changes.unread += 1;
+                }
+                tracing::error!(
+                    event = "read_failed",
+                    organizationId = &*group.org,
+                    organizationUserGroupId = &*group.id,
+                    message = %why,
+                    consequence = if opts.mode == Mode::Mirror {
+                        "its users are added as in add mode; nothing is removed from it"
+                    } else {
+                        "its users are added as in add mode"
+                    },
+                );
+                continue;
+            }
+        };
+        let current: HashSet<&str> = members.iter().map(String::as_str).collect();
+        let mut listed = HashSet::with_capacity(group.members.len());
+        for &i in &group.members {
+            let user = plan.user_at(i);
+            listed.insert(user);
+            if current.contains(user) {
+                changes.unchanged.push(i);
+            }
+        }
+        if opts.mode != Mode::Mirror {
+            continue;
+        }
+        // Members the input does not list, in the server's order, each once.
+        let mut seen = HashSet::new();
+        let extra: Vec<&str> = members
+            .iter()
+            .map(String::as_str)
+            .filter(|u| !listed.contains(u) && seen.insert(*u))
+            .collect();
+        if extra.is_empty() {
+            continue;
+        }
+        let refused = refusal(
+            group,
+            extra.len(),
+            current.len(),
+            opts.max_removals,
+            opts.allow_empty,
+        );
+        for user in extra {
+            changes
+                .removals
+                .push((g as u32, user.to_string(), refused.clone()));
+        }
+    }
+    changes
+}
+
+/// Why a group's `removals` of `current` members are refused, if they are.
+fn refusal(
+    group: &Group,
+    removals: usize,
+    current: usize,
+    max_removals: MaxRemovals,
+    allow_empty: bool,
+) -> Option<Arc<Detail>> {
+    let limit = max_removals.limit(current);
+    let message = if removals == current && !allow_empty {
+        format!(
+            "not removed: mirroring would remove every one of the group's {current} current members \
+             (the input lists none of them); check the input, or pass --allow-empty"
+        )
+    } else if removals > limit {
+        format!(
+            "not removed: the group needs {removals} removals of {current} current members, more than \
+             --max-removals allows ({limit}); check the input, or raise --max-removals"
+        )
+    } else {
+        return None;
+    };
+    tracing::error!(
+        event = "removals_refused",
+        organizationId = &*group.org,
+        organizationUserGroupId = &*group.id,
+        removals = removals,
+        current = current,
+        limit = limit,
+        message = %message,
+    );
+    Some(detail(message, None, None))
+}
+
+/// Applies the changes: `unchanged` outcomes, and each removal as a row of the plan with its
+/// outcome beside it (held back when refused).
+pub(crate) fn apply(plan: &mut Plan, outcomes: &mut Vec<Outcome>, changes: Changes) {
+    for i in changes.unchanged {
+        let o = &mut outcomes[i as usize];
+        if o.still_to_send() {
+            o.status = Status::Unchanged;
+        }
+    }
+    for (g, user, refused) in changes.removals {
+        plan.push_removal(g, &user);
+        let mut o = Outcome::new(Status::NotAttempted);
+        if let Some(reason) = refused {
+            o.hold(reason);
+        }
+        outcomes.push(o);
+    }
+}

@@ -1,0 +1,158 @@
+//! What the run shows an operator on stderr: log lines (text or JSON), the one-line summary,
+//! the plan of a dry run, the progress bar. Nothing here may stop the run: a closed stderr
+//! or stdout is ignored.
+
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::cli::{Cli, LogFormat};
+use crate::plan::Plan;
+use crate::report::Summary;
+
+/// Writes to stderr, ignoring failure: a closed stderr (`2>&- `, a pipe whose reader left)
+/// must never stop the run or lose its report.
+pub fn to_stderr(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// How much the run shows on stderr.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub quiet: bool,
+    pub json_logs: bool,
+}
+
+impl Output {
+    /// A line for the operator: a JSON log line with `event` under `--log-format json` (so
+    /// stderr stays machine-readable), else plain text.
+    pub fn say(&self, event: &str, text: &str) {
+        if self.json_logs {
+            tracing::error!(event = event, message = text);
+        } else {
+            to_stderr(&format!("velt-group-sync: {text}\n"));
+        }
+    }
+
+    pub fn from_cli(cli: &Cli) -> Output {
+        Output {
+            quiet: cli.quiet,
+            json_logs: cli.log_format == LogFormat::Json,
+        }
+    }
+}
+
+pub fn init_logging(cli: &Cli) {
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => "warn",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    // Our own events at the chosen level; the HTTP stack's only when asked for with -vv.
+    let filter = if cli.verbose >= 2 {
+        level.to_string()
+    } else {
+        format!("warn,velt_group_sync={level}")
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr must never stop the run: dropped log lines are not reported on the
+        // same closed stderr (which would panic).
+        .log_internal_errors(false);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.without_time().try_init(),
+    };
+}
+
+pub fn summary_line(s: &Summary, path: &str) -> String {
+    let mut line = format!("velt-group-sync: {} memberships: ", s.memberships);
+    if s.planned > 0 {
+        line.push_str(&format!("{} planned, ", s.planned));
+    }
+    line.push_str(&format!("{} added, ", s.added));
+    if s.unchanged > 0 {
+        line.push_str(&format!("{} unchanged, ", s.unchanged));
+    }
+    if s.removed > 0 {
+        line.push_str(&format!("{} removed, ", s.removed));
+    }
+    line.push_str(&format!(
+        "{} failed, {} unconfirmed, {} invalid",
+        s.failed, s.unconfirmed, s.invalid
+    ));
+    if s.not_attempted > 0 {
+        line.push_str(&format!(", {} not attempted", s.not_attempted));
+    }
+    let path = if path == "-" { "<stdout>" } else { path };
+    line.push_str(&format!(
+        "; {} requests in {:.2} s",
+        s.requests,
+        s.elapsed_ms as f64 / 1000.0
+    ));
+    if s.throttled_ms > 0 {
+        line.push_str(&format!(
+            " ({:.1} s of it waiting on throttling)",
+            s.throttled_ms as f64 / 1000.0
+        ));
+    }
+    line.push_str(&format!("; report: {path}"));
+    line
+}
+
+/// The plan's counts on one line, as `--dry-run` and `validate` print them.
+pub fn plan_counts(plan: &Plan, chunk_size: usize) -> String {
+    format!(
+        "{} groups, {} memberships, {} requests (chunk size {chunk_size}), {} invalid records, {} duplicates merged",
+        plan.groups.len(),
+        plan.memberships.len(),
+        plan.request_count(chunk_size),
+        plan.invalid.len(),
+        plan.duplicates,
+    )
+}
+
+pub fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {
+    let mut text = format!("plan: {}\n", plan_counts(plan, chunk_size));
+    const SHOWN: usize = 20;
+    for g in plan.groups.iter().take(SHOWN) {
+        text.push_str(&format!(
+            "  {} / {}: {} members, requests: {}\n",
+            g.org,
+            g.id,
+            g.members.len(),
+            g.members.len().div_ceil(chunk_size)
+        ));
+    }
+    if plan.groups.len() > SHOWN {
+        text.push_str(&format!(
+            "  ... and {} more groups (the report lists every membership)\n",
+            plan.groups.len() - SHOWN
+        ));
+    }
+    if report_on_stdout {
+        to_stderr(&text);
+    } else {
+        use std::io::Write;
+        // A closed standard output (`| head`) must not stop the run.
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+}
+
+pub fn progress_bar(output: &Output, total: u64) -> ProgressBar {
+    if output.quiet || output.json_logs || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} memberships, {per_sec}, eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,338 @@
+//! The `sync` command as a library call: read the input into a plan, send it, write the
+//! report, and say how it went. The caller (`run`, or a test) hands in the client, the
+//! interruption signal and where messages go; nothing here reads the environment or
+//! installs process-wide handlers.
+
+use std::time::Instant;
+
+use crate::cli::{InputArgs, RateArg, SyncArgs};
+use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, VeltClient};
+use crate::engine::{ExecOptions, Mode, execute};
+use crate::error::{Error, exit};
+use crate::input::{self, Columns, InputOptions};
+use crate::interrupt::Interrupt;
+use crate::journal::{self, Journal};
+use crate::metrics::{self, RunStats};
+use crate::outcome::{Outcome, Status};
+use crate::output::{Output, print_plan, progress_bar, summary_line, to_stderr};
+use crate::plan::{Defaults, Plan, Planner};
+use crate::report::{self, ReportTarget, Summary};
+
+/// What a run needs from outside its command line.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// The client to send with (its transport and credentials); `None` for a run that sends
+    /// nothing (a dry run in add mode).
+    pub client: Option<VeltClient>,
+    /// Stops the run: the first cancellation gracefully, the second at once.
+    pub interrupt: Interrupt,
+    pub output: Output,
+}
+
+/// How a `sync` went: the metrics' figures, and the exit code or the error that stopped it.
+#[derive(Debug)]
+pub struct SyncResult {
+    pub stats: RunStats,
+    pub result: Result<u8, Error>,
+}
+
+/// The `sync` command: read, plan, send, report. Everything from outside the command line
+/// comes in `session`; the result says how far the run got.
+pub async fn sync(args: &SyncArgs, session: &Session) -> SyncResult {
+    let mut stats = RunStats {
+        dry_run: args.dry_run,
+        ..RunStats::default()
+    };
+    let result = sync_inner(args, session, &mut stats).await;
+    SyncResult { stats, result }
+}
+
+async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) -> Result<u8, Error> {
+    let started = Instant::now();
+    let output = &session.output;
+    // A dry run in delta or mirror mode still reads the groups.
+    let sends_nothing = args.dry_run && args.mode == Mode::Add;
+    refuse_report_over_input(&args.report, &args.input.input)?;
+    let report = ReportTarget::prepare(&args.report, args.report_format)?;
+    if let Some(path) = &args.metrics_file {
+        metrics::check_writable(path)?;
+    }
+    // Read on a thread of its own, so that an interrupt stops the wait for it at once.
+    let input = args.input.clone();
+    let reading = tokio::task::spawn_blocking(move || read_plan(&input));
+    let mut plan = tokio::select! {
+        read = reading => read.map_err(|e| Error::Runtime(format!("the input reader failed: {e}")))??,
+        _ = session.interrupt.stop.cancelled() => {
+            output.say(
+                "interrupted",
+                "interrupted before anything was sent (while reading the input); no report was written",
+            );
+            return Ok(session.interrupt.code().unwrap_or(exit::SIGINT));
+        }
+    };
+    let chunk_size = args.chunk_size as usize;
+    let request_count = plan.request_count(chunk_size);
+    tracing::info!(
+        event = "plan",
+        groups = plan.groups.len(),
+        memberships = plan.memberships.len(),
+        invalid = plan.invalid.len(),
+        duplicates = plan.duplicates,
+        requests = request_count,
+    );
+
+    if args.strict && !plan.invalid.is_empty() {
+        let outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
+        finish(&plan, &outcomes, 0, report, started, output, stats)?;
+        return Err(Error::Strict(plan.invalid.len()));
+    }
+
+    if sends_nothing {
+        print_plan(&plan, chunk_size, report.is_stdout());
+        let outcomes = vec![Outcome::new(Status::Planned); plan.memberships.len()];
+        return finish(&plan, &outcomes, 0, report, started, output, stats);
+    }
+
+    let Some(client) = &session.client else {
+        return Err(Error::Config(format!(
+            "{API_KEY_ENV} / {AUTH_TOKEN_ENV} are needed to send"
+        )));
+    };
+    let (mut journal, already_added) = match &args.state {
+        Some(path) => {
+            let fp = journal::fingerprint(&plan, client.base_url(), args.api_version.path());
+            let (j, done) = Journal::open(path, fp, plan.memberships.len())?;
+            if !done.is_empty() {
+                tracing::info!(
+                    event = "resume",
+                    confirmed = done.len(),
+                    state = %path.display(),
+                );
+            }
+            (Some(j), done)
+        }
+        None => (None, Vec::new()),
+    };
+    let progress = progress_bar(output, plan.memberships.len() as u64);
+    let opts = exec_options(args);
+    let execution = execute(
+        &mut plan,
+        client,
+        &opts,
+        &progress,
+        &session.interrupt,
+        journal.as_mut(),
+        &already_added,
+    )
+    .await;
+    progress.finish_and_clear();
+    stats.requests = execution.requests_by_status.clone();
+    stats.retries = execution.retries;
+    stats.throttled = execution.throttled;
+    stats.throttled_for = execution.throttled_for;
+    let code = finish(
+        &plan,
+        &execution.outcomes,
+        execution.requests,
+        report,
+        started,
+        output,
+        stats,
+    )?;
+    if let Some(code) = execution.interrupted {
+        output.say(
+            "interrupted",
+            &format!(
+                "interrupted; memberships not sent are `not_attempted` in the report{}",
+                if args.state.is_some() {
+                    " (re-run with the same --state to finish)"
+                } else {
+                    ""
+                }
+            ),
+        );
+        return Ok(code);
+    }
+    let code = match (&execution.journal_error, &args.state) {
+        (Some(e), Some(path)) => {
+            output.say(
+                "state_write_failed",
+                &format!(
+                    "error: could not write the journal {} ({e}); a resume may send again what \
+                     this run did (adds are idempotent)",
+                    path.display()
+                ),
+            );
+            Error::at_least_incomplete(code)
+        }
+        _ => code,
+    };
+    if execution.throttle_exhausted {
+        output.say(
+            "throttle_budget_spent",
+            &format!(
+                "the server kept throttling: the run waited {} s on it, all that \
+                 --max-throttle-wait allows, and sent nothing more; what was not sent is \
+                 `not_attempted` (re-run later{})",
+                execution.throttled_for.as_secs(),
+                if args.state.is_some() {
+                    " with the same --state"
+                } else {
+                    ", or with --only-status not_attempted on the report"
+                }
+            ),
+        );
+    }
+    if let Some(message) = execution.auth_failure {
+        output.say(
+            "credentials_refused",
+            &format!(
+                "error: the API refused the credentials ({message}); the run stopped. \
+                 Check {API_KEY_ENV} and {AUTH_TOKEN_ENV}."
+            ),
+        );
+        return Ok(exit::AUTH);
+    }
+    if execution.unread_groups > 0 {
+        output.say(
+            "groups_unread",
+            &format!(
+                "{} group(s) could not be read, so nothing was removed from them \
+                 (see the read_failed log lines); re-run to finish mirroring them",
+                execution.unread_groups
+            ),
+        );
+        return Ok(exit::INCOMPLETE);
+    }
+    Ok(code)
+}
+
+/// The engine's options from the command line.
+fn exec_options(args: &SyncArgs) -> ExecOptions {
+    ExecOptions {
+        chunk_size: args.chunk_size as usize,
+        rate: match args.rate {
+            RateArg::Fixed(r) => r,
+            RateArg::Auto => args.max_rate,
+        },
+        adaptive: args.rate == RateArg::Auto,
+        burst: args.burst,
+        concurrency: args.concurrency as usize,
+        max_concurrency: args.max_concurrency as usize,
+        max_retries: args.max_retries,
+        max_backoff: args.max_backoff,
+        max_retry_after: args.max_retry_after,
+        max_throttle_wait: args.max_throttle_wait,
+        grace: args.grace,
+        mode: args.mode,
+        max_removals: args.max_removals,
+        allow_empty: args.input.allow_empty,
+        create_missing_groups: args.create_missing_groups,
+        page_size: args.page_size,
+        dry_run: args.dry_run,
+        ..ExecOptions::default()
+    }
+}
+
+/// Refuses a report that would overwrite the input it is made from.
+fn refuse_report_over_input(
+    report: &std::path::Path,
+    input: &std::path::Path,
+) -> Result<(), Error> {
+    if report.as_os_str() == "-" || input.as_os_str() == "-" {
+        return Ok(());
+    }
+    let same = match (std::fs::canonicalize(report), std::fs::canonicalize(input)) {
+        (Ok(r), Ok(i)) => r == i,
+        _ => false,
+    };
+    if same {
+        return Err(Error::Config(format!(
+            "--report {} is the input file; the report would replace it. Choose another --report path",
+            report.display()
+        )));
+    }
+    Ok(())
+}
+
+pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
+    let mut planner = Planner::new(Defaults {
+        org: args.org.clone(),
+        group: args.group.clone(),
+    });
+    let opts = InputOptions {
+        format: args.format,
+        delimiter: args.delimiter,
+        columns: Columns {
+            org: args.org_column.clone(),
+            group: args.group_column.clone(),
+            user: args.user_column.clone(),
+            group_name: args.group_name_column.clone(),
+        },
+        has_default_org: args.org.as_deref().is_some_and(|s| !s.trim().is_empty()),
+        has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
+        only_status: args.only_status.clone(),
+        max_record_bytes: args.max_record_bytes,
+    };
+    let read = input::read_path(&args.input, &opts, &mut planner)?;
+    tracing::debug!(event = "input", format = ?read.format, records = read.records);
+    if read.records == 0 && !args.allow_empty {
+        let name = args.input.display().to_string();
+        return Err(Error::Config(format!(
+            "{}: the input holds no records: is the export truncated or empty? \
+             (--allow-empty accepts an empty input)",
+            if name == "-" { "<stdin>" } else { &name },
+        )));
+    }
+    if read.skipped > 0 {
+        tracing::info!(
+            event = "only_status",
+            skipped = read.skipped,
+            message = "rows left out by --only-status"
+        );
+    }
+    Ok(planner.finish())
+}
+
+/// Writes the report and the summary line, and picks the exit code from the rows.
+fn finish(
+    plan: &Plan,
+    outcomes: &[Outcome],
+    requests: u64,
+    report: ReportTarget,
+    started: Instant,
+    output: &Output,
+    stats: &mut RunStats,
+) -> Result<u8, Error> {
+    let counts = report::count(plan, outcomes);
+    stats.counts = counts;
+    let mut summary = Summary::new(counts, plan.duplicates, requests, started.elapsed());
+    summary.throttled_ms = stats.throttled_for.as_millis() as u64;
+    let path = report.path().display().to_string();
+    report.write(plan, outcomes, &summary)?;
+    if output.json_logs {
+        tracing::info!(
+            event = "summary",
+            memberships = summary.memberships,
+            added = summary.added,
+            failed = summary.failed,
+            unconfirmed = summary.unconfirmed,
+            invalid = summary.invalid,
+            not_attempted = summary.not_attempted,
+            planned = summary.planned,
+            unchanged = summary.unchanged,
+            removed = summary.removed,
+            requests = summary.requests,
+            elapsed_ms = summary.elapsed_ms,
+            throttled_ms = summary.throttled_ms,
+            report = path.as_str(),
+        );
+    } else if !output.quiet {
+        to_stderr(&format!("{}\n", summary_line(&summary, &path)));
+    }
+    Ok(if counts.all_succeeded() {
+        exit::OK
+    } else {
+        exit::INCOMPLETE
+    })
+}
