@@ -10,9 +10,11 @@
 //! [`run`] is the process's side: it reads the environment, installs the signal handlers,
 //! starts the emulator when asked, and hands the library what it needs.
 
+pub mod answer;
 pub mod cli;
 pub mod client;
 pub mod commands;
+pub mod credentials;
 pub mod emulator;
 pub mod engine;
 pub mod error;

@@ -1,364 +1,23 @@
-//! An in-memory, Velt-compatible server for demos and tests.
-//!
-//! It serves, under `/v1` and `/v2`, add users to a group, delete users from a group, get users
-//! (filtered by one or more groups, paged with `pageSize` / `nextPageToken`) and create groups,
-//! with the request checks of the callable protocol (credential headers present,
-//! `application/json`, a body of exactly `{"data": ...}`). It answers per user and keeps the
-//! memberships where tests can see them (`Emulator::memberships`, or
-//! `GET /__emulator/memberships` on a standalone server). Groups spring into being on the first
-//! add, unless `groups_must_exist` asks for them to be created first. Faults for tests and
-//! demos apply to every call alike: required credentials, a request rate limit answered 429
-//! `RESOURCE_EXHAUSTED` with `Retry-After`, a cap on `userIds` per request, a latency, 503s,
-//! 500s and dropped connections.
+//! The calls the emulator answers, and the gate every one of them goes through first: the
+//! rate limits, the latency, the faults, the credentials and the protocol's body checks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io;
-use std::net::SocketAddr;
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-// tokio's clock, so that tests on a paused clock see the emulator's windows move with it.
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, Default)]
-pub struct EmulatorConfig {
-    /// When set, requests must carry exactly this API key and auth token.
-    pub credentials: Option<(String, String)>,
-    /// Requests per second accepted (a token bucket of one second's worth); the rest get 429
-    /// with `Retry-After`.
-    pub rate_limit: Option<f64>,
-    /// A quota of N requests per fixed window (`30` a minute), as Velt documents for other
-    /// endpoints: the rest of a window get 429 `RESOURCE_EXHAUSTED` "Rate limit exceeded.
-    /// Please try again after 1 minute.", with `Retry-After` until the window ends.
-    pub window_limit: Option<(u32, Duration)>,
-    /// Leave `Retry-After` out of 429 answers.
-    pub omit_retry_after: bool,
-    /// Most `userIds` in one add request.
-    pub max_user_ids: Option<usize>,
-    /// Each answer waits a time drawn evenly from this range.
-    pub latency: (Duration, Duration),
-    /// Share of requests answered 503 `UNAVAILABLE`, from 0 to 1.
-    pub unavailable_fraction: f64,
-    /// Share of requests answered 500 `INTERNAL` (not applied).
-    pub internal_fraction: f64,
-    /// Share of connections dropped before the request is applied.
-    pub drop_before_fraction: f64,
-    /// Share of connections dropped after the request was applied: the answer is lost.
-    pub drop_after_fraction: f64,
-    /// A request with a user ID containing this is refused whole with 400 `INVALID_ARGUMENT`.
-    pub invalid_user_marker: Option<String>,
-    /// `Retry-After` on 429 as an HTTP-date instead of seconds.
-    pub retry_after_http_date: bool,
-    /// A fixed `Retry-After` in seconds instead of the time until the next free slot.
-    pub retry_after_secs: Option<u64>,
-    /// Adds to a group that was never created (or seeded) are answered 404 `NOT_FOUND`.
-    pub groups_must_exist: bool,
-}
+use super::{Call, EmulatorConfig, Shared, lock};
 
-/// The calls the emulator serves, for counting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Call {
-    Add,
-    Delete,
-    GetUsers,
-    CreateGroups,
-}
-
-type Groups = BTreeMap<(String, String), BTreeSet<String>>;
-
-struct Shared {
-    config: EmulatorConfig,
-    started: Instant,
-    groups: Mutex<Groups>,
-    requests: AtomicU64,
-    arrivals: Mutex<Vec<Duration>>,
-    received: Mutex<Vec<(String, Vec<String>)>>,
-    /// When each answered-200 request arrived.
-    accepted: Mutex<Vec<Duration>>,
-    throttled: AtomicU64,
-    bucket: Mutex<Bucket>,
-    /// Requests counted in the current fixed window, and the window's number.
-    window: Mutex<(u32, u64)>,
-    /// Every request to a known call: (call, API version), in order of arrival.
-    calls: Mutex<Vec<(Call, String)>>,
-    /// The (group, user IDs) of every delete that got past the faults.
-    deleted: Mutex<Vec<(String, Vec<String>)>>,
-    /// Names given to created groups, by (organization, group).
-    names: Mutex<BTreeMap<(String, String), String>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A token bucket of one second's worth of requests.
-struct Bucket {
-    tokens: f64,
-    last: Instant,
-}
-
-impl Shared {
-    fn groups(&self) -> MutexGuard<'_, Groups> {
-        // A panic while holding the lock cannot leave the sets half-changed; keep serving.
-        self.groups.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// `None` if the request may proceed, or the seconds to wait.
-    fn throttle(&self, now: Instant) -> Option<u64> {
-        if let Some((allowed, length)) = self.config.window_limit {
-            let length = length.max(Duration::from_millis(1));
-            let since = now.saturating_duration_since(self.started);
-            let number = (since.as_nanos() / length.as_nanos()) as u64;
-            let mut w = lock(&self.window);
-            if w.1 != number {
-                *w = (0, number);
-            }
-            if w.0 < allowed {
-                w.0 += 1;
-            } else {
-                let ends = length * u32::try_from(number + 1).unwrap_or(u32::MAX);
-                return Some((ends.saturating_sub(since).as_secs_f64().ceil() as u64).max(1));
-            }
-        }
-        let rate = self.config.rate_limit?;
-        let capacity = rate.max(1.0);
-        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
-        let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(capacity);
-        b.last = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            None
-        } else {
-            Some((((1.0 - b.tokens) / rate).ceil() as u64).max(1))
-        }
-    }
-}
-
-/// The base URL of an in-process emulator: nothing listens there.
-pub const IN_PROCESS_URL: &str = "http://emulator.in-process";
-
-/// A running emulator, stopped when dropped.
-pub struct Emulator {
-    addr: Option<SocketAddr>,
-    shared: Arc<Shared>,
-    router: Router,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
-}
-
-impl Emulator {
-    /// An emulator with no socket, for tests on a paused clock: requests reach it through
-    /// [`Emulator::router`] (see `client::VeltClient::in_process`).
-    pub fn in_process(config: EmulatorConfig) -> Emulator {
-        let rate = config.rate_limit.unwrap_or(0.0);
-        let shared = Arc::new(Shared {
-            config,
-            started: Instant::now(),
-            groups: Mutex::new(BTreeMap::new()),
-            requests: AtomicU64::new(0),
-            arrivals: Mutex::new(Vec::new()),
-            received: Mutex::new(Vec::new()),
-            accepted: Mutex::new(Vec::new()),
-            throttled: AtomicU64::new(0),
-            bucket: Mutex::new(Bucket {
-                tokens: rate.max(1.0),
-                last: Instant::now(),
-            }),
-            window: Mutex::new((0, 0)),
-            calls: Mutex::new(Vec::new()),
-            deleted: Mutex::new(Vec::new()),
-            names: Mutex::new(BTreeMap::new()),
-        });
-        let router = Router::new()
-            .route(
-                "/{version}/organizations/usergroups/users/add",
-                post(add_users),
-            )
-            .route(
-                "/{version}/organizations/usergroups/users/delete",
-                post(delete_users),
-            )
-            .route("/{version}/users/get", post(get_users))
-            .route(
-                "/{version}/organizations/usergroups/add",
-                post(create_groups),
-            )
-            .route("/__emulator/memberships", get(list_memberships))
-            .fallback(|| async {
-                error(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    "no such endpoint on the emulator",
-                )
-            })
-            .with_state(shared.clone());
-        Emulator {
-            addr: None,
-            shared,
-            router,
-            shutdown: None,
-            task: None,
-        }
-    }
-
-    /// Starts on `addr` (use port 0 for a free one) in the current tokio runtime.
-    pub async fn start(config: EmulatorConfig, addr: SocketAddr) -> io::Result<Emulator> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let mut emu = Emulator::in_process(config);
-        emu.addr = Some(listener.local_addr()?);
-        let router = emu.router.clone();
-        let (tx, rx) = oneshot::channel::<()>();
-        emu.task = Some(tokio::spawn(async move {
-            let serve = axum::serve(listener, router).with_graceful_shutdown(async {
-                let _ = rx.await;
-            });
-            if let Err(e) = serve.await {
-                tracing::error!(event = "emulator_failed", message = %e);
-            }
-        }));
-        emu.shutdown = Some(tx);
-        Ok(emu)
-    }
-
-    /// The service that answers requests, for calling in-process.
-    pub fn router(&self) -> Router {
-        self.router.clone()
-    }
-
-    /// The address it listens on; `None` in-process.
-    pub fn addr(&self) -> Option<SocketAddr> {
-        self.addr
-    }
-
-    pub fn base_url(&self) -> String {
-        match self.addr {
-            Some(addr) => format!("http://{addr}"),
-            None => IN_PROCESS_URL.to_string(),
-        }
-    }
-
-    /// Every membership held, as (organization, group, user), sorted.
-    pub fn memberships(&self) -> Vec<(String, String, String)> {
-        self.shared
-            .groups()
-            .iter()
-            .flat_map(|((org, group), users)| {
-                users
-                    .iter()
-                    .map(move |u| (org.clone(), group.clone(), u.clone()))
-            })
-            .collect()
-    }
-
-    /// Puts users in a group (creating it) before a test, as if added earlier.
-    pub fn seed<I, S>(&self, org: &str, group: &str, users: I)
-    where
-        I: IntoIterator<Item = S>,
-        S: Into<String>,
-    {
-        self.shared
-            .groups()
-            .entry((org.to_string(), group.to_string()))
-            .or_default()
-            .extend(users.into_iter().map(Into::into));
-    }
-
-    /// The name each created group was given, by (organization, group).
-    pub fn group_names(&self) -> BTreeMap<(String, String), String> {
-        lock(&self.shared.names).clone()
-    }
-
-    /// Requests received for `call`, answered or not.
-    pub fn calls(&self, call: Call) -> u64 {
-        lock(&self.shared.calls)
-            .iter()
-            .filter(|(c, _)| *c == call)
-            .count() as u64
-    }
-
-    /// The API version (`v1`, `v2`) of every request, in order of arrival.
-    pub fn versions(&self) -> Vec<String> {
-        lock(&self.shared.calls)
-            .iter()
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    /// The (group, user IDs) of every delete request that got past the faults.
-    pub fn deleted(&self) -> Vec<(String, Vec<String>)> {
-        lock(&self.shared.deleted).clone()
-    }
-
-    /// Requests received, on every call, answered or not.
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::Relaxed)
-    }
-
-    /// When each request arrived, measured from the emulator's start.
-    pub fn arrivals(&self) -> Vec<Duration> {
-        self.shared
-            .arrivals
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// The (group, user IDs) of every well-formed add request that got past the faults, in
-    /// order of arrival, whether or not its answer reached the client.
-    pub fn received(&self) -> Vec<(String, Vec<String>)> {
-        self.shared
-            .received
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Arrival times of the requests answered 200, from the emulator's start.
-    pub fn accepted(&self) -> Vec<Duration> {
-        self.shared
-            .accepted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Requests answered 429.
-    pub fn throttled(&self) -> u64 {
-        self.shared.throttled.load(Ordering::Relaxed)
-    }
-
-    /// Stops serving and waits for open connections to finish.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
@@ -513,7 +172,7 @@ fn group_not_found() -> Response {
     )
 }
 
-async fn add_users(
+pub(super) async fn add_users(
     State(shared): State<Arc<Shared>>,
     Path(version): Path<String>,
     headers: HeaderMap,
@@ -522,7 +181,7 @@ async fn add_users(
     change_members(&shared, Call::Add, &version, &headers, &body).await
 }
 
-async fn delete_users(
+pub(super) async fn delete_users(
     State(shared): State<Arc<Shared>>,
     Path(version): Path<String>,
     headers: HeaderMap,
@@ -599,7 +258,7 @@ async fn change_members(
     )
 }
 
-async fn get_users(
+pub(super) async fn get_users(
     State(shared): State<Arc<Shared>>,
     Path(version): Path<String>,
     headers: HeaderMap,
@@ -668,7 +327,7 @@ async fn get_users(
     success(&shared, &passed, result)
 }
 
-async fn create_groups(
+pub(super) async fn create_groups(
     State(shared): State<Arc<Shared>>,
     Path(version): Path<String>,
     headers: HeaderMap,
@@ -808,7 +467,7 @@ fn parse_users(
     Ok(AddData { org, group, users })
 }
 
-async fn list_memberships(State(shared): State<Arc<Shared>>) -> Response {
+pub(super) async fn list_memberships(State(shared): State<Arc<Shared>>) -> Response {
     let memberships: Vec<Value> = shared
         .groups()
         .iter()
