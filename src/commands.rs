@@ -9,7 +9,7 @@ use crate::emulator::{Emulator, EmulatorConfig};
 use crate::error::{Error, exit};
 use crate::output::{plan_counts, to_stderr};
 use crate::sync::read_plan;
-use crate::text::clip;
+use crate::text::escape_controls;
 
 /// The `validate` command: read and check the input as `sync` would, print each invalid
 /// record and the plan's counts. 0 clean, 1 invalid records, 2 unreadable (an `Err`).
@@ -29,9 +29,9 @@ pub fn validate(args: &ValidateArgs) -> Result<u8, Error> {
             "{name}:{}: {} (organizationId `{}`, organizationUserGroupId `{}`, userId `{}`)",
             bad.line,
             bad.reason,
-            clip(&bad.org),
-            clip(&bad.group),
-            clip(&bad.user)
+            escape_controls(&bad.org),
+            escape_controls(&bad.group),
+            escape_controls(&bad.user)
         )
         .map_err(write_err)?;
     }

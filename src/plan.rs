@@ -8,8 +8,11 @@
 //! touching the memberships again.
 
 use std::hash::BuildHasher;
+use std::num::NonZeroU64;
 
 use hashbrown::HashTable;
+
+use crate::text::shorten;
 
 /// Longest ID accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 1024;
@@ -35,14 +38,27 @@ pub struct Membership {
     pub group: u32,
     user_len: u32,
     user_at: u64,
-    /// Input line where the membership first appeared; 0 for a removal (`--mode mirror`),
-    /// which comes from the server, not the input.
-    pub line: u64,
+    /// Input line where the membership first appeared; `None` for a current member the
+    /// server holds and the input does not list (a removal). Lines start at 1.
+    line: Option<NonZeroU64>,
+}
+
+/// Where a membership came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The input, at this line.
+    Line(u64),
+    /// The server: a current member to remove (`--mode mirror`).
+    Server,
 }
 
 impl Membership {
+    pub fn origin(&self) -> Origin {
+        self.line.map_or(Origin::Server, |l| Origin::Line(l.get()))
+    }
+
     pub fn is_removal(&self) -> bool {
-        self.line == 0
+        self.origin() == Origin::Server
     }
 }
 
@@ -94,13 +110,18 @@ impl Plan {
 
     /// Adds a current member of group `g` that is to be removed; its row follows the input's.
     pub fn push_removal(&mut self, g: u32, user: &str) -> u32 {
-        let index = self.push_membership(g, user, 0);
+        let index = self.push_membership(g, user, Origin::Server);
         self.groups[g as usize].removals.push(index);
         index
     }
 
     /// Stores a membership (the user ID in the arena) and returns its index.
-    fn push_membership(&mut self, g: u32, user: &str, line: u64) -> u32 {
+    fn push_membership(&mut self, g: u32, user: &str, origin: Origin) -> u32 {
+        let line = match origin {
+            // Input lines start at 1; a 0 from a caller is still the input's, not the server's.
+            Origin::Line(l) => NonZeroU64::new(l.max(1)),
+            Origin::Server => None,
+        };
         let index = u32::try_from(self.memberships.len())
             .expect("more than 4 billion memberships in one run");
         self.memberships.push(Membership {
@@ -285,7 +306,7 @@ impl State {
             plan.duplicates += 1;
             return;
         }
-        plan.push_membership(g, user, line);
+        plan.push_membership(g, user, Origin::Line(line));
         plan.groups[g as usize].members.push(index);
     }
 
@@ -293,9 +314,10 @@ impl State {
         self.plan.invalid.push(Invalid {
             before: self.plan.memberships.len(),
             line,
-            org: org.to_string(),
-            group: group.to_string(),
-            user: user.to_string(),
+            // Kept for the report cut to a readable length, as `validate` shows them.
+            org: shorten(org).into_owned(),
+            group: shorten(group).into_owned(),
+            user: shorten(user).into_owned(),
             reason,
         });
     }
@@ -474,7 +496,11 @@ mod tests {
         assert_eq!(names, ["o1/b", "o1/a", "o2/b"]);
         assert_eq!(users(&plan, 0), ["u1", "u3"]);
         assert_eq!(plan.duplicates, 1);
-        assert_eq!(plan.memberships[0].line, 2, "first appearance is kept");
+        assert_eq!(
+            plan.memberships[0].origin(),
+            Origin::Line(2),
+            "first appearance is kept"
+        );
     }
 
     #[test]
@@ -486,7 +512,7 @@ mod tests {
             for i in 0..5_000u64 {
                 let group = if i % 2 == 0 { "a" } else { "b" };
                 let user = format!("u{}", i / 2);
-                let line = round * 5_000 + i;
+                let line = round * 5_000 + i + 1;
                 // Half through the path that `prefetch` resolved, half through plain `record`.
                 if i % 4 < 2 {
                     let resolved = p.prefetch(Some("o"), Some(group), &user);
@@ -502,7 +528,9 @@ mod tests {
         assert_eq!(users(&plan, 0).len(), 2_500);
         assert_eq!(users(&plan, 1)[..2], ["u0", "u1"]);
         assert!(
-            plan.memberships.iter().all(|m| m.line < 5_000),
+            plan.memberships
+                .iter()
+                .all(|m| matches!(m.origin(), Origin::Line(l) if l <= 5_000)),
             "first sightings kept"
         );
     }

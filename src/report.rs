@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::cli::ReportFormat;
 use crate::error::Error;
 use crate::outcome::{Counts, Outcome, Status};
+use crate::plan::Origin;
 use crate::plan::Plan;
 
 /// The report's columns, in order. The first three are input column names, so a CSV report
@@ -120,7 +121,10 @@ pub fn for_each_row<E>(
             error_status: detail.and_then(|d| d.error_status.as_deref()),
             http_status: detail.and_then(|d| d.http_status),
             attempts: o.attempts,
-            line: (!m.is_removal()).then_some(m.line),
+            line: match m.origin() {
+                Origin::Line(l) => Some(l),
+                Origin::Server => None,
+            },
             action: if m.is_removal() {
                 "remove"
             } else if o.status == Status::Unchanged {

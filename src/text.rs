@@ -8,11 +8,18 @@ const CLIP_CHARS: usize = 80;
 
 /// A value for a one-line message: at most 80 characters, control characters escaped.
 pub fn clip(value: &str) -> Cow<'_, str> {
+    match shorten(value) {
+        Cow::Borrowed(v) => escape_controls(v),
+        Cow::Owned(v) => Cow::Owned(escape_controls(&v).into_owned()),
+    }
+}
+
+/// A value cut to 80 characters (with its full length said), otherwise as it is: for data
+/// such as an invalid row's ID in the report, where control characters are the data.
+pub fn shorten(value: &str) -> Cow<'_, str> {
     match value.char_indices().nth(CLIP_CHARS) {
-        Some((at, _)) => {
-            format!("{}… ({} bytes)", escape_controls(&value[..at]), value.len()).into()
-        }
-        None => escape_controls(value),
+        Some((at, _)) => format!("{}… ({} bytes)", &value[..at], value.len()).into(),
+        None => Cow::Borrowed(value),
     }
 }
 

@@ -40,11 +40,19 @@ enum Op {
 impl Batch {
     const RECORDS: usize = 8192;
 
+    /// Spans are 32-bit: `Batcher::make_room` flushes a batch before a record that would not
+    /// fit, so the conversions below hold (a single record's fields are far below 4 GiB under
+    /// `--max-record-bytes`).
     fn push(&mut self, value: Option<&str>) -> Span {
         let v = value?;
-        let at = self.text.len() as u32;
+        let at = u32::try_from(self.text.len()).ok();
+        let len = u32::try_from(v.len()).ok();
+        debug_assert!(
+            at.is_some() && len.is_some(),
+            "make_room keeps spans in 32 bits"
+        );
         self.text.push_str(v);
-        Some((at, v.len() as u32))
+        Some((at?, len?))
     }
 
     fn get(&self, span: Span) -> Option<&str> {
@@ -123,6 +131,14 @@ impl Batcher {
         }
     }
 
+    /// Sends the batch on first if `bytes` more would not fit its 32-bit spans.
+    fn make_room(&mut self, fields: &[Option<&str>]) {
+        let bytes: usize = fields.iter().flatten().map(|f| f.len()).sum();
+        if self.batch.text.len() + bytes > u32::MAX as usize {
+            self.flush();
+        }
+    }
+
     fn push(&mut self, op: Op) {
         self.batch.ops.push(op);
         if self.batch.ops.len() >= Batch::RECORDS {
@@ -133,6 +149,7 @@ impl Batcher {
 
 impl Sink for Batcher {
     fn group_name(&mut self, org: Option<&str>, group: Option<&str>, name: &str) {
+        self.make_room(&[org, group, Some(name)]);
         let b = &mut self.batch;
         let op = Op::Name {
             org: b.push(org),
@@ -143,6 +160,7 @@ impl Sink for Batcher {
     }
 
     fn record(&mut self, line: u64, org: Option<&str>, group: Option<&str>, user: &str) {
+        self.make_room(&[org, group, Some(user)]);
         let b = &mut self.batch;
         let op = Op::Record {
             line,
@@ -161,6 +179,7 @@ impl Sink for Batcher {
         user: &str,
         reason: String,
     ) {
+        self.make_room(&[org, group, Some(user)]);
         let b = &mut self.batch;
         let op = Op::Reject {
             line,

@@ -317,7 +317,16 @@ mod tests {
             .iter()
             .map(|m| {
                 let g = plan.group_of(m);
-                format!("{}/{}/{}@{}", g.org, g.id, plan.user(m), m.line)
+                format!(
+                    "{}/{}/{}@{}",
+                    g.org,
+                    g.id,
+                    plan.user(m),
+                    match m.origin() {
+                        crate::plan::Origin::Line(l) => l,
+                        crate::plan::Origin::Server => 0,
+                    }
+                )
             })
             .collect()
     }
