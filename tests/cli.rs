@@ -311,14 +311,32 @@ fn unreadable_input_exits_2_with_file_and_line() {
 #[test]
 fn bad_flags_exit_2() {
     let dir = tempfile::tempdir().unwrap();
-    for args in [
-        &["sync", "--chunk-size", "0"][..],
-        &["sync", "--chunk-size", "1001"],
-        &["sync", "--rate", "0"],
-        &["sync", "--format", "xml"],
-        &["sync", "--api-key", "x"],
+    for (args, says) in [
+        (&["sync", "--chunk-size", "0"][..], "--chunk-size"),
+        (&["sync", "--chunk-size", "1001"], "1001"),
+        (&["sync", "--rate", "0"], "requests per second above 0"),
+        (
+            &["sync", "--format", "xml"],
+            "possible values: auto, csv, json, jsonl",
+        ),
+        (
+            &["sync", "--api-key", "x"],
+            "unexpected argument '--api-key'",
+        ),
+        (
+            &["sync", "--max-removals", "ten"],
+            "a count (25) or a percentage (10%)",
+        ),
+        (
+            &["sync", "--max-throttle-wait", "soon"],
+            "is not a duration",
+        ),
     ] {
-        bin(dir.path()).args(args).assert().code(2);
+        bin(dir.path())
+            .args(args)
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(says));
     }
 }
 
@@ -424,4 +442,36 @@ fn quiet_prints_no_summary() {
         .assert()
         .code(0)
         .stderr(predicate::str::is_empty());
+}
+
+/// --delimiter names the separator the header would not give away: here a pipe, in a file
+/// whose values hold commas.
+#[tokio::test(flavor = "multi_thread")]
+async fn delimiter_end_to_end() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.txt"),
+        "organizationId|organizationUserGroupId|userId\nacme|eng|a,b\nacme|ops|c\n",
+    )
+    .unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args(["sync", "in.txt", "--format", "csv", "--delimiter", "|"])
+        .args(["--base-url", &emu.base_url()]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        emu.memberships(),
+        [
+            ("acme".into(), "eng".into(), "a,b".into()),
+            ("acme".into(), "ops".into(), "c".into())
+        ]
+    );
 }

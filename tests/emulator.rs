@@ -183,3 +183,65 @@ async fn faults_latency_and_unavailability() {
     assert_eq!(body["error"]["status"], "UNAVAILABLE");
     assert!(emu.memberships().is_empty());
 }
+
+/// The standalone `emulator` command: `--require-credentials` takes the key and token from
+/// the environment and refuses requests that carry others; `--window-limit` gives a
+/// per-minute quota.
+#[tokio::test]
+async fn the_emulator_command_serves_with_required_credentials() {
+    use std::io::BufRead;
+    // A free port, taken and let go (the command needs a number).
+    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_velt-group-sync"))
+        .args([
+            "emulator",
+            "--port",
+            &port.to_string(),
+            "--require-credentials",
+        ])
+        .args(["--window-limit", "2/1m", "--no-retry-after"])
+        .env("VELT_API_KEY", "the-key")
+        .env("VELT_AUTH_TOKEN", "the-token")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(
+        first.contains(&format!("listening on http://127.0.0.1:{port}")),
+        "{first}"
+    );
+    let url = format!("http://127.0.0.1:{port}/v1/organizations/usergroups/users/add");
+    let send = |key: &'static str| {
+        reqwest::Client::new()
+            .post(&url)
+            .header("content-type", "application/json")
+            .header("x-velt-api-key", key)
+            .header("x-velt-auth-token", "the-token")
+            .body(add_body(&["a"]).to_string())
+            .send()
+    };
+    let wrong = send("other-key").await.unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert_eq!(send("the-key").await.unwrap().status().as_u16(), 200);
+    let throttled = send("the-key").await.unwrap();
+    assert_eq!(
+        throttled.status().as_u16(),
+        429,
+        "two a minute, and the 401 counted"
+    );
+    assert!(throttled.headers().get("retry-after").is_none());
+    let body: Value = throttled.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "Rate limit exceeded. Please try again after 1 minute."
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

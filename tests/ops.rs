@@ -448,7 +448,7 @@ fn help_completions_and_man_page_never_show_a_secret() {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_count_throttled_requests_and_retries() {
     let emu = emulator(EmulatorConfig {
-        rate_limit: Some(2.0),
+        rate_limit: Some(3.0),
         ..EmulatorConfig::default()
     })
     .await;

@@ -485,34 +485,54 @@ async fn a_signal_while_reading_stops_at_once_before_any_write() {
     assert_eq!(emu.calls(Call::Add) + emu.calls(Call::Delete), 0);
 }
 
-/// Reads share the adds' rate limit, retries and classification: under a 20/s limit no
-/// second of reads holds more than 21 calls, and 503s on reads are retried to a clean result.
+/// A mirror report fed back with --only-status: its removal rows are not memberships to add
+/// back, whatever their status.
 #[tokio::test(flavor = "multi_thread")]
-async fn reads_keep_the_rate_limit_and_are_retried() {
-    let emu = emulator(EmulatorConfig {
-        unavailable_fraction: 0.3,
-        ..EmulatorConfig::default()
-    })
-    .await;
-    let mut input = Vec::new();
-    for g in 0..40 {
-        let group = format!("g{g:02}");
-        emu.seed("acme", &group, ["u1"]);
-        input.push(format!("acme,{group},u1"));
-    }
-    let (code, rows) = sync(
-        &emu,
-        &refs(&input),
-        &["--mode", "delta", "--rate", "20", "--max-backoff", "200ms"],
-    )
-    .await;
-    assert_eq!(code, 0, "every read got through in the end");
-    assert!(rows.iter().all(|r| r["status"] == "unchanged"), "{rows:?}");
-    assert_eq!(emu.calls(Call::Add), 0);
-    assert!(
-        emu.calls(Call::GetUsers) > 40,
-        "some reads met a 503 and were sent again"
+async fn only_status_on_a_mirror_report_leaves_its_removals_out() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let list = users("u", 20);
+    emu.seed(
+        "acme",
+        "eng",
+        list.iter().cloned().chain(["x1".into(), "x2".into()]),
     );
-    let most = max_in_window(&emu.arrivals(), std::time::Duration::from_secs(1));
-    assert!(most <= 21, "{most} calls in one second at --rate 20");
+    let mut input = rows_for("eng", &list);
+    input.push("acme,eng,n1".into());
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("organizationId,organizationUserGroupId,userId\n");
+    text.push_str(&input.join("\n"));
+    std::fs::write(dir.path().join("in.csv"), text).unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args([
+        "sync",
+        "in.csv",
+        "--base-url",
+        &emu.base_url(),
+        "--mode",
+        "mirror",
+    ])
+    .args(["--report", "mirror.csv"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report = read_report(&dir.path().join("mirror.csv"));
+    assert_eq!(
+        report.iter().filter(|r| r["status"] == "removed").count(),
+        2
+    );
+    // Fed back: every `added` and `removed` row is wanted, but only the add is a membership.
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args(["sync", "mirror.csv", "--base-url", &emu.base_url()])
+        .args(["--only-status", "added,removed", "--report", "again.csv"]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let again = read_report(&dir.path().join("again.csv"));
+    assert_eq!(outcome(&again, "eng"), ["n1=added/add"]);
+    assert!(
+        !members(&emu, "eng").contains(&"x1".to_string()),
+        "not added back"
+    );
 }

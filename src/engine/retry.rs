@@ -138,7 +138,9 @@ impl Budget {
                 message = "most recent attempts failed; slowing retries down"
             );
         }
-        Err(Duration::from_secs_f64((cost - s.0) / self.refill_per_sec))
+        // At least a millisecond: a wait that rounds to nothing would spin.
+        Err(Duration::from_secs_f64((cost - s.0) / self.refill_per_sec)
+            .max(Duration::from_millis(1)))
     }
 
     /// A success earns tokens back: the retry's cost for a retried request, 1 otherwise.

@@ -158,3 +158,97 @@ pub fn max_in_window(times: &[std::time::Duration], window: std::time::Duration)
     }
     most
 }
+
+/// What an in-process run left: its exit code (or error), its figures and its report rows.
+pub struct InProcess {
+    pub result: Result<u8, velt_group_sync::error::Error>,
+    pub stats: velt_group_sync::metrics::RunStats,
+    pub rows: Vec<Row>,
+}
+
+/// `sync INPUT ARGS...` run in-process (the library, not the binary) against an in-process
+/// emulator, so that a test on a paused clock (`#[tokio::test(start_paused = true)]`) runs
+/// minutes of pacing in milliseconds. The input is `dir/in.csv`; the report goes to
+/// `dir/report.csv`.
+pub async fn sync_in_process(emu: &Emulator, dir: &Path, args: &[&str]) -> InProcess {
+    sync_in_process_with(emu, dir, args, velt_group_sync::interrupt::Interrupt::new()).await
+}
+
+/// The same, with an interrupt the test may cancel.
+pub async fn sync_in_process_with(
+    emu: &Emulator,
+    dir: &Path,
+    args: &[&str],
+    interrupt: velt_group_sync::interrupt::Interrupt,
+) -> InProcess {
+    use clap::Parser;
+    use velt_group_sync::cli::{Cli, Command};
+    let input = dir.join("in.csv");
+    let report = dir.join("report.csv");
+    let mut argv = vec![
+        "velt-group-sync",
+        "-q",
+        "sync",
+        input.to_str().expect("path"),
+        "--report",
+        report.to_str().expect("path"),
+    ];
+    argv.extend_from_slice(args);
+    let cli = Cli::try_parse_from(argv).expect("arguments");
+    let Command::Sync(args) = cli.command else {
+        panic!("not a sync command")
+    };
+    let client = velt_group_sync::client::VeltClient::in_process(
+        emu.router(),
+        args.api_version,
+        &velt_group_sync::client::Credentials::new(API_KEY, AUTH_TOKEN),
+        args.timeout,
+    )
+    .expect("client");
+    let session = velt_group_sync::sync::Session {
+        client: Some(client),
+        interrupt,
+        output: velt_group_sync::output::Output {
+            quiet: true,
+            json_logs: false,
+        },
+    };
+    let synced = velt_group_sync::sync::sync(&args, &session).await;
+    let rows = if report.exists() {
+        read_report(&report)
+    } else {
+        Vec::new()
+    };
+    InProcess {
+        result: synced.result,
+        stats: synced.stats,
+        rows,
+    }
+}
+
+/// `groups` groups of `users` users each, as `org,gNN,user-NNNN` rows of `dir/in.csv`.
+pub fn write_groups(dir: &Path, groups: usize, users: usize) {
+    let mut input = String::from("orgId,groupId,userId\n");
+    for g in 0..groups {
+        for u in 0..users {
+            input.push_str(&format!("org,g{g:02},user-{u:04}\n"));
+        }
+    }
+    std::fs::write(dir.join("in.csv"), input).unwrap();
+}
+
+/// Every membership the emulator holds, as `group/user`.
+pub fn held(emu: &Emulator) -> std::collections::BTreeSet<String> {
+    emu.memberships()
+        .into_iter()
+        .map(|(_, g, u)| format!("{g}/{u}"))
+        .collect()
+}
+
+/// The `group/user` of the rows with this status.
+pub fn rows_with(rows: &[Row], status: &str) -> std::collections::BTreeSet<String> {
+    rows.iter()
+        .filter(|r| r["status"] == status)
+        .map(|r| format!("{}/{}", r["organizationUserGroupId"], r["userId"]))
+        .collect()
+}
