@@ -199,51 +199,32 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 }
                 Err(failure) => failure,
             };
+            let mut failure = failure;
             if let Failure::Refused { detail: d, .. } = &failure
                 && kind == Kind::Add
                 && d.error_status.as_deref() == Some("NOT_FOUND")
             {
-                if run.opts.create_missing_groups && !created {
-                    // Create the group, then send the same users again.
+                // The group may not exist: create it once and send the same users again, or
+                // say how to.
+                let why = if !run.opts.create_missing_groups {
+                    "the group may not exist; pass --create-missing-groups to create it".to_string()
+                } else if !created {
                     created = true;
                     match run.ensure_group(group).await {
                         Ok(()) => continue,
-                        Err(why) => {
-                            let d = detail(
-                                format!("{}; {why}", d.message),
-                                d.error_status.clone(),
-                                d.http_status,
-                            );
-                            self.settle(
-                                task,
-                                &pending,
-                                &Failure::Refused {
-                                    detail: d,
-                                    invalid_argument: false,
-                                },
-                            );
-                            return Sent::Done;
-                        }
+                        Err(why) => why,
                     }
-                } else if !run.opts.create_missing_groups {
-                    let d = detail(
-                        format!(
-                            "{} (the group may not exist; pass --create-missing-groups to create it)",
-                            d.message
-                        ),
+                } else {
+                    "the group was created, and the server still does not find it".to_string()
+                };
+                failure = Failure::Refused {
+                    detail: detail(
+                        format!("{} ({why})", d.message),
                         d.error_status.clone(),
                         d.http_status,
-                    );
-                    self.settle(
-                        task,
-                        &pending,
-                        &Failure::Refused {
-                            detail: d,
-                            invalid_argument: false,
-                        },
-                    );
-                    return Sent::Done;
-                }
+                    ),
+                    invalid_argument: false,
+                };
             }
             self.settle(task, &pending, &failure);
             return match failure {
