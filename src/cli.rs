@@ -11,6 +11,9 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::engine::defaults;
+pub use crate::text::parse_duration;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "velt-group-sync",
@@ -126,7 +129,7 @@ pub struct ValidateArgs {
     pub input: InputArgs,
 
     /// Most user IDs per add request, for the request count.
-    #[arg(long, value_name = "N", default_value_t = 100, env = "VELT_CHUNK_SIZE",
+    #[arg(long, value_name = "N", default_value_t = defaults::CHUNK_SIZE, env = "VELT_CHUNK_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub chunk_size: u32,
 }
@@ -144,7 +147,7 @@ pub struct SyncArgs {
 
     /// Mirror mode: most removals per group, a count (`25`) or a share of its current members
     /// (`10%`, at least 1). A group needing more is left alone and reported; the run exits 1.
-    #[arg(long, value_name = "N|P%", default_value = "10%", value_parser = parse_max_removals,
+    #[arg(long, value_name = "N|P%", default_value = defaults::MAX_REMOVALS, value_parser = MaxRemovals::parse,
           env = "VELT_MAX_REMOVALS")]
     pub max_removals: MaxRemovals,
 
@@ -154,7 +157,7 @@ pub struct SyncArgs {
     pub create_missing_groups: bool,
 
     /// Members per page when reading groups (delta and mirror modes).
-    #[arg(long, value_name = "N", default_value_t = 1000, env = "VELT_PAGE_SIZE",
+    #[arg(long, value_name = "N", default_value_t = defaults::PAGE_SIZE, env = "VELT_PAGE_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
 
@@ -180,34 +183,34 @@ pub struct SyncArgs {
     pub auth_token_file: Option<PathBuf>,
 
     /// Most user IDs per add request.
-    #[arg(long, value_name = "N", default_value_t = 100, env = "VELT_CHUNK_SIZE",
+    #[arg(long, value_name = "N", default_value_t = defaults::CHUNK_SIZE, env = "VELT_CHUNK_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub chunk_size: u32,
 
     /// Requests per second (fractions allowed, e.g. 0.5), or `auto`: start low, speed up while
     /// the API accepts, back off when it throttles, never above --max-rate.
-    #[arg(long, value_name = "R|auto", default_value = "10", value_parser = parse_rate_arg,
+    #[arg(long, value_name = "R|auto", default_value = defaults::RATE, value_parser = parse_rate_arg,
           env = "VELT_RATE")]
     pub rate: RateArg,
 
     /// The ceiling for --rate auto.
-    #[arg(long, value_name = "R", default_value_t = 500.0, value_parser = parse_rate,
+    #[arg(long, value_name = "R", default_value_t = defaults::MAX_RATE, value_parser = parse_rate,
           env = "VELT_MAX_RATE")]
     pub max_rate: f64,
 
     /// Requests in flight at first; raised automatically, up to --max-concurrency, when the
     /// rate times the observed latency needs more.
-    #[arg(long, value_name = "C", default_value_t = 4, env = "VELT_CONCURRENCY",
+    #[arg(long, value_name = "C", default_value_t = defaults::CONCURRENCY, env = "VELT_CONCURRENCY",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
 
     /// The most requests in flight at once.
-    #[arg(long, value_name = "C", default_value_t = 64, env = "VELT_MAX_CONCURRENCY",
+    #[arg(long, value_name = "C", default_value_t = defaults::MAX_CONCURRENCY, env = "VELT_MAX_CONCURRENCY",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_concurrency: u32,
 
     /// Requests the limiter lets through at once; any 1-second window holds at most RATE + BURST.
-    #[arg(long, value_name = "B", default_value_t = 1, env = "VELT_BURST",
+    #[arg(long, value_name = "B", default_value_t = defaults::BURST, env = "VELT_BURST",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub burst: u32,
 
@@ -217,17 +220,17 @@ pub struct SyncArgs {
     pub timeout: Duration,
 
     /// Retries per request after throttling, server faults and lost connections.
-    #[arg(long, value_name = "N", default_value_t = 6, env = "VELT_MAX_RETRIES")]
+    #[arg(long, value_name = "N", default_value_t = defaults::MAX_RETRIES, env = "VELT_MAX_RETRIES")]
     pub max_retries: u32,
 
     /// Longest wait between retries (exponential backoff with full jitter from 500 ms).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+    #[arg(long, value_name = "DURATION", default_value = defaults::MAX_BACKOFF, value_parser = parse_duration,
           env = "VELT_MAX_BACKOFF")]
     pub max_backoff: Duration,
 
     /// Longest Retry-After honoured; a longer one gives the request's users up
     /// (`not_attempted`, RESOURCE_EXHAUSTED).
-    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration,
+    #[arg(long, value_name = "DURATION", default_value = defaults::MAX_RETRY_AFTER, value_parser = parse_duration,
           env = "VELT_MAX_RETRY_AFTER")]
     pub max_retry_after: Duration,
 
@@ -235,12 +238,12 @@ pub struct SyncArgs {
     /// requests never spend --max-retries: the run pauses (for Retry-After, the wait the
     /// message names, or 1 s doubling to 60 s) and sends them again. Past this, what was not
     /// sent is `not_attempted` and the run exits 1.
-    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration,
+    #[arg(long, value_name = "DURATION", default_value = defaults::MAX_THROTTLE_WAIT, value_parser = parse_duration,
           env = "VELT_MAX_THROTTLE_WAIT")]
     pub max_throttle_wait: Duration,
 
     /// After SIGINT/SIGTERM, how long in-flight requests may finish before the report is written.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration,
+    #[arg(long, value_name = "DURATION", default_value = defaults::GRACE, value_parser = parse_duration,
           env = "VELT_GRACE")]
     pub grace: Duration,
 
@@ -339,18 +342,6 @@ pub struct EmulatorArgs {
 
 pub use crate::engine::{MaxRemovals, Mode};
 
-fn parse_max_removals(s: &str) -> Result<MaxRemovals, String> {
-    let s = s.trim();
-    let err = || "expected a count (25) or a percentage (10%)".to_string();
-    match s.strip_suffix('%') {
-        Some(p) => match p.trim().parse::<f64>() {
-            Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(MaxRemovals::Percent(p)),
-            _ => Err(err()),
-        },
-        None => s.parse::<u64>().map(MaxRemovals::Count).map_err(|_| err()),
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
     Auto,
@@ -444,28 +435,6 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     }
 }
 
-/// `30s`, `500ms`, `2m`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 0.001)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60.0)
-    } else {
-        (s, 1.0)
-    };
-    match number.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
-            Ok(Duration::from_secs_f64(v * scale))
-        }
-        _ => Err(format!(
-            "`{s}` is not a duration; write e.g. 30s, 500ms or 2m"
-        )),
-    }
-}
-
 fn parse_window_limit(s: &str) -> Result<(u32, Duration), String> {
     let err = || format!("`{s}` is not a quota; write e.g. 30/1m (30 requests a minute)");
     let (n, window) = s.split_once('/').ok_or_else(err)?;
@@ -516,15 +485,15 @@ mod tests {
 
     #[test]
     fn removal_limits() {
-        let ten = parse_max_removals("10%").unwrap();
+        let ten = MaxRemovals::parse("10%").unwrap();
         assert_eq!(ten.limit(200), 20);
         assert_eq!(ten.limit(5), 1, "at least one");
         assert_eq!(ten.limit(0), 1);
-        assert_eq!(parse_max_removals("3").unwrap().limit(1000), 3);
-        assert_eq!(parse_max_removals("0").unwrap().limit(1000), 0);
-        assert!(parse_max_removals("101%").is_err());
-        assert!(parse_max_removals("-1").is_err());
-        assert!(parse_max_removals("many").is_err());
+        assert_eq!(MaxRemovals::parse("3").unwrap().limit(1000), 3);
+        assert_eq!(MaxRemovals::parse("0").unwrap().limit(1000), 0);
+        assert!(MaxRemovals::parse("101%").is_err());
+        assert!(MaxRemovals::parse("-1").is_err());
+        assert!(MaxRemovals::parse("many").is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! line or the report: clipped to a readable length, control characters escaped.
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 /// Most characters of one quoted value.
 const CLIP_CHARS: usize = 80;
@@ -40,6 +41,28 @@ pub fn escape_controls(value: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// `30s`, `500ms`, `2m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, scale) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (s, 1.0)
+    };
+    match number.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 && v * scale < 1e9 => {
+            Ok(Duration::from_secs_f64(v * scale))
+        }
+        _ => Err(format!(
+            "`{s}` is not a duration; write e.g. 30s, 500ms or 2m"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,36 @@ impl MaxRemovals {
             MaxRemovals::Percent(p) => ((current as f64 * p / 100.0).floor() as usize).max(1),
         }
     }
+
+    /// `--max-removals`: `25` or `10%`.
+    pub fn parse(s: &str) -> Result<MaxRemovals, String> {
+        let s = s.trim();
+        let err = || "expected a count (25) or a percentage (10%)".to_string();
+        match s.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(MaxRemovals::Percent(p)),
+                _ => Err(err()),
+            },
+            None => s.parse::<u64>().map(MaxRemovals::Count).map_err(|_| err()),
+        }
+    }
+}
+
+/// The engine's defaults, which the command line's are: one place for each.
+pub mod defaults {
+    pub const CHUNK_SIZE: u32 = 100;
+    pub const RATE: &str = "10";
+    pub const MAX_RATE: f64 = 500.0;
+    pub const CONCURRENCY: u32 = 4;
+    pub const MAX_CONCURRENCY: u32 = 64;
+    pub const BURST: u32 = 1;
+    pub const MAX_RETRIES: u32 = 6;
+    pub const MAX_BACKOFF: &str = "30s";
+    pub const MAX_RETRY_AFTER: &str = "120s";
+    pub const MAX_THROTTLE_WAIT: &str = "30m";
+    pub const GRACE: &str = "10s";
+    pub const MAX_REMOVALS: &str = "10%";
+    pub const PAGE_SIZE: u32 = 1000;
 }
 
 #[derive(Debug, Clone)]
@@ -89,24 +119,27 @@ pub struct ExecOptions {
 
 impl Default for ExecOptions {
     fn default() -> ExecOptions {
+        // The constants are well-formed (a unit test says so); a typo would show as zero.
+        let duration = |text| crate::text::parse_duration(text).unwrap_or_default();
         ExecOptions {
-            chunk_size: 100,
-            rate: 10.0,
+            chunk_size: defaults::CHUNK_SIZE as usize,
+            rate: defaults::RATE.parse().unwrap_or(1.0),
             adaptive: false,
-            burst: 1,
-            concurrency: 4,
-            max_concurrency: 64,
-            max_retries: 6,
+            burst: defaults::BURST,
+            concurrency: defaults::CONCURRENCY as usize,
+            max_concurrency: defaults::MAX_CONCURRENCY as usize,
+            max_retries: defaults::MAX_RETRIES,
             base_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
-            max_retry_after: Duration::from_secs(120),
-            max_throttle_wait: Duration::from_secs(30 * 60),
-            grace: Duration::from_secs(10),
+            max_backoff: duration(defaults::MAX_BACKOFF),
+            max_retry_after: duration(defaults::MAX_RETRY_AFTER),
+            max_throttle_wait: duration(defaults::MAX_THROTTLE_WAIT),
+            grace: duration(defaults::GRACE),
             mode: Mode::Add,
-            max_removals: MaxRemovals::Percent(10.0),
+            max_removals: MaxRemovals::parse(defaults::MAX_REMOVALS)
+                .unwrap_or(MaxRemovals::Count(0)),
             allow_empty: false,
             create_missing_groups: false,
-            page_size: 1000,
+            page_size: defaults::PAGE_SIZE,
             dry_run: false,
         }
     }
@@ -451,6 +484,17 @@ async fn sleep_until_opt(t: Option<Instant>) {
 mod tests {
     use super::*;
     use crate::plan::{Defaults, Planner, Sink};
+
+    #[test]
+    fn the_defaults_are_well_formed() {
+        let o = ExecOptions::default();
+        assert_eq!(o.rate, 10.0);
+        assert_eq!(o.max_backoff, Duration::from_secs(30));
+        assert_eq!(o.max_retry_after, Duration::from_secs(120));
+        assert_eq!(o.max_throttle_wait, Duration::from_secs(1800));
+        assert_eq!(o.grace, Duration::from_secs(10));
+        assert_eq!(o.max_removals, MaxRemovals::Percent(10.0));
+    }
 
     /// Whatever the input and the server hold, mirror never lets through more removals than
     /// the limit, and never all of a group's members without `allow_empty`.
