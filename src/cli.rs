@@ -19,8 +19,10 @@ pub use crate::text::parse_duration;
     name = "velt-group-sync",
     version,
     about = "Add users to Velt organization user groups in bulk, with a per-membership report.",
-    after_help = "Exit codes: 0 every membership added (or planned), 1 at least one membership not added, \
-                  2 usage, input or configuration error (nothing sent), 3 the API rejected the credentials."
+    after_help = "Exit codes: 0 every membership added (or planned), 1 at least one membership not added \
+                  (or the report, metrics or journal could not be written), 2 usage, input or configuration \
+                  error (nothing sent), 3 the API rejected the credentials, 130/143 interrupted by \
+                  SIGINT/SIGTERM (the report says what was sent)."
 )]
 pub struct Cli {
     #[command(subcommand)]
