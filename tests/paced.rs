@@ -76,8 +76,9 @@ async fn the_server_never_sees_more_than_rate_plus_burst() {
     let arrivals = emu.arrivals();
     assert_eq!(arrivals.len(), 200);
     let most = max_in_window(&arrivals, Duration::from_secs(1));
+    // rate + burst, and one request of slack for a window edge.
     assert!(
-        most <= 53,
+        most <= 54,
         "{most} requests in one second at --rate 50 --burst 3"
     );
     // And it is used: 200 requests at 50/s take about 4 s, not much more.
@@ -174,8 +175,9 @@ async fn max_rate_caps_auto() {
     let run = sync_in_process(&emu, dir.path(), &args).await;
     assert_eq!(run.result.unwrap(), 0);
     let most = max_in_window(&emu.arrivals(), Duration::from_secs(1));
+    // The cap plus the burst, and one request of slack for a window edge.
     assert!(
-        (7..=9).contains(&most),
+        (7..=10).contains(&most),
         "{most} in one second at --max-rate 8"
     );
 }
@@ -361,5 +363,6 @@ async fn reads_keep_the_rate_limit_and_are_retried() {
         "some reads met a 503 and were sent again"
     );
     let most = max_in_window(&emu.arrivals(), Duration::from_secs(1));
-    assert!(most <= 21, "{most} calls in one second at --rate 20");
+    // rate + burst, and one request of slack for a window edge.
+    assert!(most <= 22, "{most} calls in one second at --rate 20");
 }
