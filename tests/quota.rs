@@ -210,3 +210,21 @@ async fn past_the_throttle_budget_the_rest_is_not_attempted_never_failed() {
     assert_eq!(r.execution.throttled_for, Duration::from_secs(120));
     assert!(r.elapsed < Duration::from_secs(125), "{:?}", r.elapsed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn auto_rate_against_thirty_a_minute_learns_the_window_too() {
+    let config = EmulatorConfig {
+        window_limit: WINDOW_30,
+        omit_retry_after: true,
+        ..EmulatorConfig::default()
+    };
+    let opts = ExecOptions {
+        adaptive: true,
+        rate: 500.0,
+        ..ExecOptions::default()
+    };
+    let r = run(config, plan(100, 98), opts).await;
+    // Slow start from 1 request a second reaches the quota in the first window.
+    let least = least_time(100, 30, Duration::from_secs(60), 10.0);
+    assert_within_quota_figures(&r, 9_800, least);
+}
