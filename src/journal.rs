@@ -3,7 +3,9 @@
 //! re-run and send only what was not confirmed.
 //!
 //! Format: a header line that ties the journal to its input and target, then one membership
-//! index per line. Indexes are positions in the plan, which the fingerprint pins down: the same
+//! index per line, and `complete` once the run that wrote it settled every membership (such a
+//! journal, like one for another input, is set aside, never resumed). A run holds the
+//! journal's advisory lock (`flock`) from open to exit. Indexes are positions in the plan, which the fingerprint pins down: the same
 //! memberships in the same order, sent to the same base URL and API version. A torn last line
 //! (the process died mid-write) is dropped when the journal is opened again.
 
@@ -41,14 +43,56 @@ pub fn fingerprint(plan: &Plan, base_url: &str, api_version: &str) -> u64 {
     h
 }
 
+/// Opens (or creates) the journal file and takes its advisory lock, or says who holds it.
+fn open_locked(path: &Path) -> Result<File, Error> {
+    let file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
+            "{}: another run holds this --state journal (it is locked); wait for it to finish, \
+             or give this run its own --state path",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// Renames the journal to `PATH.prev`, replacing an older one; returns the new name.
+fn set_aside(path: &Path) -> io::Result<PathBuf> {
+    let mut prev = path.as_os_str().to_owned();
+    prev.push(".prev");
+    let prev = PathBuf::from(prev);
+    std::fs::rename(path, &prev)?;
+    Ok(prev)
+}
+
 pub struct Journal {
     path: PathBuf,
     file: File,
     buf: Vec<u8>,
 }
 
+/// The last line of a journal whose run settled every membership: it is not resumed again.
+const COMPLETE: &str = "complete";
+
 impl Journal {
-    /// Opens or creates the journal; returns it with the indexes already confirmed.
+    /// Opens or creates the journal, locked for this run, with the indexes already confirmed.
+    ///
+    /// Only the interrupted or incomplete run that wrote a journal is resumed from it: a
+    /// journal for another input or target, or one whose run completed, is set aside as
+    /// `PATH.prev` (replacing an older one) and the run starts afresh. Another run holding
+    /// the journal is an error (exit 2), before anything is sent.
     pub fn open(
         path: &Path,
         fingerprint: u64,
@@ -62,44 +106,40 @@ impl Journal {
         // earlier run in it, and reading `/dev/zero` would never end.
         if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
             let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
-            return Ok((
-                Journal {
-                    path: path.to_path_buf(),
-                    file,
-                    buf: Vec::new(),
-                },
-                Vec::new(),
-            ));
+            return Ok((Journal::with(path, file), Vec::new()));
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(io_err)?;
         let header = format!("{MAGIC} fingerprint={fingerprint:016x} memberships={memberships}\n");
+        let mut file = open_locked(path)?;
         let mut text = Vec::new();
         file.read_to_end(&mut text).map_err(io_err)?;
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let completed = text[..whole]
+            .strip_suffix(b"\n")
+            .is_some_and(|t| t.ends_with(COMPLETE.as_bytes()));
+        if !text.is_empty() && (completed || !text.starts_with(header.as_bytes())) {
+            let why = if completed {
+                "its run completed"
+            } else {
+                "it was written for another input or target"
+            };
+            let prev = set_aside(path).map_err(io_err)?;
+            tracing::info!(
+                event = "state_set_aside",
+                path = %path.display(),
+                moved_to = %prev.display(),
+                message = %format!("not resuming from the journal: {why}; starting afresh"),
+            );
+            // The lock stays with the old file; the new one is locked afresh.
+            file = open_locked(path)?;
+            text.clear();
+        }
         let mut confirmed = Vec::new();
         if text.is_empty() {
             file.write_all(header.as_bytes()).map_err(io_err)?;
             file.sync_data().map_err(io_err)?;
         } else {
             let shown = path.display();
-            if !text.starts_with(header.as_bytes()) {
-                let first =
-                    String::from_utf8_lossy(text.split(|&b| b == b'\n').next().unwrap_or(&[]))
-                        .chars()
-                        .take(120)
-                        .collect::<String>();
-                return Err(Error::Config(format!(
-                    "{shown}:1: this state file belongs to another input or target (it says `{first}`, this run is `{}`); \
-                     use a new --state path, or delete the file to start over",
-                    header.trim_end()
-                )));
-            }
             // Only whole lines count: a line cut short by a crash is dropped and overwritten.
-            let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             for (n, line) in text[header.len()..whole]
                 .split(|&b| b == b'\n')
                 .enumerate()
@@ -122,14 +162,22 @@ impl Journal {
                 file.seek(SeekFrom::End(0)).map_err(io_err)?;
             }
         }
-        Ok((
-            Journal {
-                path: path.to_path_buf(),
-                file,
-                buf: Vec::new(),
-            },
-            confirmed,
-        ))
+        Ok((Journal::with(path, file), confirmed))
+    }
+
+    fn with(path: &Path, file: File) -> Journal {
+        Journal {
+            path: path.to_path_buf(),
+            file,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Marks the run that wrote the journal as complete: every membership settled, so the
+    /// next run starts afresh instead of resuming (a night's export differs from the last).
+    pub fn complete(&mut self) -> io::Result<()> {
+        self.file.write_all(format!("{COMPLETE}\n").as_bytes())?;
+        self.file.sync_data()
     }
 
     pub fn path(&self) -> &Path {

@@ -126,6 +126,14 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
     )
     .await;
     progress.finish_and_clear();
+    let mut execution = execution;
+    if let Some(j) = journal.as_mut()
+        && settled(&plan, &execution)
+        && execution.journal_error.is_none()
+        && let Err(e) = j.complete()
+    {
+        execution.journal_error = Some(e.to_string());
+    }
     stats.requests = execution.requests_by_status.clone();
     stats.retries = execution.retries;
     stats.throttled = execution.throttled;
@@ -205,6 +213,23 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
         return Ok(exit::INCOMPLETE);
     }
     Ok(code)
+}
+
+/// Whether the run left nothing to resume: not cut short, and every membership has a
+/// definite outcome (a removal that a safety limit refused counts as one).
+fn settled(plan: &Plan, execution: &crate::engine::Execution) -> bool {
+    execution.interrupted.is_none()
+        && execution.auth_failure.is_none()
+        && !execution.throttle_exhausted
+        && execution
+            .outcomes
+            .iter()
+            .zip(&plan.memberships)
+            .all(|(o, m)| match o.status {
+                Status::Unconfirmed => false,
+                Status::NotAttempted => o.held_back && m.is_removal(),
+                _ => true,
+            })
 }
 
 /// The engine's options from the command line.

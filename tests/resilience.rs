@@ -396,20 +396,71 @@ async fn kill_9_then_resume_finishes_without_resending_what_the_journal_had() {
     );
 }
 
+/// Night after night on one fixed --state path: a journal whose run completed, or that was
+/// written for another export, is set aside (`.prev`) and the night starts afresh; it never
+/// blocks the next run, and never hides a membership the server lost since.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_journal_from_another_input_is_refused() {
+async fn a_fixed_state_path_never_blocks_the_next_night() {
     let emu = emulator(EmulatorConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     write_groups(dir.path(), 1, 3);
     let mut cmd = sync(dir.path(), &emu.base_url());
     cmd.args(["--state", "s"]);
     run(cmd).await.code(0);
+    let journal = std::fs::read_to_string(dir.path().join("s")).unwrap();
+    assert!(journal.ends_with("\ncomplete\n"), "{journal}");
+    // Someone removes a member on the server; the same export runs again.
+    let removed = reqwest::Client::new()
+        .post(format!(
+            "{}/v1/organizations/usergroups/users/delete",
+            emu.base_url()
+        ))
+        .header("x-velt-api-key", API_KEY)
+        .header("x-velt-auth-token", AUTH_TOKEN)
+        .json(
+            &json!({"data": {"organizationId": "org", "organizationUserGroupId": "g00",
+                               "userIds": ["user-0001"]}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status().as_u16(), 200);
+    let mut cmd = sync(dir.path(), &emu.base_url());
+    cmd.args(["--state", "s"]);
+    run(cmd).await.code(0);
+    let rows = report(dir.path());
+    assert!(
+        rows.iter().all(|r| !r["message"].contains("earlier run")),
+        "{rows:?}"
+    );
+    assert_eq!(held(&emu).len(), 3, "the lost member is back");
+    assert!(dir.path().join("s.prev").exists());
+    // The next night's export differs: a new journal, the old one set aside.
     write_groups(dir.path(), 1, 4);
+    let mut cmd = sync(dir.path(), &emu.base_url());
+    cmd.args(["--state", "s", "-v"]);
+    let out = run(cmd).await.code(0);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("state_set_aside"), "{stderr}");
+    assert_eq!(held(&emu).len(), 4);
+}
+
+/// Two runs on one journal (a cron overlap, a manual run during the nightly one): the second
+/// exits 2 at once, naming the path, and sends nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_run_on_a_held_journal_exits_2_before_sending() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_groups(dir.path(), 1, 3);
+    let held_journal = std::fs::File::create(dir.path().join("s")).unwrap();
+    held_journal.try_lock().unwrap();
     let mut cmd = sync(dir.path(), &emu.base_url());
     cmd.args(["--state", "s"]);
     run(cmd).await.code(2).stderr(predicates::str::contains(
-        "belongs to another input or target",
+        "s: another run holds this --state journal",
     ));
+    assert_eq!(emu.requests(), 0);
+    drop(held_journal);
 }
 
 #[tokio::test(flavor = "multi_thread")]
