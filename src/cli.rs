@@ -143,7 +143,9 @@ pub struct SyncArgs {
 
     /// `add`: add every membership. `delta`: read each group's members first and add only the
     /// missing ones (others are `unchanged`). `mirror`: delta, and remove members the input does
-    /// not list (only in groups the input names; see --max-removals, --allow-empty).
+    /// not list (only in groups the input names; see --max-removals, --allow-empty). `remove`:
+    /// remove every membership the input lists (a leavers' list; or a run's report with
+    /// --only-status added, to undo that run); non-members are `unchanged`.
     #[arg(long, value_enum, default_value_t = Mode::Add, env = "VELT_MODE")]
     pub mode: Mode,
 

@@ -81,6 +81,8 @@ pub struct Plan {
     pub invalid: Vec<Invalid>,
     /// Valid records that repeated a membership already seen.
     pub duplicates: u64,
+    /// The input lists memberships to remove (`--mode remove`), not to add.
+    pub removing: bool,
     /// Every unique user ID, end to end.
     ids: String,
 }

@@ -125,10 +125,10 @@ pub fn for_each_row<E>(
                 Origin::Line(l) => Some(l),
                 Origin::Server => None,
             },
-            action: if m.is_removal() {
-                "remove"
-            } else if o.status == Status::Unchanged {
+            action: if o.status == Status::Unchanged {
                 "none"
+            } else if m.is_removal() || plan.removing {
+                "remove"
             } else {
                 "add"
             },

@@ -536,3 +536,117 @@ async fn only_status_on_a_mirror_report_leaves_its_removals_out() {
         "not added back"
     );
 }
+
+/// A leavers' list: `--mode remove` removes each listed membership that is there; a listed
+/// user who is not a member is `unchanged`; unlisted members stay.
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_mode_removes_exactly_the_listed_members() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let list = users("u", 10);
+    emu.seed("acme", "eng", list.clone());
+    let leavers = ["acme,eng,u03", "acme,eng,u04", "acme,eng,x99"];
+    let (code, rows) = sync(&emu, &leavers, &["--mode", "remove", "--max-removals", "2"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(
+        outcome(&rows, "eng"),
+        [
+            "u03=removed/remove",
+            "u04=removed/remove",
+            "x99=unchanged/none"
+        ]
+    );
+    assert!(
+        rows.iter().all(|r| !r["line"].is_empty()),
+        "every row is an input line"
+    );
+    let mut left = list.clone();
+    left.retain(|u| u != "u03" && u != "u04");
+    assert_eq!(members(&emu, "eng"), left);
+    assert_eq!(emu.calls(Call::Add), 0, "a removal list adds nothing");
+}
+
+/// Mirror's guards hold for removal lists: more than --max-removals, or every member without
+/// --allow-empty, and the group keeps them all (exit 1); a dry run removes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn remove_mode_keeps_to_the_removal_limits() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    emu.seed("acme", "eng", users("u", 10));
+    // 10% of 10 is 1; three would go.
+    let three = ["acme,eng,u01", "acme,eng,u02", "acme,eng,u03"];
+    let (code, rows) = sync(&emu, &three, &["--mode", "remove"]).await;
+    assert_eq!(code, 1);
+    assert!(rows.iter().all(|r| r["status"] == "not_attempted"
+        && r["action"] == "remove"
+        && r["message"].contains("--max-removals")));
+    let all: Vec<String> = rows_for("eng", &users("u", 10));
+    let (code, rows) = sync(
+        &emu,
+        &refs(&all),
+        &["--mode", "remove", "--max-removals", "100%"],
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(rows.iter().all(|r| r["message"].contains("--allow-empty")));
+    let (code, rows) = sync(
+        &emu,
+        &three,
+        &["--mode", "remove", "--max-removals", "3", "--dry-run"],
+    )
+    .await;
+    assert_eq!(code, 0);
+    assert!(
+        rows.iter()
+            .all(|r| r["status"] == "planned" && r["action"] == "remove")
+    );
+    assert_eq!(members(&emu, "eng").len(), 10);
+    assert_eq!(emu.calls(Call::Delete), 0);
+}
+
+/// The undo of a run: its report, `--only-status added`, in remove mode, takes out exactly
+/// what the run added and leaves the server as it was. The run is a delta run, whose report
+/// tells members that were there already (`unchanged`) from those it added; an add-mode
+/// run's `added` also covers users who were members before (the API answers alike).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_and_its_undo_leave_the_server_as_it_was() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    emu.seed("acme", "eng", users("old", 5));
+    let before = emu.memberships();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("organizationId,organizationUserGroupId,userId\n");
+    for u in users("old", 2).iter().chain(&users("new", 30)) {
+        text.push_str(&format!("acme,eng,{u}\nacme,ops,{u}\n"));
+    }
+    std::fs::write(dir.path().join("in.csv"), text).unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = bin_with_credentials(dir.path());
+        cmd.args(["sync", "--base-url", &emu.base_url()]).args(args);
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let out = run(&["in.csv", "--mode", "delta", "--report", "migration.csv"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(emu.memberships().len(), 5 + 30 + 32);
+    let out = run(&[
+        "migration.csv",
+        "--only-status",
+        "added",
+        "--mode",
+        "remove",
+        "--max-removals",
+        "100%",
+        "--allow-empty",
+        "--report",
+        "undo.csv",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(emu.memberships(), before, "the server is as it was");
+}

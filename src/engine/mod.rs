@@ -36,6 +36,8 @@ pub enum Mode {
     Add,
     Delta,
     Mirror,
+    /// Remove every membership of the input.
+    Remove,
 }
 
 /// `--max-removals`: a count, or a share of a group's current members.
@@ -339,6 +341,7 @@ pub async fn execute(
         outcomes[i as usize].detail = Some(confirmed.clone());
     }
     let mut unread = 0;
+    plan.removing = opts.mode == Mode::Remove;
     if opts.mode != Mode::Add {
         let Some(current) = run.read_groups(plan, interrupt).await else {
             // Interrupted while reading: nothing was written.
@@ -391,7 +394,13 @@ async fn send_all(
     interrupt: &Interrupt,
 ) -> Option<u8> {
     let mut pending: Vec<(&Group, Vec<u32>, Kind)> = Vec::new();
-    for kind in [Kind::Add, Kind::Remove] {
+    // A removal list adds nothing: its memberships are all removals (or unchanged).
+    let kinds: &[Kind] = if run.opts.mode == Mode::Remove {
+        &[Kind::Remove]
+    } else {
+        &[Kind::Add, Kind::Remove]
+    };
+    for &kind in kinds {
         for g in &plan.groups {
             let list = match kind {
                 Kind::Add => &g.members,

@@ -22,8 +22,13 @@ const MAX_GROUP_MEMBERS: u64 = 10_000_000;
 /// What reading the groups changes.
 #[derive(Debug, Default)]
 pub(crate) struct Changes {
-    /// Memberships that are there already.
+    /// Memberships that are there already (for `--mode remove`: that are not there).
     pub unchanged: Vec<u32>,
+    /// `--mode remove`: memberships of the input to remove, by group.
+    pub remove: Vec<(u32, u32)>,
+    /// Memberships not to be sent, and why (a removal a safety limit refused, a group that
+    /// could not be read in remove mode).
+    pub held: Vec<(u32, Arc<Detail>)>,
     /// Members to remove: (group index, user, the reason a safety limit refused it).
     pub removals: Vec<(u32, String, Option<Arc<Detail>>)>,
     /// Mirror mode: groups that could not be read, so their removals are unknown.
@@ -149,24 +154,40 @@ pub(crate) fn reconcile(
                 let why = e
                     .detail()
                     .map_or_else(|| "the run stopped".to_string(), |d| d.message.clone());
-                if opts.mode == Mode::Mirror {
+                if matches!(opts.mode, Mode::Mirror | Mode::Remove) {
                     changes.unread += 1;
+                }
+                if opts.mode == Mode::Remove {
+                    let held = detail(
+                        format!(
+                            "not removed: the group could not be read ({why}); re-run to remove"
+                        ),
+                        None,
+                        None,
+                    );
+                    changes
+                        .held
+                        .extend(group.members.iter().map(|&i| (i, held.clone())));
                 }
                 tracing::error!(
                     event = "read_failed",
                     organizationId = &*group.org,
                     organizationUserGroupId = &*group.id,
                     message = %why,
-                    consequence = if opts.mode == Mode::Mirror {
-                        "its users are added as in add mode; nothing is removed from it"
-                    } else {
-                        "its users are added as in add mode"
+                    consequence = match opts.mode {
+                        Mode::Mirror => "its users are added as in add mode; nothing is removed from it",
+                        Mode::Remove => "nothing is removed from it",
+                        _ => "its users are added as in add mode",
                     },
                 );
                 continue;
             }
         };
         let current: HashSet<&str> = members.iter().map(String::as_str).collect();
+        if opts.mode == Mode::Remove {
+            remove_listed(plan, g as u32, &current, opts, &mut changes);
+            continue;
+        }
         let mut listed = HashSet::with_capacity(group.members.len());
         for &i in &group.members {
             let user = plan.user_at(i);
@@ -202,6 +223,38 @@ pub(crate) fn reconcile(
         }
     }
     changes
+}
+
+/// `--mode remove`: the group's listed members that are members now are to go (under the
+/// same safety limits as mirror's); the others are `unchanged`.
+fn remove_listed(
+    plan: &Plan,
+    g: u32,
+    current: &HashSet<&str>,
+    opts: &ExecOptions,
+    changes: &mut Changes,
+) {
+    let group = &plan.groups[g as usize];
+    let (there, absent): (Vec<u32>, Vec<u32>) = group
+        .members
+        .iter()
+        .partition(|&&i| current.contains(plan.user_at(i)));
+    changes.unchanged.extend(absent);
+    if there.is_empty() {
+        return;
+    }
+    match refusal(
+        group,
+        there.len(),
+        current.len(),
+        opts.max_removals,
+        opts.allow_empty,
+    ) {
+        Some(why) => changes
+            .held
+            .extend(there.into_iter().map(|i| (i, why.clone()))),
+        None => changes.remove.extend(there.into_iter().map(|i| (g, i))),
+    }
 }
 
 /// Why a group's `removals` of `current` members are refused, if they are.
@@ -246,6 +299,12 @@ pub(crate) fn apply(plan: &mut Plan, outcomes: &mut Vec<Outcome>, changes: Chang
         if o.still_to_send() {
             o.status = Status::Unchanged;
         }
+    }
+    for (i, why) in changes.held {
+        outcomes[i as usize].hold(why);
+    }
+    for (g, i) in changes.remove {
+        plan.groups[g as usize].removals.push(i);
     }
     for (g, user, refused) in changes.removals {
         plan.push_removal(g, &user);
