@@ -282,6 +282,26 @@ pub struct SyncArgs {
     #[arg(long, value_name = "PATH", env = "VELT_METRICS_FILE")]
     pub metrics_file: Option<PathBuf>,
 
+    /// Push the same metrics to this Prometheus Pushgateway at the end of every run (PUT
+    /// URL/metrics/job/JOB/...); a gateway that cannot be reached is a warning, never a
+    /// failure of the run.
+    #[arg(long, value_name = "URL", env = "VELT_METRICS_PUSH")]
+    pub metrics_push: Option<String>,
+
+    /// The job the pushed metrics are grouped under.
+    #[arg(
+        long,
+        value_name = "NAME",
+        default_value = "velt-group-sync",
+        env = "VELT_METRICS_JOB"
+    )]
+    pub metrics_job: String,
+
+    /// A further grouping label for the pushed metrics, KEY=VALUE (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label, env = "VELT_METRICS_LABEL",
+          value_delimiter = ',')]
+    pub metrics_label: Vec<(String, String)>,
+
     /// Run against the built-in Velt emulator on a loopback port; no credentials needed.
     #[arg(long, conflicts_with_all = ["api_key_file", "auth_token_file"])]
     pub emulator: bool,
@@ -437,6 +457,24 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
         _ => Err("expected a number from 0 to 1".into()),
     }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+    let k = k.trim();
+    let valid = k
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid || k == "job" || k.starts_with("__") {
+        return Err(format!(
+            "`{k}` is not a label name for grouping (letters, digits and _, not `job`)"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
 }
 
 fn parse_window_limit(s: &str) -> Result<(u32, Duration), String> {

@@ -3,7 +3,7 @@
 //! The pipeline: [`input`] reads records into a [`plan`]; [`sync`] runs the command, with the
 //! [`engine`] sending the plan through the [`client`] and [`report`] writing one row per
 //! membership. Around it: [`cli`] (the command line), [`output`] (what stderr shows),
-//! [`interrupt`] (signals), [`journal`] (resume), [`metrics`], [`files`] (where result files
+//! [`interrupt`] (signals), [`journal`] (resume), [`metrics`] and [`pushgateway`], [`files`] (where result files
 //! go), [`emulator`] (a Velt-compatible test server), [`commands`] (validate, emulator,
 //! completions) and [`error`] (the errors that stop a run, and their exit codes).
 //!
@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod outcome;
 pub mod output;
 pub mod plan;
+pub mod pushgateway;
 pub mod report;
 pub mod sync;
 pub mod text;
@@ -79,20 +80,8 @@ async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
             result: Err(e),
         },
     };
-    let mut code = exit_code(result, &output);
-    if let Some(path) = &args.metrics_file
-        && let Err(e) = metrics::write(
-            path,
-            &stats,
-            code,
-            started.elapsed(),
-            std::time::SystemTime::now(),
-        )
-    {
-        output.say("metrics_write_failed", &format!("error: {e}"));
-        code = Error::at_least_incomplete(code);
-    }
-    code
+    let code = exit_code(result, &output);
+    sync::publish_metrics(args, &stats, code, started.elapsed(), &output).await
 }
 
 /// Signals routed to `interrupt`, and the client to send with: to the built-in emulator

@@ -21,7 +21,7 @@ use crate::outcome::Counts;
 const TEMP_PREFIX: &str = ".velt-group-sync-metrics";
 
 const PREFIX: &str = "velt_group_sync";
-const LAST_SUCCESS: &str = "velt_group_sync_last_success_timestamp_seconds";
+pub(crate) const LAST_SUCCESS: &str = "velt_group_sync_last_success_timestamp_seconds";
 
 /// What a run did, filled in as far as it got.
 #[derive(Debug, Clone, Default)]
@@ -96,7 +96,7 @@ fn previous_last_success(path: &Path) -> Option<f64> {
         .filter(|v| v.is_finite() && *v > 0.0)
 }
 
-fn render(
+pub(crate) fn render(
     stats: &RunStats,
     exit_code: u8,
     duration: Duration,

@@ -215,6 +215,40 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
     Ok(code)
 }
 
+/// Writes `--metrics-file` and pushes to `--metrics-push`, whatever the run's outcome.
+/// Returns the exit code: 1 instead of 0 when the metrics file could not be written (a
+/// gateway that cannot be reached is only a warning).
+pub async fn publish_metrics(
+    args: &SyncArgs,
+    stats: &RunStats,
+    code: u8,
+    elapsed: std::time::Duration,
+    output: &Output,
+) -> u8 {
+    let mut code = code;
+    let now = std::time::SystemTime::now();
+    if let Some(path) = &args.metrics_file
+        && let Err(e) = metrics::write(path, stats, code, elapsed, now)
+    {
+        output.say("metrics_write_failed", &format!("error: {e}"));
+        code = Error::at_least_incomplete(code);
+    }
+    if let Some(url) = &args.metrics_push {
+        let target = crate::pushgateway::Target {
+            url: url.clone(),
+            job: args.metrics_job.clone(),
+            labels: args.metrics_label.clone(),
+        };
+        if let Err(e) = crate::pushgateway::push(&target, stats, code, elapsed, now).await {
+            output.say(
+                "metrics_push_failed",
+                &format!("warning: could not push the metrics to {url}: {e}"),
+            );
+        }
+    }
+    code
+}
+
 /// Whether the run left nothing to resume: not cut short, and every membership has a
 /// definite outcome (a removal that a safety limit refused counts as one).
 fn settled(plan: &Plan, execution: &crate::engine::Execution) -> bool {

@@ -489,3 +489,158 @@ async fn metrics_count_throttled_requests_and_retries() {
         "the summary line says how long: {stderr}"
     );
 }
+
+/// Debian's Prometheus Pushgateway on a free loopback port, in a temporary directory. A
+/// machine without it fails the test with what to do (`tests/run.sh` installs it): the test
+/// never skips itself.
+struct Pushgateway {
+    child: std::process::Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Pushgateway {
+    async fn start() -> Pushgateway {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("prometheus-pushgateway")
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!(
+                "--persistence.file={}",
+                dir.path().join("data").display()
+            ))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect(
+                "prometheus-pushgateway is not installed: run `bash tests/run.sh` (it apt-gets it)",
+            );
+        let url = format!("http://127.0.0.1:{port}");
+        let ready = format!("{url}/-/ready");
+        wait_until_async("the pushgateway answers", || {
+            let ready = ready.clone();
+            async move {
+                reqwest::get(ready)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }
+        })
+        .await;
+        Pushgateway {
+            child,
+            url,
+            _dir: dir,
+        }
+    }
+
+    /// The pushed series of our job, by name and labels, as the gateway serves them.
+    async fn series(&self) -> BTreeMap<String, f64> {
+        let text = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with("velt_group_sync_"))
+            .filter_map(|l| {
+                let (k, v) = l.rsplit_once(' ')?;
+                Some((k.to_string(), v.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Pushgateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn wait_until_async<F, Fut>(what: &str, ready: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ready().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// --metrics-push sends the metrics to a real Pushgateway under the job and the grouping
+/// labels; a failed run carries the last success over, read back from the gateway; a gateway
+/// that cannot be reached is a warning that leaves the exit code alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_are_pushed_to_a_pushgateway_after_good_and_failed_runs() {
+    let gateway = Pushgateway::start().await;
+    let emu = emulator(EmulatorConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "organizationId,organizationUserGroupId,userId\nacme,eng,a\nacme,eng,b\n",
+    )
+    .unwrap();
+    let push = |base: &str, gateway: &str| {
+        let mut cmd = bin_with_credentials(dir.path());
+        cmd.args(["sync", "in.csv", "--base-url", base]).args([
+            "--metrics-push",
+            gateway,
+            "--metrics-label",
+            "env=test",
+        ]);
+        async move {
+            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let out = push(&emu.base_url(), &gateway.url).await;
+    assert_eq!(out.status.code(), Some(0));
+    let m = gateway.series().await;
+    let key = |name: &str, extra: &str| {
+        format!(
+            "velt_group_sync_{name}{{{extra}env=\"test\",instance=\"\",job=\"velt-group-sync\"}}"
+        )
+    };
+    let added = m
+        .iter()
+        .find(|(k, _)| {
+            k.starts_with("velt_group_sync_memberships{") && k.contains("status=\"added\"")
+        })
+        .map(|(_, v)| *v);
+    assert_eq!(added, Some(2.0), "{m:?}");
+    assert_eq!(m[&key("exit_code", "")], 0.0);
+    let first_success = m[&key("last_success_timestamp_seconds", "")];
+    assert!(first_success > 1.7e9, "{m:?}");
+    // A failed run (the server refuses the credentials): exit 3, the last success stays.
+    let refusing = emulator(EmulatorConfig {
+        credentials: Some(("other".into(), "other".into())),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let out = push(&refusing.base_url(), &gateway.url).await;
+    assert_eq!(out.status.code(), Some(3));
+    let m = gateway.series().await;
+    assert_eq!(m[&key("exit_code", "")], 3.0);
+    assert_eq!(m[&key("last_run_success", "")], 0.0);
+    assert_eq!(m[&key("last_success_timestamp_seconds", "")], first_success);
+    // Nobody listening: a warning, and the run's own exit code.
+    let out = push(&emu.base_url(), "http://127.0.0.1:9").await;
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: could not push the metrics"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(API_KEY) && !stderr.contains(AUTH_TOKEN));
+}
