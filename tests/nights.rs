@@ -1,0 +1,187 @@
+//! The deploy samples, run as written, night after night: the crontab's own command line (its
+//! fixed `--state`, mode and flags) against one emulator, with an export that changes every
+//! night, an interrupted night and its resume.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Stdio;
+
+use common::*;
+use velt_group_sync::emulator::{Emulator, EmulatorConfig};
+
+/// The arguments the crontab sample passes to velt-group-sync, with its paths moved into
+/// `dir` and the emulator as the target.
+fn crontab_args(dir: &Path, base_url: &str) -> Vec<String> {
+    let crontab = std::fs::read_to_string(samples().join("deploy/crontab")).unwrap();
+    let line = crontab
+        .lines()
+        .find(|l| l.starts_with("15 2 "))
+        .expect("the crontab's schedule line");
+    let (_, after) = line
+        .split_once("/usr/local/bin/velt-group-sync ")
+        .expect("the binary in the crontab");
+    let (command, _) = after.split_once('\'').expect("the end of sh -c");
+    let mut args: Vec<String> = command
+        .split_whitespace()
+        .map(|a| match a {
+            "/srv/hr/export.csv" => dir.join("export.csv").display().to_string(),
+            p if p.starts_with("/var/lib/") => {
+                let name = Path::new(p).file_name().unwrap();
+                dir.join(name).display().to_string()
+            }
+            other => other.to_string(),
+        })
+        .collect();
+    args.extend(["--base-url".to_string(), base_url.to_string()]);
+    args
+}
+
+/// The other two samples say the same as the crontab: mode, rate and a fixed journal.
+#[test]
+fn the_three_samples_agree_on_mode_rate_and_journal() {
+    let read = |name: &str| std::fs::read_to_string(samples().join("deploy").join(name)).unwrap();
+    let crontab = read("crontab");
+    assert!(crontab.contains("--mode mirror --rate 5 --state /var/lib/velt-group-sync/"));
+    let service = read("velt-group-sync.service");
+    for line in [
+        "VELT_MODE=mirror",
+        "VELT_RATE=5",
+        "VELT_STATE=/var/lib/velt-group-sync/",
+    ] {
+        assert!(service.contains(line), "service: {line}");
+    }
+    let cronjob = read("cronjob.yaml");
+    for line in [
+        "{name: VELT_MODE, value: mirror}",
+        "{name: VELT_RATE, value: \"5\"}",
+        "{name: VELT_STATE, value: /data/",
+    ] {
+        assert!(cronjob.contains(line), "cronjob: {line}");
+    }
+}
+
+/// An export of `users`, all in one group (so that a night at the sample's 5 requests a
+/// second is a read, an add and a removal).
+fn write_export(dir: &Path, users: &BTreeSet<u32>) -> BTreeSet<(String, String, String)> {
+    let mut text = String::from("organizationId,organizationUserGroupId,userId\n");
+    let mut want = BTreeSet::new();
+    for u in users {
+        let group = "staff".to_string();
+        text.push_str(&format!("acme,{group},user-{u:04}\n"));
+        want.insert(("acme".to_string(), group, format!("user-{u:04}")));
+    }
+    std::fs::write(dir.join("export.csv"), text).unwrap();
+    want
+}
+
+async fn night(dir: &Path, args: &[String]) -> Option<i32> {
+    let mut cmd = process(dir);
+    cmd.env("VELT_API_KEY", API_KEY)
+        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let status = tokio::task::spawn_blocking(move || cmd.status().unwrap())
+        .await
+        .unwrap();
+    status.code()
+}
+
+fn held_set(emu: &Emulator) -> BTreeSet<(String, String, String)> {
+    emu.memberships().into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_samples_run_night_after_night_with_a_changing_export_and_an_interruption() {
+    let emu = emulator(EmulatorConfig {
+        latency: (
+            std::time::Duration::from_millis(100),
+            std::time::Duration::from_millis(100),
+        ),
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let args = crontab_args(dir.path(), &emu.base_url());
+    let mut users: BTreeSet<u32> = (0..300).collect();
+    let mut next = 300;
+    // Three ordinary nights: each time 3% leave and a few join.
+    for n in 0..3 {
+        let want = write_export(dir.path(), &users);
+        assert_eq!(night(dir.path(), &args).await, Some(0), "night {n}");
+        assert_eq!(
+            held_set(&emu),
+            want,
+            "night {n}: the server equals the export"
+        );
+        let leavers: Vec<u32> = users.iter().copied().step_by(33).take(9).collect();
+        for u in leavers {
+            users.remove(&u);
+        }
+        users.extend(next..next + 4);
+        next += 4;
+    }
+    // An interrupted night: SIGTERM while its add is on the wire (after its read); its
+    // removals are never sent.
+    let want = write_export(dir.path(), &users);
+    let before = emu.requests();
+    let sent_before = emu.received().len();
+    let child = spawn_night(dir.path(), &args);
+    wait_until("the night started adding", || emu.requests() > before + 1).await;
+    signal(&child, libc::SIGTERM);
+    assert_eq!(exit_code(child).await, Some(143), "an interrupted night");
+    let journal = std::fs::read_to_string(dir.path().join("state.jsonl")).unwrap();
+    assert!(
+        !journal.ends_with("complete\n"),
+        "an interrupted run is resumed"
+    );
+    let sent_interrupted = sent_set(&emu.received()[sent_before..]);
+    assert!(!sent_interrupted.is_empty());
+    assert_ne!(held_set(&emu), want, "the interrupted night did not finish");
+    // Its resume, the next morning, with the same export: the answered requests of the
+    // interrupted night (graceful stop let the one in flight finish) are not sent again.
+    let sent_before_resume = emu.received().len();
+    assert_eq!(night(dir.path(), &args).await, Some(0), "the resume");
+    assert_eq!(held_set(&emu), want);
+    let resent = sent_set(&emu.received()[sent_before_resume..]);
+    assert!(
+        resent.is_disjoint(&sent_interrupted),
+        "sent again: {:?}",
+        resent.intersection(&sent_interrupted).collect::<Vec<_>>()
+    );
+    // And the next night, with a new export.
+    for u in users
+        .iter()
+        .copied()
+        .step_by(40)
+        .take(5)
+        .collect::<Vec<_>>()
+    {
+        users.remove(&u);
+    }
+    users.extend(next..next + 3);
+    let want = write_export(dir.path(), &users);
+    assert_eq!(night(dir.path(), &args).await, Some(0), "the night after");
+    assert_eq!(held_set(&emu), want);
+}
+
+/// The (group, user) pairs of these add requests.
+fn sent_set(received: &[(String, Vec<String>)]) -> BTreeSet<(String, String)> {
+    received
+        .iter()
+        .flat_map(|(g, users)| users.iter().map(move |u| (g.clone(), u.clone())))
+        .collect()
+}
+
+fn spawn_night(dir: &Path, args: &[String]) -> std::process::Child {
+    process(dir)
+        .env("VELT_API_KEY", API_KEY)
+        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
