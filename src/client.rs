@@ -195,6 +195,9 @@ impl VeltClient {
             // to whatever host it names: a 3xx is a failed request (see `post`).
             .redirect(reqwest::redirect::Policy::none())
             .referer(false)
+            // Resolve names without glibc's NSS modules (a static build in a scratch image has
+            // none): hickory reads /etc/hosts and /etc/resolv.conf itself.
+            .hickory_dns(true)
             .user_agent(concat!("velt-group-sync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| Error::Runtime(format!("cannot set up the HTTP client: {e}")))?;

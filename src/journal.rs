@@ -232,12 +232,46 @@ mod tests {
     }
 
     #[test]
-    fn a_journal_of_another_run_is_refused() {
+    fn a_journal_of_another_run_or_a_completed_one_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        drop(Journal::open(&path, 42, 100).unwrap());
-        let err = Journal::open(&path, 43, 100).err().unwrap().to_string();
-        assert!(err.contains("belongs to another input or target"), "{err}");
-        assert!(err.contains("--state"), "{err}");
+        let (mut j, _) = Journal::open(&path, 42, 100).unwrap();
+        j.record([5]).unwrap();
+        drop(j);
+        // Another input: set aside, a fresh journal.
+        let (j, done) = Journal::open(&path, 43, 100).unwrap();
+        assert!(done.is_empty());
+        drop(j);
+        let prev = dir.path().join("state.prev");
+        assert!(std::fs::read_to_string(&prev).unwrap().ends_with("\n5\n"));
+        // The same input, interrupted: resumed.
+        let (mut j, done) = Journal::open(&path, 43, 100).unwrap();
+        assert!(done.is_empty());
+        j.record([7]).unwrap();
+        drop(j);
+        let (mut j, done) = Journal::open(&path, 43, 100).unwrap();
+        assert_eq!(done, [7]);
+        // Completed: not resumed again.
+        j.complete().unwrap();
+        drop(j);
+        let (_j, done) = Journal::open(&path, 43, 100).unwrap();
+        assert!(done.is_empty());
+        assert!(
+            std::fs::read_to_string(&prev)
+                .unwrap()
+                .ends_with("\n7\ncomplete\n")
+        );
+    }
+
+    #[test]
+    fn a_held_journal_is_refused_naming_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let (_held, _) = Journal::open(&path, 42, 100).unwrap();
+        let err = Journal::open(&path, 42, 100).err().unwrap().to_string();
+        assert!(
+            err.contains("state: another run holds this --state journal"),
+            "{err}"
+        );
     }
 }
