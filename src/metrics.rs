@@ -46,17 +46,12 @@ pub fn write(
     duration: Duration,
     now: SystemTime,
 ) -> Result<(), Error> {
-    let now_s = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
-    let success = exit_code == 0 && !stats.dry_run;
-    let last_success = if success {
-        Some(now_s)
+    let previous = if succeeded(stats, exit_code) {
+        None
     } else {
         previous_last_success(path)
     };
-    let text = render(stats, exit_code, duration, now_s, success, last_success);
+    let text = text(stats, exit_code, duration, now, previous);
     let io_err = |source: std::io::Error| Error::Io {
         path: path.to_path_buf(),
         source: std::io::Error::new(
@@ -67,6 +62,29 @@ pub fn write(
     Destination::prepare(path, TEMP_PREFIX)
         .and_then(|d| d.commit(|out| out.write_all(text.as_bytes())))
         .map_err(io_err)
+}
+
+/// Whether the run counts as a success: it exited 0 and was no dry run.
+pub(crate) fn succeeded(stats: &RunStats, exit_code: u8) -> bool {
+    exit_code == 0 && !stats.dry_run
+}
+
+/// The metrics of a run that ended `now`; `previous` is the last success time carried over
+/// when this run was not one.
+pub(crate) fn text(
+    stats: &RunStats,
+    exit_code: u8,
+    duration: Duration,
+    now: SystemTime,
+    previous: Option<f64>,
+) -> String {
+    let now_s = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    let success = succeeded(stats, exit_code);
+    let last_success = if success { Some(now_s) } else { previous };
+    render(stats, exit_code, duration, now_s, success, last_success)
 }
 
 /// Fails now, before anything is sent, if the metrics file's directory cannot take it.
@@ -96,7 +114,7 @@ fn previous_last_success(path: &Path) -> Option<f64> {
         .filter(|v| v.is_finite() && *v > 0.0)
 }
 
-pub(crate) fn render(
+fn render(
     stats: &RunStats,
     exit_code: u8,
     duration: Duration,

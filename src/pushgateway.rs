@@ -8,12 +8,12 @@
 //! the gateway needs to keep state between runs. Only metrics go to the gateway: no
 //! credential is ever sent there.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::metrics::{LAST_SUCCESS, RunStats, render};
+use crate::metrics::{LAST_SUCCESS, RunStats, succeeded, text};
 
 /// Where to push, and the grouping key.
 #[derive(Debug, Clone)]
@@ -76,17 +76,12 @@ pub async fn push(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| e.to_string())?;
-    let now_s = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
-    let success = exit_code == 0 && !stats.dry_run;
-    let last_success = if success {
-        Some(now_s)
+    let previous = if succeeded(stats, exit_code) {
+        None
     } else {
         previous_last_success(&http, target).await
     };
-    let body = render(stats, exit_code, duration, now_s, success, last_success);
+    let body = text(stats, exit_code, duration, now, previous);
     let response = http
         .put(target.group_url())
         .header("content-type", "text/plain; version=0.0.4")
