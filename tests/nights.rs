@@ -138,7 +138,14 @@ async fn the_samples_run_night_after_night_with_a_changing_export_and_an_interru
         "an interrupted run is resumed"
     );
     let sent_interrupted = sent_set(&emu.received()[sent_before..]);
-    assert!(!sent_interrupted.is_empty());
+    assert!(
+        !sent_interrupted.is_empty(),
+        "calls: add {} delete {} get {}; arrivals {:?}",
+        emu.calls(velt_group_sync::emulator::Call::Add),
+        emu.calls(velt_group_sync::emulator::Call::Delete),
+        emu.calls(velt_group_sync::emulator::Call::GetUsers),
+        emu.arrivals().iter().rev().take(4).collect::<Vec<_>>()
+    );
     assert_ne!(held_set(&emu), want, "the interrupted night did not finish");
     // Its resume, the next morning, with the same export: the answered requests of the
     // interrupted night (graceful stop let the one in flight finish) are not sent again.

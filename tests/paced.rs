@@ -366,3 +366,48 @@ async fn reads_keep_the_rate_limit_and_are_retried() {
     // rate + burst, and one request of slack for a window edge.
     assert!(most <= 22, "{most} calls in one second at --rate 20");
 }
+
+/// Mirror sends every add before the first removal, whatever the concurrency and however
+/// long an add takes to get through (503s, retried after backoff), so that a run cut short
+/// has done the safe half.
+#[tokio::test(start_paused = true)]
+async fn every_add_goes_before_the_first_removal() {
+    use velt_group_sync::emulator::Call;
+    let emu = Emulator::in_process(EmulatorConfig {
+        latency: (Duration::from_millis(20), Duration::from_millis(80)),
+        unavailable_fraction: 0.3,
+        ..EmulatorConfig::default()
+    });
+    let mut input = String::from("orgId,groupId,userId\n");
+    for g in 0..8 {
+        let group = format!("g{g}");
+        // 10 current members, 1 of whom the input drops; 3 new ones to add.
+        emu.seed("acme", &group, (0..10).map(|u| format!("u{u}")));
+        for u in 1..13 {
+            input.push_str(&format!("acme,{group},u{u}\n"));
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    let args = [
+        "--mode",
+        "mirror",
+        "--chunk-size",
+        "1",
+        "--rate",
+        "100",
+        "--concurrency",
+        "16",
+    ];
+    let run = sync_in_process(&emu, dir.path(), &args).await;
+    assert_eq!(run.result.unwrap(), 0);
+    assert_eq!(held(&emu).len(), 8 * 12);
+    let order: Vec<Call> = emu
+        .call_order()
+        .into_iter()
+        .filter(|c| *c != Call::GetUsers)
+        .collect();
+    let last_add = order.iter().rposition(|c| *c == Call::Add).unwrap();
+    let first_delete = order.iter().position(|c| *c == Call::Delete).unwrap();
+    assert!(last_add < first_delete, "{order:?}");
+}

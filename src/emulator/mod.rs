@@ -285,6 +285,11 @@ impl Emulator {
             .count() as u64
     }
 
+    /// The call of every request, in order of arrival.
+    pub fn call_order(&self) -> Vec<Call> {
+        lock(&self.shared.calls).iter().map(|(c, _)| *c).collect()
+    }
+
     /// The API version (`v1`, `v2`) of every request, in order of arrival.
     pub fn versions(&self) -> Vec<String> {
         lock(&self.shared.calls)

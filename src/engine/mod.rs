@@ -393,42 +393,49 @@ async fn send_all(
     progress: &ProgressBar,
     interrupt: &Interrupt,
 ) -> Option<u8> {
-    let mut pending: Vec<(&Group, Vec<u32>, Kind)> = Vec::new();
+    let pending = |kind: Kind| -> Vec<(&Group, Vec<u32>, Kind)> {
+        plan.groups
+            .iter()
+            .filter_map(|g| {
+                let list = match kind {
+                    Kind::Add => &g.members,
+                    Kind::Remove => &g.removals,
+                };
+                let members: Vec<u32> = list
+                    .iter()
+                    .copied()
+                    .filter(|&i| outcomes[i as usize].still_to_send())
+                    .collect();
+                (!members.is_empty()).then_some((g, members, kind))
+            })
+            .collect()
+    };
     // A removal list adds nothing: its memberships are all removals (or unchanged).
-    let kinds: &[Kind] = if run.opts.mode == Mode::Remove {
-        &[Kind::Remove]
+    let adds = if run.opts.mode == Mode::Remove {
+        Vec::new()
     } else {
-        &[Kind::Add, Kind::Remove]
+        pending(Kind::Add)
     };
-    for &kind in kinds {
-        for g in &plan.groups {
-            let list = match kind {
-                Kind::Add => &g.members,
-                Kind::Remove => &g.removals,
-            };
-            let members: Vec<u32> = list
-                .iter()
-                .copied()
-                .filter(|&i| outcomes[i as usize].still_to_send())
-                .collect();
-            if !members.is_empty() {
-                pending.push((g, members, kind));
-            }
-        }
-    }
+    let removals = pending(Kind::Remove);
     let chunking = Chunking::new(run, plan);
-    let chunks = Chunks {
-        pending: &pending,
-        group: 0,
-        offset: 0,
-        limit: &run.chunk_limit,
-    };
     let opts = run.opts;
-    let mut answers = futures_util::stream::iter(chunks)
-        .map(|(group, members, kind)| chunking.run_chunk(group, members, kind))
-        // Chunk tasks may queue up to the most slots there can be; the slots themselves (see
-        // `Concurrency`) bound what is on the wire.
-        .buffer_unordered(opts.max_concurrency.max(opts.concurrency).max(1));
+    // Chunk tasks may queue up to the most slots there can be; the slots themselves (see
+    // `Concurrency`) bound what is on the wire.
+    let width = opts.max_concurrency.max(opts.concurrency).max(1);
+    let phase = |pending| {
+        let chunks = Chunks {
+            pending,
+            group: 0,
+            offset: 0,
+            limit: &run.chunk_limit,
+        };
+        futures_util::stream::iter(chunks)
+            .map(|(group, members, kind)| chunking.run_chunk(group, members, kind))
+            .buffer_unordered(width)
+    };
+    // Every add is answered before the first removal goes, so that a run cut short has done
+    // the safe half: `chain` starts the removals only once the adds' stream has ended.
+    let mut answers = phase(&adds).chain(phase(&removals));
     let mut interrupted = None;
     let mut grace_until: Option<Instant> = None;
     let mut aborted = false;
