@@ -39,7 +39,7 @@ impl Destination {
             )),
             Ok(m) if !m.is_file() || is_special(path) => {
                 // Opened now only to check the permission; a FIFO would block until read.
-                if !m.file_type_is_fifo() {
+                if !is_fifo(&m) {
                     OpenOptions::new().write(true).open(path)?;
                 }
                 Ok(Destination::InPlace(path.to_path_buf()))
@@ -92,21 +92,16 @@ fn is_special(path: &Path) -> bool {
     path.starts_with("/dev") || path.starts_with("/proc")
 }
 
-trait FifoCheck {
-    fn file_type_is_fifo(&self) -> bool;
-}
-
-impl FifoCheck for std::fs::Metadata {
-    fn file_type_is_fifo(&self) -> bool {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::FileTypeExt;
-            self.file_type().is_fifo()
-        }
-        #[cfg(not(unix))]
-        {
-            false
-        }
+fn is_fifo(meta: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        meta.file_type().is_fifo()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        false
     }
 }
 

@@ -123,7 +123,7 @@ impl Run<'_> {
                             held_back: true,
                         });
                     }
-                    Verdict::Exhausted(_) => return Err(Failure::Stopped),
+                    Verdict::Exhausted => return Err(Failure::Stopped),
                 }
             }
             let (http, status, message) = rejection(&answer);
@@ -207,7 +207,7 @@ impl Run<'_> {
             Verdict::Wait => {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
             }
-            Verdict::Exhausted(_) => {
+            Verdict::Exhausted => {
                 if self.gate.stop() {
                     tracing::error!(
                         event = "throttle_budget_spent",
@@ -272,11 +272,11 @@ impl Run<'_> {
     }
 }
 
-/// Shortest wait before retrying after this HTTP status (the protocol owners' guidance).
-pub(crate) fn retry_floor(http: Option<u16>) -> Duration {
+/// Shortest wait before retrying after this HTTP status (the protocol owners' guidance). A
+/// 429 never gets here: throttles pause the whole run instead (see `throttle`).
+fn retry_floor(http: Option<u16>) -> Duration {
     match http {
         Some(500 | 503) => Duration::from_secs(1),
-        Some(429) => Duration::from_secs(2),
         _ => Duration::ZERO,
     }
 }

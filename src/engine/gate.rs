@@ -18,7 +18,7 @@ use crate::client::Answer;
 
 /// The limiter's quota: one request every `1 / rate` seconds, with `burst` allowed at once, so
 /// no 1-second window ever holds more than `rate + burst` requests.
-pub fn quota(rate: f64, burst: u32) -> Quota {
+fn quota(rate: f64, burst: u32) -> Quota {
     let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
     Quota::with_period(period)
         .unwrap_or_else(|| Quota::per_second(NonZeroU32::MAX))

@@ -28,7 +28,6 @@ use crate::journal::Journal;
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
 use chunk::{Chunking, Chunks};
-pub use gate::quota;
 
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

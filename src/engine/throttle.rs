@@ -33,7 +33,7 @@ pub enum Verdict {
     /// `Retry-After` is longer than `--max-retry-after`: give this request's users up.
     TooLong(Duration),
     /// Waiting more would pass `--max-throttle-wait`: the run stops sending.
-    Exhausted(Duration),
+    Exhausted,
 }
 
 #[derive(Debug)]
@@ -153,7 +153,7 @@ impl Throttle {
         let now = Instant::now();
         let mut s = self.lock();
         if s.exhausted {
-            return Verdict::Exhausted(s.paused);
+            return Verdict::Exhausted;
         }
         // Sent before the latest pause began: the closed window that pause waits out.
         if s.began.is_some_and(|b| sent_at <= b) {
@@ -170,7 +170,7 @@ impl Throttle {
         let added = until.saturating_duration_since(from);
         if s.paused + added > self.max_wait {
             s.exhausted = true;
-            return Verdict::Exhausted(s.paused);
+            return Verdict::Exhausted;
         }
         s.paused += added;
         if s.until.is_none_or(|u| u <= now) {
@@ -344,9 +344,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(60)).await;
         assert_eq!(
             t.on_throttled(Instant::now(), Some(Duration::from_secs(60)), ""),
-            Verdict::Exhausted(Duration::from_secs(60))
+            Verdict::Exhausted
         );
         assert!(t.exhausted());
+        assert_eq!(t.waited(), Duration::from_secs(60));
     }
 
     #[tokio::test(start_paused = true)]

@@ -269,16 +269,19 @@ mod tests {
         let mut text = b"organizationId,organizationUserGroupId,userId\nacme,eng,a\n".to_vec();
         text.extend(std::iter::repeat_n(b'x', 5000));
         std::fs::write(&path, &text).unwrap();
-        for format in [FormatArg::Csv, FormatArg::Jsonl, FormatArg::Auto] {
+        let read_err = |format| {
             let opts = InputOptions {
                 format,
                 max_record_bytes: 4096,
                 ..InputOptions::default()
             };
             let mut planner = Planner::new(Defaults::default());
-            let err = read_path(&path, &opts, &mut planner)
+            read_path(&path, &opts, &mut planner)
                 .unwrap_err()
-                .to_string();
+                .to_string()
+        };
+        for format in [FormatArg::Csv, FormatArg::Jsonl, FormatArg::Auto] {
+            let err = read_err(format);
             assert!(
                 err.contains(":3: line 3 is longer than 4096 bytes")
                     && err.contains("--max-record-bytes"),
@@ -291,15 +294,7 @@ mod tests {
             json.extend_from_slice(b"\"xxxxxxxxxx\",\n");
         }
         std::fs::write(&path, &json).unwrap();
-        let opts = InputOptions {
-            format: FormatArg::Json,
-            max_record_bytes: 4096,
-            ..InputOptions::default()
-        };
-        let mut planner = Planner::new(Defaults::default());
-        let err = read_path(&path, &opts, &mut planner)
-            .unwrap_err()
-            .to_string();
+        let err = read_err(FormatArg::Json);
         assert!(
             err.contains(":1: the record starting here is longer than 4096 bytes"),
             "{err}"
