@@ -90,9 +90,16 @@ pub struct InputArgs {
     #[arg(long, value_name = "NAME", env = "VELT_ORG_COLUMN")]
     pub org_column: Option<String>,
 
-    /// Column (or JSON key) that holds the group ID; case-insensitive.
-    #[arg(long, value_name = "NAME", env = "VELT_GROUP_COLUMN")]
-    pub group_column: Option<String>,
+    /// Column (or JSON key) that holds the group ID; case-insensitive. Give it several times
+    /// (or comma-separated) for an export with one row per person and a column per kind of
+    /// group (Department, Location, ...): each non-empty cell is one more membership.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "VELT_GROUP_COLUMN",
+        value_delimiter = ','
+    )]
+    pub group_column: Vec<String>,
 
     /// Column (or JSON key) that holds the user ID; case-insensitive.
     #[arg(long, value_name = "NAME", env = "VELT_USER_COLUMN")]
@@ -102,6 +109,39 @@ pub struct InputArgs {
     /// --create-missing-groups (default: the group ID).
     #[arg(long, value_name = "NAME", env = "VELT_GROUP_NAME_COLUMN")]
     pub group_name_column: Option<String>,
+
+    /// Keep only records whose COLUMN is one of the values (trimmed, case-insensitive), e.g.
+    /// `Status=Active`. Repeatable (all must hold; `;` also separates rules in the variable).
+    /// Left-out records are counted, not reported.
+    #[arg(long, value_name = "COLUMN=V1[,V2...]", value_parser = parse_filter,
+          value_delimiter = ';', env = "VELT_INCLUDE")]
+    pub include: Vec<FilterArg>,
+
+    /// Leave out records whose COLUMN is one of the values, e.g. `type=GROUP,CUSTOMER`.
+    /// Repeatable, like --include.
+    #[arg(long, value_name = "COLUMN=V1[,V2...]", value_parser = parse_filter,
+          value_delimiter = ';', env = "VELT_EXCLUDE")]
+    pub exclude: Vec<FilterArg>,
+
+    /// A group cell holds several groups separated by SEP (e.g. `,` for `"Eng, Design"`);
+    /// each is trimmed, empty pieces are dropped.
+    #[arg(long, value_name = "SEP", env = "VELT_GROUP_SEPARATOR",
+          value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub group_separator: Option<String>,
+
+    /// CSV mapping group values (display names, e-mails) to group IDs: columns `source` and
+    /// `organizationUserGroupId` (or `groupId`), optionally `name` and `column`.
+    #[arg(long, value_name = "FILE", env = "VELT_GROUP_MAP")]
+    pub group_map: Option<PathBuf>,
+
+    /// A group value that --group-map does not list: `invalid` (the record is reported
+    /// invalid), `skip` (that membership is left out, counted) or `keep` (sent as the ID).
+    #[arg(long, value_enum, default_value_t = Unmapped::Invalid, env = "VELT_UNMAPPED")]
+    pub unmapped: Unmapped,
+
+    /// `lower`: lower-case user IDs before de-duplication (e-mail addresses as user IDs).
+    #[arg(long, value_enum, default_value_t = UserIdCase::Keep, env = "VELT_USER_ID_CASE")]
+    pub user_id_case: UserIdCase,
 
     /// CSV delimiter: one ASCII character, or `tab`. Default: detected from the header line.
     #[arg(long, value_name = "C", value_parser = parse_delimiter, env = "VELT_DELIMITER")]
@@ -400,6 +440,43 @@ impl ApiVersion {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// What to do with a group value that `--group-map` does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Unmapped {
+    #[default]
+    Invalid,
+    Skip,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UserIdCase {
+    Keep,
+    Lower,
+}
+
+/// `--include` / `--exclude`: a column and the values it is compared with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilterArg {
+    pub column: String,
+    pub values: Vec<String>,
+}
+
+fn parse_filter(s: &str) -> Result<FilterArg, String> {
+    let Some((column, values)) = s.split_once('=') else {
+        return Err("expected COLUMN=VALUE[,VALUE...], e.g. Status=Active".into());
+    };
+    let column = column.trim();
+    if column.is_empty() {
+        return Err("the column name before `=` is empty".into());
+    }
+    let values: Vec<String> = values.split(',').map(|v| v.trim().to_string()).collect();
+    Ok(FilterArg {
+        column: column.to_string(),
+        values,
+    })
 }
 
 fn parse_delimiter(s: &str) -> Result<u8, String> {

@@ -35,6 +35,15 @@ pub fn validate(args: &ValidateArgs) -> Result<u8, Error> {
         )
         .map_err(write_err)?;
     }
+    for ((column, value), records) in &plan.unmapped {
+        writeln!(
+            out,
+            "{name}: group `{}` (column {}) is not in the group map: {records} record(s)",
+            escape_controls(value),
+            escape_controls(column),
+        )
+        .map_err(write_err)?;
+    }
     let counts = plan_counts(&plan, args.chunk_size as usize);
     writeln!(out, "{name}: {counts}").map_err(write_err)?;
     out.flush().map_err(write_err)?;

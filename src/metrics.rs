@@ -36,6 +36,10 @@ pub struct RunStats {
     pub throttled_for: Duration,
     /// A dry run sends no writes, so it never counts as a successful sync.
     pub dry_run: bool,
+    /// Records left out by `--include` / `--exclude`.
+    pub filtered: u64,
+    /// Memberships left out because the group map does not list their group.
+    pub unmapped_skipped: u64,
 }
 
 /// Writes the metrics file for a run that ended with `exit_code` after `duration`.
@@ -169,6 +173,16 @@ fn render(
         "throttled_requests",
         "Requests of the last run answered 429 RESOURCE_EXHAUSTED.",
         &one(stats.throttled.to_string()),
+    );
+    gauge(
+        "records_filtered",
+        "Input records the last run left out by --include / --exclude.",
+        &one(stats.filtered.to_string()),
+    );
+    gauge(
+        "unmapped_skipped",
+        "Memberships the last run left out because --group-map does not list their group (--unmapped skip).",
+        &one(stats.unmapped_skipped.to_string()),
     );
     gauge(
         "throttled_seconds",

@@ -89,6 +89,12 @@ pub fn summary_line(s: &Summary, path: &str) -> String {
     if s.not_attempted > 0 {
         line.push_str(&format!(", {} not attempted", s.not_attempted));
     }
+    if s.filtered > 0 {
+        line.push_str(&format!("; {} records filtered", s.filtered));
+    }
+    if s.unmapped_skipped > 0 {
+        line.push_str(&format!("; {} unmapped skipped", s.unmapped_skipped));
+    }
     let path = if path == "-" { "<stdout>" } else { path };
     line.push_str(&format!(
         "; {} requests in {:.2} s",
@@ -107,14 +113,21 @@ pub fn summary_line(s: &Summary, path: &str) -> String {
 
 /// The plan's counts on one line, as `--dry-run` and `validate` print them.
 pub fn plan_counts(plan: &Plan, chunk_size: usize) -> String {
-    format!(
+    let mut counts = format!(
         "{} groups, {} memberships, {} requests (chunk size {chunk_size}), {} invalid records, {} duplicates merged",
         plan.groups.len(),
         plan.memberships.len(),
         plan.request_count(chunk_size),
         plan.invalid.len(),
         plan.duplicates,
-    )
+    );
+    if plan.filtered > 0 {
+        counts.push_str(&format!(", {} records filtered", plan.filtered));
+    }
+    if plan.unmapped_skipped > 0 {
+        counts.push_str(&format!(", {} unmapped skipped", plan.unmapped_skipped));
+    }
+    counts
 }
 
 pub fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {

@@ -83,6 +83,12 @@ pub struct Plan {
     pub duplicates: u64,
     /// The input lists memberships to remove (`--mode remove`), not to add.
     pub removing: bool,
+    /// Records left out by `--include` / `--exclude`.
+    pub filtered: u64,
+    /// Memberships left out because the group map does not list their group (`--unmapped skip`).
+    pub unmapped_skipped: u64,
+    /// Group values the group map does not list: ((group column, value), records), most first.
+    pub unmapped: Vec<((String, String), u64)>,
     /// Every unique user ID, end to end.
     ids: String,
 }

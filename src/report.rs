@@ -61,6 +61,10 @@ pub struct Summary {
     pub unchanged: u64,
     pub removed: u64,
     pub duplicates: u64,
+    /// Records left out by `--include` / `--exclude` (not rows of the report).
+    pub filtered: u64,
+    /// Memberships left out because the group map does not list their group.
+    pub unmapped_skipped: u64,
     pub requests: u64,
     pub elapsed_ms: u64,
     /// Time the run waited on throttling (429 / RESOURCE_EXHAUSTED).
@@ -80,6 +84,8 @@ impl Summary {
             unchanged: counts.unchanged,
             removed: counts.removed,
             duplicates,
+            filtered: 0,
+            unmapped_skipped: 0,
             requests,
             elapsed_ms: elapsed.as_millis() as u64,
             throttled_ms: 0,

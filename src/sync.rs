@@ -5,11 +5,11 @@
 
 use std::time::Instant;
 
-use crate::cli::{InputArgs, RateArg, SyncArgs};
+use crate::cli::{InputArgs, RateArg, SyncArgs, UserIdCase};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, VeltClient};
 use crate::engine::{ExecOptions, Mode, execute};
 use crate::error::{Error, exit};
-use crate::input::{self, Columns, InputOptions};
+use crate::input::{self, Columns, Filter, GroupMap, InputOptions, Mapping};
 use crate::interrupt::Interrupt;
 use crate::journal::{self, Journal};
 use crate::metrics::{self, RunStats};
@@ -314,17 +314,33 @@ fn refuse_report_over_input(
     Ok(())
 }
 
-pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
-    let mut planner = Planner::new(Defaults {
-        org: args.org.clone(),
-        group: args.group.clone(),
-    });
-    let opts = InputOptions {
+/// The input options from the command line; reads the group map.
+fn input_options(args: &InputArgs) -> Result<InputOptions, Error> {
+    let map = match &args.group_map {
+        Some(path) => Some(std::sync::Arc::new(GroupMap::load(path)?)),
+        None => None,
+    };
+    let filters = args
+        .include
+        .iter()
+        .map(|f| Filter::new(&f.column, &f.values, true))
+        .chain(
+            args.exclude
+                .iter()
+                .map(|f| Filter::new(&f.column, &f.values, false)),
+        )
+        .collect();
+    Ok(InputOptions {
         format: args.format,
         delimiter: args.delimiter,
         columns: Columns {
             org: args.org_column.clone(),
-            group: args.group_column.clone(),
+            group: args
+                .group_column
+                .iter()
+                .filter(|c| !c.trim().is_empty())
+                .cloned()
+                .collect(),
             user: args.user_column.clone(),
             group_name: args.group_name_column.clone(),
         },
@@ -332,7 +348,22 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
         has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
         only_status: args.only_status.clone(),
         max_record_bytes: args.max_record_bytes,
-    };
+        mapping: Mapping {
+            filters,
+            separator: args.group_separator.clone(),
+            map,
+            unmapped: args.unmapped,
+            lower_user_ids: args.user_id_case == UserIdCase::Lower,
+        },
+    })
+}
+
+pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
+    let mut planner = Planner::new(Defaults {
+        org: args.org.clone(),
+        group: args.group.clone(),
+    });
+    let opts = input_options(args)?;
     let read = input::read_path(&args.input, &opts, &mut planner)?;
     tracing::debug!(event = "input", format = ?read.format, records = read.records);
     if read.records == 0 && !args.allow_empty {
@@ -350,7 +381,27 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
             message = "rows left out by --only-status"
         );
     }
-    Ok(planner.finish())
+    if read.filtered > 0 {
+        tracing::info!(
+            event = "filtered",
+            filtered = read.filtered,
+            message = "records left out by --include / --exclude"
+        );
+    }
+    let mut plan = planner.finish();
+    plan.filtered = read.filtered;
+    plan.unmapped_skipped = read.unmapped_skipped;
+    let mut unmapped: Vec<_> = read.unmapped.into_iter().collect();
+    unmapped.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    if !unmapped.is_empty() {
+        tracing::warn!(
+            event = "unmapped",
+            values = unmapped.len(),
+            message = "group values the group map does not list (`validate` lists them)"
+        );
+    }
+    plan.unmapped = unmapped;
+    Ok(plan)
 }
 
 /// Writes the report and the summary line, and picks the exit code from the rows.
@@ -367,6 +418,10 @@ fn finish(
     stats.counts = counts;
     let mut summary = Summary::new(counts, plan.duplicates, requests, started.elapsed());
     summary.throttled_ms = stats.throttled_for.as_millis() as u64;
+    summary.filtered = plan.filtered;
+    summary.unmapped_skipped = plan.unmapped_skipped;
+    stats.filtered = plan.filtered;
+    stats.unmapped_skipped = plan.unmapped_skipped;
     let path = report.path().display().to_string();
     report.write(plan, outcomes, &summary)?;
     if output.json_logs {
@@ -384,6 +439,8 @@ fn finish(
             requests = summary.requests,
             elapsed_ms = summary.elapsed_ms,
             throttled_ms = summary.throttled_ms,
+            filtered = summary.filtered,
+            unmapped_skipped = summary.unmapped_skipped,
             report = path.as_str(),
         );
     } else if !output.quiet {

@@ -2,6 +2,9 @@
 //! field of a membership record: the name given on the command line, or else a recognised
 //! alias, the earlier alias preferred.
 
+use smallvec::SmallVec;
+
+use super::mapping::Filter;
 use super::{Columns, InputOptions};
 use crate::text::clip;
 
@@ -21,7 +24,6 @@ const USERS_ALIASES: &[&str] = &["userIds", "user_ids"];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Field {
     Org,
-    Group,
     User,
     Users,
     GroupName,
@@ -29,102 +31,178 @@ pub(crate) enum Field {
     Status,
     /// A previous report's `action`.
     Action,
+    /// The i-th group column (`--group-column`, in the order given; one when none is given).
+    Group(usize),
+    /// The column of the i-th `--include` / `--exclude` rule.
+    Filter(usize),
 }
 
-const FIELDS: usize = 7;
-
-/// A field a CSV header must name: how to find it, and what stands in when it is missing
-/// (`--org` for the organization column; `true` once such a default is given).
-struct Need<'a> {
-    field: Field,
-    what: &'a str,
-    chosen: Option<&'a str>,
-    aliases: &'a [&'a str],
-    flag: &'a str,
-    default: Option<(&'a str, bool)>,
-}
+const FIXED: usize = 6;
 
 /// Where each field is among a header's columns (or an object's keys).
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Positions([Option<usize>; FIELDS]);
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Positions {
+    at: SmallVec<[Option<usize>; 8]>,
+    groups: usize,
+}
 
 impl Positions {
     pub fn get(&self, field: Field) -> Option<usize> {
-        self.0[field as usize]
+        let slot = match field {
+            Field::Org => 0,
+            Field::User => 1,
+            Field::Users => 2,
+            Field::GroupName => 3,
+            Field::Status => 4,
+            Field::Action => 5,
+            Field::Group(i) => FIXED + i,
+            Field::Filter(i) => FIXED + self.groups + i,
+        };
+        self.at.get(slot).copied().flatten()
     }
 }
 
-/// Resolves names to fields under the command line's choices.
+/// How one field is looked for: a name chosen on the command line, or else aliases.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Resolver<'a> {
-    columns: &'a Columns,
-    /// `--only-status`: the input is a previous report, whose status and action count.
-    report: bool,
+struct Look<'a> {
+    chosen: Option<&'a str>,
+    aliases: &'a [&'a str],
 }
 
-fn rank(name: &str, chosen: Option<&str>, aliases: &[&str]) -> Option<usize> {
-    match chosen {
+const NOWHERE: Look<'static> = Look {
+    chosen: None,
+    aliases: &[],
+};
+
+/// Resolves names to fields under the command line's choices.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolver<'a> {
+    columns: &'a Columns,
+    filters: &'a [Filter],
+    /// `--only-status`: the input is a previous report, whose status and action count.
+    report: bool,
+    /// What each slot of `Positions` looks for.
+    looks: SmallVec<[Look<'a>; 8]>,
+}
+
+fn rank(name: &str, look: &Look<'_>) -> Option<usize> {
+    match look.chosen {
         Some(c) => name.eq_ignore_ascii_case(c.trim()).then_some(0),
-        None => aliases.iter().position(|a| name.eq_ignore_ascii_case(a)),
+        None => look
+            .aliases
+            .iter()
+            .position(|a| name.eq_ignore_ascii_case(a)),
     }
 }
 
 impl<'a> Resolver<'a> {
     pub fn new(opts: &'a InputOptions) -> Resolver<'a> {
+        let c = &opts.columns;
+        let report = opts.only_status.is_some();
+        let filters = opts.mapping.filters.as_slice();
+        let mut looks: SmallVec<[Look<'a>; 8]> = SmallVec::new();
+        looks.push(Look {
+            chosen: c.org.as_deref(),
+            aliases: ORG_ALIASES,
+        });
+        looks.push(Look {
+            chosen: c.user.as_deref(),
+            aliases: USER_ALIASES,
+        });
+        looks.push(if c.user.is_none() {
+            Look {
+                chosen: None,
+                aliases: USERS_ALIASES,
+            }
+        } else {
+            NOWHERE
+        });
+        looks.push(match c.group_name.as_deref() {
+            Some(n) => Look {
+                chosen: Some(n),
+                aliases: &[],
+            },
+            None => NOWHERE,
+        });
+        for name in ["status", "action"] {
+            looks.push(if report {
+                Look {
+                    chosen: Some(name),
+                    aliases: &[],
+                }
+            } else {
+                NOWHERE
+            });
+        }
+        if c.group.is_empty() {
+            looks.push(Look {
+                chosen: None,
+                aliases: GROUP_ALIASES,
+            });
+        }
+        for g in &c.group {
+            looks.push(Look {
+                chosen: Some(g),
+                aliases: &[],
+            });
+        }
+        for f in filters {
+            looks.push(Look {
+                chosen: Some(&f.column),
+                aliases: &[],
+            });
+        }
         Resolver {
-            columns: &opts.columns,
-            report: opts.only_status.is_some(),
+            columns: c,
+            filters,
+            report,
+            looks,
         }
     }
 
-    /// The field a column or key of this name holds, and its rank (lower is preferred).
-    fn field(&self, name: &str) -> Option<(Field, usize)> {
-        let c = self.columns;
-        let name = name.trim();
-        if let Some(r) = c
-            .group_name
-            .as_deref()
-            .and_then(|g| rank(name, Some(g), &[]))
-        {
-            return Some((Field::GroupName, r));
-        }
-        if let Some(r) = rank(name, c.org.as_deref(), ORG_ALIASES) {
-            return Some((Field::Org, r));
-        }
-        if let Some(r) = rank(name, c.group.as_deref(), GROUP_ALIASES) {
-            return Some((Field::Group, r));
-        }
-        if let Some(r) = rank(name, c.user.as_deref(), USER_ALIASES) {
-            return Some((Field::User, r));
-        }
-        if c.user.is_none()
-            && let Some(r) = rank(name, None, USERS_ALIASES)
-        {
-            return Some((Field::Users, r));
-        }
-        if self.report {
-            if name.eq_ignore_ascii_case("status") {
-                return Some((Field::Status, 0));
-            }
-            if name.eq_ignore_ascii_case("action") {
-                return Some((Field::Action, 0));
-            }
-        }
-        None
+    /// How many group columns a record has.
+    pub fn group_count(&self) -> usize {
+        self.columns.group.len().max(1)
+    }
+
+    /// Whether a column of this name is one the command line chose for some field: such a
+    /// column is not also taken by an alias.
+    fn is_chosen(&self, name: &str) -> bool {
+        self.looks.iter().any(|l| {
+            l.chosen
+                .is_some_and(|c| name.eq_ignore_ascii_case(c.trim()))
+        })
     }
 
     /// For each field, the position of its preferred name among `names` (the first on a tie).
-    pub fn positions<'n>(&self, names: impl IntoIterator<Item = &'n str>) -> Positions {
-        let mut best: [Option<(usize, usize)>; FIELDS] = [None; FIELDS];
-        for (at, name) in names.into_iter().enumerate() {
-            if let Some((field, r)) = self.field(name) {
-                let slot = &mut best[field as usize];
-                if slot.is_none_or(|(_, br)| r < br) {
-                    *slot = Some((at, r));
+    pub fn positions<'n, I>(&self, names: I) -> Positions
+    where
+        I: IntoIterator<Item = &'n str> + Clone,
+    {
+        let at = self
+            .looks
+            .iter()
+            .map(|look| {
+                if look.chosen.is_none() && look.aliases.is_empty() {
+                    return None;
                 }
-            }
+                let mut best: Option<(usize, usize)> = None;
+                for (at, name) in names.clone().into_iter().enumerate() {
+                    let name = name.trim();
+                    if let Some(r) = rank(name, look)
+                        && best.is_none_or(|(_, br)| r < br)
+                        && (look.chosen.is_some() || !self.is_chosen(name))
+                    {
+                        best = Some((at, r));
+                    }
+                }
+                best.map(|(at, _)| at)
+            })
+            .collect();
+        Positions {
+            at,
+            groups: self.group_count(),
         }
-        Positions(best.map(|b| b.map(|(at, _)| at)))
     }
 
     /// Why a CSV header cannot be read as memberships: a column the command line names that is
@@ -137,70 +215,52 @@ impl<'a> Resolver<'a> {
     ) -> Option<String> {
         let listed = listing(names);
         let c = self.columns;
-        let checks = [
-            Need {
-                field: Field::Org,
-                what: "organization",
-                chosen: c.org.as_deref(),
-                aliases: ORG_ALIASES,
-                flag: "--org-column",
-                default: Some(("--org", opts.has_default_org)),
-            },
-            Need {
-                field: Field::Group,
-                what: "group",
-                chosen: c.group.as_deref(),
-                aliases: GROUP_ALIASES,
-                flag: "--group-column",
-                default: Some(("--group", opts.has_default_group)),
-            },
-            Need {
-                field: Field::User,
-                what: "user",
-                chosen: c.user.as_deref(),
-                aliases: USER_ALIASES,
-                flag: "--user-column",
-                default: None,
-            },
-            Need {
-                field: Field::GroupName,
-                what: "group name",
-                chosen: c.group_name.as_deref(),
-                aliases: &[],
-                flag: "--group-name-column",
-                default: Some(("", true)),
-            },
-        ];
-        for Need {
-            field,
-            what,
-            chosen,
-            aliases,
-            flag,
-            default,
-        } in checks
+        let no_column = |name: &str, flag: &str| {
+            format!(
+                "no column named `{}` (columns: {listed}); check {flag}",
+                clip(name)
+            )
+        };
+        if let Some(name) = c.org.as_deref()
+            && found.get(Field::Org).is_none()
         {
-            if found.get(field).is_some() {
-                continue;
+            return Some(no_column(name, "--org-column"));
+        }
+        if found.get(Field::Org).is_none() && !opts.has_default_org {
+            return Some(format!(
+                "no organization column (looked for {}; columns: {listed}); name it with --org-column or give one for every row with --org",
+                ORG_ALIASES.join(", ")
+            ));
+        }
+        for (i, name) in c.group.iter().enumerate() {
+            if found.get(Field::Group(i)).is_none() {
+                return Some(no_column(name, "--group-column"));
             }
-            let message = match (chosen, default) {
-                (Some(name), _) => {
-                    format!(
-                        "no column named `{}` (columns: {listed}); check {flag}",
-                        clip(name)
-                    )
-                }
-                (None, Some((_, true))) => continue,
-                (None, Some((default_flag, false))) => format!(
-                    "no {what} column (looked for {}; columns: {listed}); name it with {flag} or give one for every row with {default_flag}",
-                    aliases.join(", ")
+        }
+        if c.group.is_empty() && found.get(Field::Group(0)).is_none() && !opts.has_default_group {
+            return Some(format!(
+                "no group column (looked for {}; columns: {listed}); name it with --group-column or give one for every row with --group",
+                GROUP_ALIASES.join(", ")
+            ));
+        }
+        if found.get(Field::User).is_none() {
+            return Some(match c.user.as_deref() {
+                Some(name) => no_column(name, "--user-column"),
+                None => format!(
+                    "no user column (looked for {}; columns: {listed}); name it with --user-column",
+                    USER_ALIASES.join(", ")
                 ),
-                (None, None) => format!(
-                    "no {what} column (looked for {}; columns: {listed}); name it with {flag}",
-                    aliases.join(", ")
-                ),
-            };
-            return Some(message);
+            });
+        }
+        if let Some(name) = c.group_name.as_deref()
+            && found.get(Field::GroupName).is_none()
+        {
+            return Some(no_column(name, "--group-name-column"));
+        }
+        for (i, f) in self.filters.iter().enumerate() {
+            if found.get(Field::Filter(i)).is_none() {
+                return Some(no_column(&f.column, f.flag()));
+            }
         }
         if self.report && found.get(Field::Status).is_none() {
             return Some(format!(
@@ -235,7 +295,11 @@ mod tests {
         let opts = InputOptions::default();
         let r = Resolver::new(&opts);
         let p = r.positions(["group", "USER_ID", "groupId", "orgId", "x"]);
-        assert_eq!(p.get(Field::Group), Some(2), "groupId is the earlier alias");
+        assert_eq!(
+            p.get(Field::Group(0)),
+            Some(2),
+            "groupId is the earlier alias"
+        );
         assert_eq!(p.get(Field::User), Some(1), "case does not matter");
         assert_eq!(p.get(Field::Org), Some(3));
         assert_eq!(p.get(Field::Status), None, "only a report has a status");

@@ -9,7 +9,7 @@ use std::io::{self, BufRead, Cursor, Read};
 use std::rc::Rc;
 
 use super::columns::{Field, Resolver};
-use super::record::{Record, Users, take};
+use super::record::{GroupCell, Mapper, Record, Values};
 use super::{BOM, InputOptions, InputStats, read_error};
 use crate::error::Error;
 use crate::plan::Sink;
@@ -88,17 +88,19 @@ pub(crate) fn read_csv<R: BufRead>(
     if let Some(message) = resolver.missing(&found, &names, opts) {
         return Err(Error::input(name, header_at, message));
     }
-    let [org_col, group_col, name_col, status_col, action_col] = [
-        Field::Org,
-        Field::Group,
-        Field::GroupName,
-        Field::Status,
-        Field::Action,
-    ]
-    .map(|f| found.get(f));
+    let [org_col, name_col, status_col, action_col] =
+        [Field::Org, Field::GroupName, Field::Status, Field::Action].map(|f| found.get(f));
     let Some(user_col) = found.get(Field::User) else {
         return Err(Error::input(name, header_at, "no user column"));
     };
+    let group_cols: Vec<(usize, &str)> = (0..resolver.group_count())
+        .filter_map(|i| found.get(Field::Group(i)))
+        .map(|at| (at, names[at].as_str()))
+        .collect();
+    let filter_cols: Vec<usize> = (0..opts.mapping.filters.len())
+        .filter_map(|i| found.get(Field::Filter(i)))
+        .collect();
+    let mut mapper = Mapper::new(opts);
     let width = headers.len();
     let mut record = csv::ByteRecord::new();
     while csv.read_byte_record(&mut record).map_err(csv_err)? {
@@ -113,11 +115,18 @@ pub(crate) fn read_csv<R: BufRead>(
         let field = |i: usize| record.get(i).map(|f| std::str::from_utf8(f).unwrap_or(""));
         let mut r = Record::new(line);
         r.org = org_col.and_then(field).map(Cow::Borrowed);
-        r.group = group_col.and_then(field).map(Cow::Borrowed);
-        r.users = Users::One(field(user_col).unwrap_or(""));
+        for &(at, column) in &group_cols {
+            r.groups.push(GroupCell {
+                column,
+                values: field(at).map_or(Values::Missing, |v| Values::One(Cow::Borrowed(v))),
+            });
+        }
+        r.users = Values::One(Cow::Borrowed(field(user_col).unwrap_or("")));
         r.group_name = name_col.and_then(field);
         r.status = status_col.and_then(field);
         r.action = action_col.and_then(field);
+        r.filters
+            .extend(filter_cols.iter().map(|&at| field(at).map(Cow::Borrowed)));
         if record.len() != width {
             let hint = if record.len() > width {
                 " (an unquoted delimiter inside a value?)"
@@ -129,7 +138,7 @@ pub(crate) fn read_csv<R: BufRead>(
                 record.len()
             ));
         }
-        take(r, opts, planner, stats);
+        mapper.take(r, planner, stats);
     }
     Ok(())
 }
@@ -202,7 +211,7 @@ impl<R: Read> Read for LineCounting<R> {
 }
 
 /// The candidate that occurs most often outside quotes in the header line; `,` on a tie.
-fn detect_delimiter(header: &[u8]) -> u8 {
+pub(super) fn detect_delimiter(header: &[u8]) -> u8 {
     let mut counts = [0usize; 3];
     let mut quoted = false;
     for &b in header {

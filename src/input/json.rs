@@ -8,10 +8,11 @@ use serde_json::Value;
 
 use super::columns::{Field, Resolver};
 use super::csv::not_utf8;
-use super::record::{Record, Users, take};
+use super::record::{GroupCell, Mapper, Record, Values};
 use super::{BOM, InputOptions, InputStats, read_error};
 use crate::error::Error;
 use crate::plan::Sink;
+use crate::text::clip;
 
 pub(crate) fn read_jsonl<R: BufRead>(
     mut reader: R,
@@ -22,13 +23,14 @@ pub(crate) fn read_jsonl<R: BufRead>(
 ) -> Result<(), Error> {
     let mut buf = Vec::new();
     let mut line = 0u64;
+    let mut records = JsonRecords::new(opts);
     loop {
         buf.clear();
         let n = reader
             .read_until(b'\n', &mut buf)
             .map_err(|e| read_error(name, line + 1, &e))?;
         if n == 0 {
-            return Ok(());
+            return records.finish(name);
         }
         line += 1;
         let mut bytes = buf.as_slice();
@@ -44,7 +46,7 @@ pub(crate) fn read_jsonl<R: BufRead>(
         }
         // A line is a record: one broken line is an invalid record, not a broken file.
         match serde_json::from_slice::<Value>(bytes) {
-            Ok(value) => json_record(line, value, opts, planner, stats),
+            Ok(value) => records.take(line, value, planner, stats),
             Err(e) => {
                 stats.records += 1;
                 planner.reject_record(
@@ -88,6 +90,7 @@ pub(crate) fn read_json<R: BufRead>(
     }
     let mut element = Vec::new();
     let mut first = true;
+    let mut records = JsonRecords::new(opts);
     loop {
         let start = match scan.next_non_ws()? {
             None => return Err(scan.error("unexpected end of input: the array is not closed")),
@@ -108,14 +111,14 @@ pub(crate) fn read_json<R: BufRead>(
             let line = start_line + e.line().saturating_sub(1) as u64;
             Error::input(name, line, format!("invalid JSON: {}", strip_position(&e)))
         })?;
-        json_record(start_line, value, opts, planner, stats);
+        records.take(start_line, value, planner, stats);
         match end {
             b',' => continue,
             _ => break, // `]`
         }
     }
     match scan.next_non_ws()? {
-        None => Ok(()),
+        None => records.finish(name),
         Some(_) => Err(scan.error("unexpected characters after the closing `]`")),
     }
 }
@@ -221,54 +224,149 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// Turns one JSON value into a record: the fields found by the column resolver.
-fn json_record(
-    line: u64,
-    value: Value,
-    opts: &InputOptions,
-    planner: &mut impl Sink,
-    stats: &mut InputStats,
-) {
-    let mut record = Record::new(line);
-    let Value::Object(map) = &value else {
-        record.problem = Some(format!(
-            "expected a JSON object, found {}",
-            json_kind(&value)
-        ));
-        return take(record, opts, planner, stats);
-    };
-    let found = Resolver::new(opts).positions(map.keys().map(String::as_str));
-    let entry = |field| found.get(field).and_then(|at| map.iter().nth(at));
-    let text = |field| entry(field).and_then(|(_, v)| v.as_str());
-    record.group_name = text(Field::GroupName);
-    record.status = text(Field::Status);
-    record.action = text(Field::Action);
-    let id = |field| -> Result<Option<Cow<'_, str>>, String> {
-        match entry(field) {
-            None | Some((_, Value::Null)) => Ok(None),
-            Some((key, v)) => json_id(v)
-                .map(Some)
-                .ok_or_else(|| format!("{key} must be a string, found {}", json_kind(v))),
+/// What reading JSON records keeps from one record to the next: the mapping stage, and which
+/// `--include` / `--exclude` columns some record had (a column no record has is a usage
+/// error, as a missing CSV column is).
+pub(crate) struct JsonRecords<'o> {
+    mapper: Mapper<'o>,
+    resolver: Resolver<'o>,
+    opts: &'o InputOptions,
+    filter_seen: Vec<bool>,
+    /// The keys of the first object, for that message.
+    first_keys: Option<Vec<String>>,
+}
+
+impl<'o> JsonRecords<'o> {
+    pub fn new(opts: &'o InputOptions) -> JsonRecords<'o> {
+        JsonRecords {
+            mapper: Mapper::new(opts),
+            resolver: Resolver::new(opts),
+            opts,
+            filter_seen: vec![false; opts.mapping.filters.len()],
+            first_keys: None,
         }
-    };
-    match (id(Field::Org), id(Field::Group)) {
-        (Ok(o), Ok(g)) => (record.org, record.group) = (o, g),
-        (Err(e), _) | (_, Err(e)) => record.problem = Some(e),
     }
-    let users = entry(Field::User).or_else(|| entry(Field::Users));
-    record.users = match users {
-        None => Users::Missing,
-        Some((key, Value::Array(items))) => {
-            if items.is_empty() && record.problem.is_none() {
-                record.problem = Some(format!("{key} is an empty list"));
+
+    /// After the last record: a filter column that no record has is an error.
+    pub fn finish(&self, name: &str) -> Result<(), Error> {
+        let Some(keys) = &self.first_keys else {
+            return Ok(());
+        };
+        for (f, seen) in self.opts.mapping.filters.iter().zip(&self.filter_seen) {
+            if !seen {
+                return Err(Error::input(
+                    name,
+                    1,
+                    format!(
+                        "no record has a key named `{}` (the first has: {}); check {}",
+                        clip(&f.column),
+                        clip(&keys.join(", ")),
+                        f.flag()
+                    ),
+                ));
             }
-            Users::Many(items.iter().map(user_id).collect())
         }
-        Some((key, Value::Null)) => Users::Many(vec![Err(format!("{key} is null"))]),
-        Some((_, Value::String(s))) => Users::One(s),
-        Some((_, other)) => Users::Many(vec![user_id(other)]),
-    };
-    take(record, opts, planner, stats);
+        Ok(())
+    }
+
+    /// Turns one JSON value into a record: the fields found by the column resolver.
+    fn take(&mut self, line: u64, value: Value, sink: &mut impl Sink, stats: &mut InputStats) {
+        let mut record = Record::new(line);
+        let Value::Object(map) = &value else {
+            record.problem = Some(format!(
+                "expected a JSON object, found {}",
+                json_kind(&value)
+            ));
+            return self.mapper.take(record, sink, stats);
+        };
+        if self.first_keys.is_none() {
+            self.first_keys = Some(map.keys().take(30).cloned().collect());
+        }
+        let found = self.resolver.positions(map.keys().map(String::as_str));
+        let entry = |field| found.get(field).and_then(|at| map.iter().nth(at));
+        let text = |field| entry(field).and_then(|(_, v)| v.as_str());
+        record.group_name = text(Field::GroupName);
+        record.status = text(Field::Status);
+        record.action = text(Field::Action);
+        match entry(Field::Org) {
+            None | Some((_, Value::Null)) => {}
+            Some((key, v)) => match json_id(v) {
+                Some(id) => record.org = Some(id),
+                None => {
+                    record.problem = Some(format!("{key} must be a string, found {}", json_kind(v)))
+                }
+            },
+        }
+        for i in 0..self.resolver.group_count() {
+            let Some((key, v)) = entry(Field::Group(i)) else {
+                continue;
+            };
+            let values = match v {
+                Value::Null => Values::Missing,
+                Value::Array(items) => Values::Many(
+                    items
+                        .iter()
+                        .map(|v| {
+                            json_id(v).ok_or_else(|| {
+                                format!("{key} must hold strings, found {}", json_kind(v))
+                            })
+                        })
+                        .collect(),
+                ),
+                v => match json_id(v) {
+                    Some(id) => Values::One(id),
+                    None => {
+                        record.problem.get_or_insert_with(|| {
+                            format!("{key} must be a string, found {}", json_kind(v))
+                        });
+                        Values::Missing
+                    }
+                },
+            };
+            record.groups.push(GroupCell {
+                column: key,
+                values,
+            });
+        }
+        for (i, seen) in self.filter_seen.iter_mut().enumerate() {
+            let value = match entry(Field::Filter(i)) {
+                None => None,
+                Some((key, v)) => {
+                    *seen = true;
+                    match v {
+                        Value::Null => None,
+                        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+                        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+                        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+                        other => {
+                            record.problem.get_or_insert_with(|| {
+                                format!(
+                                    "{key} is {}; --include and --exclude compare single values",
+                                    json_kind(other)
+                                )
+                            });
+                            None
+                        }
+                    }
+                }
+            };
+            record.filters.push(value);
+        }
+        let users = entry(Field::User).or_else(|| entry(Field::Users));
+        record.users = match users {
+            None => Values::Missing,
+            Some((key, Value::Array(items))) => {
+                if items.is_empty() && record.problem.is_none() {
+                    record.problem = Some(format!("{key} is an empty list"));
+                }
+                Values::Many(items.iter().map(user_id).collect())
+            }
+            Some((key, Value::Null)) => Values::Many(vec![Err(format!("{key} is null"))]),
+            Some((_, Value::String(s))) => Values::One(Cow::Borrowed(s)),
+            Some((_, other)) => Values::Many(vec![user_id(other)]),
+        };
+        self.mapper.take(record, sink, stats);
+    }
 }
 
 fn user_id(v: &Value) -> Result<Cow<'_, str>, String> {

@@ -5,6 +5,7 @@
 //! run goes on. A file that cannot be read as its format at all (no header, a JSON syntax
 //! error, invalid UTF-8) stops the run with `file:line: what is wrong`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
@@ -18,7 +19,10 @@ mod batch;
 mod columns;
 mod csv;
 mod json;
+mod mapping;
 mod record;
+
+pub use mapping::{Filter, GroupMap, Mapping};
 
 pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 
@@ -33,7 +37,8 @@ pub enum Format {
 #[derive(Debug, Default, Clone)]
 pub struct Columns {
     pub org: Option<String>,
-    pub group: Option<String>,
+    /// `--group-column`, each time it is given.
+    pub group: Vec<String>,
     pub user: Option<String>,
     /// `--group-name-column`: the group's display name, for `--create-missing-groups`.
     pub group_name: Option<String>,
@@ -51,6 +56,8 @@ pub struct InputOptions {
     pub only_status: Option<Vec<String>>,
     /// Longest line, and longest JSON array element, read.
     pub max_record_bytes: u64,
+    /// Which records count and what their group values mean.
+    pub mapping: Mapping,
 }
 
 impl Default for InputOptions {
@@ -63,6 +70,7 @@ impl Default for InputOptions {
             has_default_group: false,
             only_status: None,
             max_record_bytes: 1 << 20,
+            mapping: Mapping::default(),
         }
     }
 }
@@ -133,13 +141,33 @@ impl<R: Read> Read for Bounded<R> {
     }
 }
 
-/// What was read, for the log.
-#[derive(Debug, Clone, Copy)]
+/// What was read, for the log and the summary.
+#[derive(Debug, Clone)]
 pub struct InputStats {
     pub format: Format,
+    /// Records read, filtered ones included.
     pub records: u64,
     /// Records left out by `--only-status` (and removal rows of a previous report).
     pub skipped: u64,
+    /// Records left out by `--include` / `--exclude`.
+    pub filtered: u64,
+    /// Memberships left out because `--group-map` does not list their group (`--unmapped skip`).
+    pub unmapped_skipped: u64,
+    /// (group column, value) pairs the group map does not list, and how often each came.
+    pub unmapped: HashMap<(String, String), u64>,
+}
+
+impl InputStats {
+    fn new(format: Format) -> InputStats {
+        InputStats {
+            format,
+            records: 0,
+            skipped: 0,
+            filtered: 0,
+            unmapped_skipped: 0,
+            unmapped: HashMap::new(),
+        }
+    }
 }
 
 /// Reads `path` (`-` is standard input) into the planner. Parsing runs on its own thread and
@@ -217,11 +245,7 @@ pub fn read<R: BufRead>(
             None => sniff(reader.fill_buf().map_err(io_err)?),
         },
     };
-    let mut stats = InputStats {
-        format,
-        records: 0,
-        skipped: 0,
-    };
+    let mut stats = InputStats::new(format);
     match format {
         Format::Csv => csv::read_csv(reader, name, opts, planner, &mut stats)?,
         Format::Json => json::read_json(reader, name, opts, planner, &mut stats)?,

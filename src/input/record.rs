@@ -1,21 +1,34 @@
-//! A record as a reader found it, and the one place that turns a record into memberships, an
-//! invalid row, or nothing (a row of a previous report that `--only-status` leaves out).
-//! Readers only find fields; what the fields mean is decided here.
+//! A record as a reader found it, and the mapping stage: the one place that turns a record into
+//! memberships, an invalid row, or nothing (a row of a previous report that `--only-status`
+//! leaves out, a record `--include` / `--exclude` filters). Readers only find fields; what the
+//! fields mean is decided here.
 
 use std::borrow::Cow;
 
-use super::{InputOptions, InputStats};
-use crate::plan::Sink;
+use smallvec::SmallVec;
 
-/// The users a record names.
+use super::mapping::fold;
+use super::{InputOptions, InputStats};
+use crate::cli::Unmapped;
+use crate::plan::Sink;
+use crate::text::clip;
+
+/// The values a field holds.
 #[derive(Debug)]
-pub(crate) enum Users<'a> {
-    /// One user field (a CSV column, a JSON string).
-    One(&'a str),
-    /// A JSON list (or a lone number): each an ID, or why it is not one.
+pub(crate) enum Values<'a> {
+    /// One value (a CSV cell, a JSON string or number).
+    One(Cow<'a, str>),
+    /// A JSON list (or a lone non-string): each a value, or why it is not one.
     Many(Vec<Result<Cow<'a, str>, String>>),
-    /// No user field at all.
+    /// No such field.
     Missing,
+}
+
+/// One group column of a record: its name as the input writes it, and its values.
+#[derive(Debug)]
+pub(crate) struct GroupCell<'a> {
+    pub column: &'a str,
+    pub values: Values<'a>,
 }
 
 /// One record's fields, found by the column resolver.
@@ -23,11 +36,14 @@ pub(crate) enum Users<'a> {
 pub(crate) struct Record<'a> {
     pub line: u64,
     pub org: Option<Cow<'a, str>>,
-    pub group: Option<Cow<'a, str>>,
-    pub users: Users<'a>,
+    /// One per group column (one when `--group-column` is given once or not at all).
+    pub groups: SmallVec<[GroupCell<'a>; 1]>,
+    pub users: Values<'a>,
     pub group_name: Option<&'a str>,
     pub status: Option<&'a str>,
     pub action: Option<&'a str>,
+    /// The value of each `--include` / `--exclude` rule's column, in rule order.
+    pub filters: SmallVec<[Option<Cow<'a, str>>; 2]>,
     /// Why the record cannot be used, found while reading it (a row of the wrong width, a
     /// field of the wrong JSON type).
     pub problem: Option<String>,
@@ -38,12 +54,21 @@ impl<'a> Record<'a> {
         Record {
             line,
             org: None,
-            group: None,
-            users: Users::Missing,
+            groups: SmallVec::new(),
+            users: Values::Missing,
             group_name: None,
             status: None,
             action: None,
+            filters: SmallVec::new(),
             problem: None,
+        }
+    }
+
+    /// The first group value as written, for an invalid row.
+    fn first_group(&self) -> Option<&str> {
+        match self.groups.first().map(|c| &c.values) {
+            Some(Values::One(v)) => Some(v),
+            _ => None,
         }
     }
 }
@@ -53,68 +78,227 @@ fn is_removal(action: &str) -> bool {
     action.trim() == "remove"
 }
 
-/// Turns `record` into memberships, an invalid row, or nothing.
-pub(crate) fn take(
-    record: Record<'_>,
-    opts: &InputOptions,
-    sink: &mut impl Sink,
-    stats: &mut InputStats,
-) {
-    let line = record.line;
-    if let Some(wanted) = &opts.only_status
-        && (record.status.is_some() || record.problem.is_none())
-    {
-        match record.status {
-            Some(s)
-                if !wanted.iter().any(|w| w == s.trim())
-                    || record.action.is_some_and(is_removal) =>
-            {
-                stats.skipped += 1;
-                return;
-            }
-            Some(_) => {}
-            None => {
-                stats.records += 1;
-                sink.reject_record(
-                    line,
-                    None,
-                    None,
-                    "",
-                    "no `status` (--only-status needs a previous report as input)".into(),
-                );
-                return;
-            }
+/// Distinct unmapped values kept for `validate`; more are only counted.
+const UNMAPPED_LISTED: usize = 10_000;
+
+/// One group a record is mapped to: its ID and the display name a map row gives it.
+type Target<'t> = (Cow<'t, str>, Option<&'t str>);
+
+/// Turns records into memberships under the command line's mapping.
+pub(crate) struct Mapper<'o> {
+    opts: &'o InputOptions,
+    /// No group map, separator or user-ID folding: a record's one user and one group value
+    /// go to the planner as they are (most files, and the fastest path).
+    plain: bool,
+}
+
+impl<'o> Mapper<'o> {
+    pub fn new(opts: &'o InputOptions) -> Mapper<'o> {
+        let m = &opts.mapping;
+        Mapper {
+            opts,
+            plain: m.map.is_none() && m.separator.is_none() && !m.lower_user_ids,
         }
     }
-    stats.records += 1;
-    let org = record.org.as_deref();
-    let group = record.group.as_deref();
-    let first_user = match &record.users {
-        Users::One(u) => u,
-        _ => "",
-    };
-    if let Some(problem) = record.problem {
-        sink.reject_record(line, org, group, first_user, problem);
-        return;
-    }
-    match &record.users {
-        Users::One(user) => sink.record(line, org, group, user),
-        Users::Many(users) => {
-            for user in users {
-                match user {
-                    Ok(u) => sink.record(line, org, group, u),
-                    Err(why) => sink.reject_record(line, org, group, "", why.clone()),
+
+    /// Turns `record` into memberships, an invalid row, or nothing.
+    pub fn take(&mut self, record: Record<'_>, sink: &mut impl Sink, stats: &mut InputStats) {
+        let opts = self.opts;
+        let line = record.line;
+        if let Some(wanted) = &opts.only_status
+            && (record.status.is_some() || record.problem.is_none())
+        {
+            match record.status {
+                Some(s)
+                    if !wanted.iter().any(|w| w == s.trim())
+                        || record.action.is_some_and(is_removal) =>
+                {
+                    stats.skipped += 1;
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    stats.records += 1;
+                    sink.reject_record(
+                        line,
+                        None,
+                        None,
+                        "",
+                        "no `status` (--only-status needs a previous report as input)".into(),
+                    );
+                    return;
                 }
             }
         }
-        Users::Missing => {
-            sink.reject_record(line, org, group, "", "no userId or userIds".into());
+        stats.records += 1;
+        let mapping = &opts.mapping;
+        // A record whose fields cannot be trusted is reported, never filtered on them.
+        if record.problem.is_none()
+            && !mapping.filters.iter().enumerate().all(|(i, f)| {
+                f.passes(
+                    record
+                        .filters
+                        .get(i)
+                        .and_then(|v| v.as_deref())
+                        .unwrap_or(""),
+                )
+            })
+        {
+            stats.filtered += 1;
             return;
         }
+        let org = record.org.as_deref();
+        let first_group = record.first_group();
+        let first_user = match &record.users {
+            Values::One(u) => u.as_ref(),
+            _ => "",
+        };
+        if let Some(problem) = &record.problem {
+            sink.reject_record(line, org, first_group, first_user, problem.clone());
+            return;
+        }
+        if self.plain
+            && let Values::One(user) = &record.users
+            && record.groups.len() <= 1
+            && matches!(
+                record.groups.first().map(|c| &c.values),
+                None | Some(Values::One(_))
+            )
+        {
+            let group = first_group;
+            sink.record(line, org, group, user);
+            if let Some(name) = record.group_name
+                && !name.trim().is_empty()
+            {
+                sink.group_name(org, group, name);
+            }
+            return;
+        }
+        let mut users: SmallVec<[Cow<'_, str>; 1]> = SmallVec::new();
+        match &record.users {
+            Values::One(u) => users.push(Cow::Borrowed(u.as_ref())),
+            Values::Many(list) => {
+                for u in list {
+                    match u {
+                        Ok(u) => users.push(Cow::Borrowed(u.as_ref())),
+                        Err(why) => sink.reject_record(line, org, first_group, "", why.clone()),
+                    }
+                }
+            }
+            Values::Missing => {
+                sink.reject_record(line, org, first_group, "", "no userId or userIds".into());
+                return;
+            }
+        }
+        if mapping.lower_user_ids {
+            for u in &mut users {
+                if u.chars().any(char::is_uppercase) {
+                    *u = Cow::Owned(u.to_lowercase());
+                }
+            }
+        }
+
+        // Every group value of every group column, split, trimmed and mapped.
+        let mut targets: SmallVec<[Target<'_>; 2]> = SmallVec::new();
+        let mut unmapped: Option<&str> = None;
+        let mut skipped = 0u64;
+        for cell in &record.groups {
+            let pieces: SmallVec<[&str; 2]> = match &cell.values {
+                Values::One(v) => self.split(v).collect(),
+                Values::Many(list) => {
+                    let mut pieces = SmallVec::new();
+                    for v in list {
+                        match v {
+                            Ok(v) => pieces.extend(self.split(v)),
+                            Err(why) => {
+                                sink.reject_record(line, org, None, first_user, why.clone());
+                                return;
+                            }
+                        }
+                    }
+                    pieces
+                }
+                Values::Missing => SmallVec::new(),
+            };
+            for piece in pieces {
+                let Some(map) = &mapping.map else {
+                    targets.push((Cow::Borrowed(piece), None));
+                    continue;
+                };
+                let folded = fold(piece);
+                let before = targets.len();
+                targets.extend(
+                    map.lookup(&folded, cell.column)
+                        .map(|t| (Cow::Borrowed(t.id.as_str()), t.name.as_deref())),
+                );
+                if targets.len() > before {
+                    continue;
+                }
+                let key = (cell.column.trim().to_string(), piece.to_string());
+                if stats.unmapped.len() < UNMAPPED_LISTED || stats.unmapped.contains_key(&key) {
+                    *stats.unmapped.entry(key).or_default() += 1;
+                }
+                match mapping.unmapped {
+                    Unmapped::Invalid => {
+                        unmapped.get_or_insert(piece);
+                    }
+                    Unmapped::Skip => skipped += 1,
+                    Unmapped::Keep => targets.push((Cow::Borrowed(piece), None)),
+                }
+            }
+        }
+        if let Some(value) = unmapped {
+            let map = mapping.map.as_ref().map_or("", |m| m.path.as_str());
+            sink.reject_record(
+                line,
+                org,
+                Some(value),
+                first_user,
+                format!(
+                    "group `{}` is not in the group map {map}; add a row for it, or choose --unmapped skip or keep",
+                    clip(value)
+                ),
+            );
+            return;
+        }
+        stats.unmapped_skipped += skipped * users.len() as u64;
+        // The group-name column names the record's group when there is one group column.
+        let column_name = record
+            .group_name
+            .filter(|n| !n.trim().is_empty() && record.groups.len() <= 1);
+        if targets.is_empty() {
+            if skipped > 0 {
+                return; // every group value was unmapped and skipped: counted above
+            }
+            // No group value: the default group (`--group`), or the planner says none.
+            for u in &users {
+                sink.record(line, org, None, u);
+            }
+            if let Some(name) = column_name {
+                sink.group_name(org, None, name);
+            }
+            return;
+        }
+        for (group, name) in &targets {
+            for u in &users {
+                sink.record(line, org, Some(group), u);
+            }
+            if let Some(name) = name.or(column_name) {
+                sink.group_name(org, Some(group), name);
+            }
+        }
     }
-    if let Some(name) = record.group_name
-        && !name.trim().is_empty()
-    {
-        sink.group_name(org, group, name);
+
+    /// The group values of one cell: split by `--group-separator`, trimmed, empty ones gone.
+    fn split<'v>(&self, cell: &'v str) -> impl Iterator<Item = &'v str> + use<'v, 'o> {
+        let sep = self.opts.mapping.separator.as_deref();
+        let mut whole = Some(cell);
+        let mut parts = sep.map(|s| cell.split(s));
+        std::iter::from_fn(move || match &mut parts {
+            Some(p) => p.next(),
+            None => whole.take(),
+        })
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
     }
 }
