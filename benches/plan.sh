@@ -13,7 +13,12 @@ declare -A times mems
 for ((i = 0; i < runs; i++)); do
   for bin in "$@"; do
     # shellcheck disable=SC2086
-    out=$( { /usr/bin/time -f "%e %M" "$bin" sync "$file" --dry-run --report /tmp/plan-bench-report.csv -q $args >/dev/null; } 2>&1 | tail -1)
+    out=$( { /usr/bin/time -f "%x %e %M" "$bin" sync "$file" --dry-run --report /tmp/plan-bench-report.csv -q $args >/dev/null; } 2>&1 | tail -1)
+    if [[ ${out%% *} != 0 ]]; then
+      echo "$bin failed: $( "$bin" sync "$file" --dry-run --report /tmp/plan-bench-report.csv -q $args 2>&1 >/dev/null | head -3)" >&2
+      exit 1
+    fi
+    out=${out#* }
     times[$bin]+="${out%% *} "
     mems[$bin]+="${out##* } "
   done
