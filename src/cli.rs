@@ -361,6 +361,11 @@ pub struct EmulatorArgs {
     #[arg(long, value_name = "R", value_parser = parse_rate)]
     pub rate_limit: Option<f64>,
 
+    /// With --rate-limit: requests accepted at once (the token bucket's size). Default: one
+    /// second's worth.
+    #[arg(long, value_name = "N", value_parser = parse_rate, requires = "rate_limit")]
+    pub rate_burst: Option<f64>,
+
     /// A quota of N requests per fixed window (`30/1m`), as Velt documents for other
     /// endpoints: the rest get 429 "Rate limit exceeded. Please try again after 1 minute.".
     #[arg(long, value_name = "N/DURATION", value_parser = parse_window_limit)]

@@ -72,6 +72,7 @@ pub async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
     let config = EmulatorConfig {
         credentials,
         rate_limit: args.rate_limit,
+        rate_burst: args.rate_burst,
         window_limit: args.window_limit,
         omit_retry_after: args.no_retry_after,
         max_user_ids: args.max_user_ids,

@@ -32,9 +32,11 @@ mod calls;
 pub struct EmulatorConfig {
     /// When set, requests must carry exactly this API key and auth token.
     pub credentials: Option<(String, String)>,
-    /// Requests per second accepted (a token bucket of one second's worth); the rest get 429
-    /// with `Retry-After`.
+    /// Requests per second accepted (a token bucket); the rest get 429 with `Retry-After`.
+    /// [`Emulator::set_rate_limit`] changes it while serving.
     pub rate_limit: Option<f64>,
+    /// The token bucket's size: requests accepted at once. Default: one second's worth.
+    pub rate_burst: Option<f64>,
     /// A quota of N requests per fixed window (`30` a minute), as Velt documents for other
     /// endpoints: the rest of a window get 429 `RESOURCE_EXHAUSTED` "Rate limit exceeded.
     /// Please try again after 1 minute.", with `Retry-After` until the window ends.
@@ -85,6 +87,8 @@ struct Shared {
     accepted: Mutex<Vec<Duration>>,
     throttled: AtomicU64,
     bucket: Mutex<Bucket>,
+    /// The token bucket's rate now (`rate_limit`, until changed), as `f64` bits.
+    rate: AtomicU64,
     /// Requests counted in the current fixed window, and the window's number.
     window: Mutex<(u32, u64)>,
     /// Every request to a known call: (call, API version), in order of arrival.
@@ -128,8 +132,9 @@ impl Shared {
                 return Some((ends.saturating_sub(since).as_secs_f64().ceil() as u64).max(1));
             }
         }
-        let rate = self.config.rate_limit?;
-        let capacity = rate.max(1.0);
+        self.config.rate_limit?;
+        let rate = f64::from_bits(self.rate.load(Ordering::Relaxed));
+        let capacity = self.config.rate_burst.unwrap_or(rate).max(1.0);
         let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
         let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
         b.tokens = (b.tokens + elapsed * rate).min(capacity);
@@ -160,6 +165,7 @@ impl Emulator {
     /// [`Emulator::router`] (see `client::VeltClient::in_process`).
     pub fn in_process(config: EmulatorConfig) -> Emulator {
         let rate = config.rate_limit.unwrap_or(0.0);
+        let burst = config.rate_burst.unwrap_or(rate).max(1.0);
         let shared = Arc::new(Shared {
             config,
             started: Instant::now(),
@@ -170,9 +176,10 @@ impl Emulator {
             accepted: Mutex::new(Vec::new()),
             throttled: AtomicU64::new(0),
             bucket: Mutex::new(Bucket {
-                tokens: rate.max(1.0),
+                tokens: burst,
                 last: Instant::now(),
             }),
+            rate: AtomicU64::new(rate.to_bits()),
             window: Mutex::new((0, 0)),
             calls: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
@@ -227,6 +234,12 @@ impl Emulator {
         }));
         emu.shutdown = Some(tx);
         Ok(emu)
+    }
+
+    /// Changes the `rate_limit` while serving (a limit that moves mid-run). No effect on an
+    /// emulator started without one.
+    pub fn set_rate_limit(&self, rate: f64) {
+        self.shared.rate.store(rate.to_bits(), Ordering::Relaxed);
     }
 
     /// The service that answers requests, for calling in-process.

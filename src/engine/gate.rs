@@ -138,15 +138,19 @@ impl Gate {
     /// succeeded) to the pacer, the throttle and the in-flight slots.
     pub fn observe(&self, answer: Option<&Answer>, sent_at: Instant) {
         if answer.is_some_and(is_throttle) {
-            self.pacer.on_throttled();
+            self.pacer.on_throttled(sent_at);
         } else {
-            self.pacer.on_accepted();
+            self.pacer.on_accepted(sent_at);
             if !matches!(answer, Some(Answer::Transport { .. })) {
                 self.throttle.on_accepted(sent_at);
             }
         }
-        self.concurrency
-            .observe(sent_at.elapsed(), self.pacer.rate());
+        if self
+            .concurrency
+            .observe(sent_at.elapsed(), self.pacer.rate())
+        {
+            self.pacer.on_slow();
+        }
     }
 }
 

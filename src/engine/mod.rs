@@ -277,6 +277,14 @@ impl<'a> Run<'a> {
                 lock(&self.journal_error).get_or_insert(e.to_string());
             }
         }
+        if let Some((from, to)) = self.gate.concurrency.raised() {
+            tracing::info!(
+                event = "concurrency_raised",
+                from,
+                to,
+                message = "in-flight requests were raised to what rate x latency needed"
+            );
+        }
         let by_status = lock(&self.counters.by_status).clone();
         Execution {
             outcomes,

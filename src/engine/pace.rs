@@ -1,20 +1,39 @@
 //! Keeping the API busy without tripping it: an adaptive rate for `--rate auto`, and a
 //! concurrency that follows Little's law so that in-flight slots never cap the rate.
 //!
-//! Design: governor quotas cannot change once built, so the governor limiter stays as the
-//! hard cap (`--rate`, or `--max-rate` under `auto`) and this controller is layered on top of
-//! it. The controller paces requests on an absolute schedule (each request gets the next slot,
-//! `1 / rate` after the previous one, so the schedule does not drift) and moves `rate` by the
-//! answers it sees:
-//! - slow start: from 1 request/s, double every second while nothing is throttled;
-//! - on 429 / `RESOURCE_EXHAUSTED` (at most one cut per second): fall to 90% of the rate the
-//!   server actually accepted over the last second, and remember it;
-//! - then additive increase, 2% a second (at least 0.05 request/s), probing above the
-//!   remembered limit slowly so that throttled requests stay rare.
+//! Governor quotas cannot change once built, so the governor limiter stays as the hard cap
+//! (`--rate`, or `--max-rate` under `auto`) and this controller is layered on top of it. It
+//! paces requests on an absolute schedule (each request gets the next slot, `1 / rate` after
+//! the previous one, so the schedule does not drift) and moves `rate` by the answers it sees.
 //!
-//! This is AIMD as in Vector's adaptive request concurrency, with the multiplicative cut
-//! anchored to the accepted rate rather than the attempted one, which keeps the average close
-//! to the server's limit.
+//! What shapes it: every throttle costs a run-wide `Retry-After` pause (a whole second of
+//! sending at `Retry-After: 1`), so the controller's job is to find the limit with few
+//! throttles and then stay just under it, rather than to oscillate around it as AIMD does
+//! (which cost 10-18% of the limit in pauses). As TCP CUBIC does, it remembers where
+//! throttling began, returns quickly to just under it, holds there, and probes beyond only
+//! after a while, less often each time a probe fails; as the AWS SDKs' adaptive mode, it is
+//! driven by throttling answers.
+//!
+//! - **Slow start**: from 1 request/s, double every half second until the first throttle. The
+//!   rate that tripped is an upper bound (`hi`); half of it, a guess at a lower one (`lo`).
+//! - **Search**: try `lo` until it is confirmed (held for 2 s worth of requests, at least 30,
+//!   without a fresh throttle), then the geometric middle of `lo` and `hi`: held, it becomes
+//!   `lo`; throttled, `hi`. Once `hi / lo` is within 2%, hold `lo`. Without a `hi` (after a
+//!   probe that passed) the steps grow, 6%, 12%, 24%, ..., so a raised limit is found fast.
+//! - **Hold** `lo`. After `probe_after` (30 s, doubling after each failed probe up to 240 s)
+//!   **probe** 3% above it for 4 s worth of requests; a probe that passes means the limit
+//!   rose: search upwards. A failed probe costs one pause and goes back to `lo`.
+//! - A throttle while holding means `lo` was a little high (the server's burst hid it while
+//!   searching) or the limit fell: hold 2% lower, and twice as much lower for each further
+//!   throttle that comes within 10 s of the last (2, 4, 8, 16, 32%), so a small excess costs a
+//!   small cut and a halved limit is found in five throttles. After a fall of more than 10%
+//!   the rate held before is remembered, and probes go straight back to it every 8 s for a
+//!   while, so a limit that comes back is followed within seconds.
+//!
+//! Only fresh throttles count: one answering a request sent before the rate last changed says
+//! nothing about the new rate. Confirmations count requests, not time, so a run-wide pause
+//! confirms nothing. A fixed `--rate` is a ceiling: the controller steps in below it only
+//! after a throttle, and lets go once it holds the ceiling again.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -23,7 +42,49 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 const START_RATE: f64 = 1.0;
+/// How far a search's lower bound falls when it is throttled itself.
+const LO_CUT: f64 = 0.8;
+/// A held rate that trips only after this long without a throttle was right until the limit
+/// moved: a streak of cuts from it is a fall worth probing back from.
+const LONG_HELD: Duration = Duration::from_secs(10);
 const MIN_RATE: f64 = 0.5;
+/// A bracket narrower than this (`hi / lo`) is done: hold `lo`.
+const TOLERANCE: f64 = 1.02;
+/// How far above the held rate a probe goes, and the first growth step after it passes.
+const PROBE_STEP: f64 = 0.03;
+/// The first cut for a throttle at the held rate; it doubles for each further throttle
+/// within `STREAK_WITHIN` of the last, up to `MOST_CUT`.
+const FIRST_CUT: f64 = 0.02;
+const MOST_CUT: f64 = 0.32;
+const STREAK_WITHIN: Duration = Duration::from_secs(10);
+/// A streak of cuts that took the rate below this share of where it began: the limit fell.
+const FELL_BELOW: f64 = 0.9;
+const FIRST_PROBE_AFTER: Duration = Duration::from_secs(30);
+const MOST_PROBE_AFTER: Duration = Duration::from_secs(240);
+/// After a fall, probes back to the remembered rate this often, this many times.
+const RETURN_PROBE_AFTER: Duration = Duration::from_secs(6);
+const RETURN_PROBES: u32 = 6;
+
+/// How many requests a rate must send without a fresh throttle to count as held: while
+/// searching, 2 s worth (at least 30); a probe above a held rate, 4 s worth (at least 30),
+/// since the server's burst hides a small excess for a while. Counted in requests, not time,
+/// so that a run-wide pause confirms nothing.
+fn confirm_for(rate: f64, phase: Phase) -> u64 {
+    let (seconds, least) = match phase {
+        Phase::Probe => (4.0, 30),
+        Phase::SlowStart => (0.5, 1),
+        _ => (2.0, 30),
+    };
+    ((rate * seconds).ceil() as u64).max(least)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    SlowStart,
+    Search,
+    Hold,
+    Probe,
+}
 
 #[derive(Debug)]
 struct PacerState {
@@ -31,12 +92,47 @@ struct PacerState {
     /// Whether the schedule holds requests back. A fixed `--rate` (a ceiling) engages it only
     /// once the server throttles below that rate, and lets go once the rate is back at it.
     engaged: bool,
-    slow_start: bool,
     next: Instant,
-    window_start: Instant,
-    accepted: u32,
-    throttled_in_window: bool,
-    last_cut: Option<Instant>,
+    /// The last slot handed out.
+    last_slot: Option<Instant>,
+    phase: Phase,
+    /// When `rate` was last set: throttles of requests sent before then are stale.
+    since: Instant,
+    /// Requests sent since then.
+    sent: u64,
+    /// The highest rate held without a throttle, and the lowest that was throttled.
+    lo: f64,
+    hi: f64,
+    /// Whether `lo` was held for a whole confirmation (slow start's half second is too short
+    /// to tell).
+    lo_confirmed: bool,
+    /// Growth steps taken since a probe passed (each twice the last).
+    growth: i32,
+    probe_after: Duration,
+    /// Throttles at the held rate in a row (each within `STREAK_WITHIN` of the last), when
+    /// the last came, and the rate held before the first.
+    streak: u32,
+    streak_at: Option<Instant>,
+    streak_from: f64,
+    /// The rate held before the limit last fell, and the probes back to it still to make.
+    remembered: Option<f64>,
+    return_probes: u32,
+    /// Set by a throttle: the rate that follows starts after the run-wide pause, with the
+    /// server's bucket refilled. `run_start` is its first slot.
+    after_pause: bool,
+    run_start: Option<Instant>,
+    /// (rate, seconds from a refilled bucket to the throttle) of recent runs that ended in a
+    /// throttle: what `fit` estimates the limit from.
+    runs: std::collections::VecDeque<(f64, f64)>,
+}
+
+impl PacerState {
+    /// How far above `lo` a probe goes: 3%, or enough to send 5 requests a second more (so
+    /// that at a low rate a probe's excess outlasts the server's burst within the probe), at
+    /// most half as much again.
+    fn probe_step(&self) -> f64 {
+        (5.0 / self.lo.max(MIN_RATE)).clamp(PROBE_STEP, 0.5)
+    }
 }
 
 /// The adaptive rate of `--rate auto`, and the rate a fixed `--rate` falls back to when the
@@ -47,6 +143,8 @@ pub struct Pacer {
     /// A fixed `--rate`: the pacer only steps in below it.
     ceiling: bool,
     state: Mutex<PacerState>,
+    /// When it was made, for the log.
+    born: Instant,
 }
 
 impl Pacer {
@@ -63,22 +161,36 @@ impl Pacer {
 
     fn build(max_rate: f64, ceiling: bool) -> Pacer {
         let now = Instant::now();
+        let rate = if ceiling {
+            max_rate
+        } else {
+            START_RATE.min(max_rate)
+        };
         Pacer {
             max_rate,
             ceiling,
+            born: now,
             state: Mutex::new(PacerState {
-                rate: if ceiling {
-                    max_rate
-                } else {
-                    START_RATE.min(max_rate)
-                },
+                rate,
                 engaged: !ceiling,
-                slow_start: !ceiling,
                 next: now,
-                window_start: now,
-                accepted: 0,
-                throttled_in_window: false,
-                last_cut: None,
+                last_slot: None,
+                phase: if ceiling { Phase::Hold } else { Phase::SlowStart },
+                since: now,
+                sent: 0,
+                lo: if ceiling { max_rate } else { 0.0 },
+                hi: f64::INFINITY,
+                lo_confirmed: ceiling,
+                growth: 0,
+                probe_after: FIRST_PROBE_AFTER,
+                streak: 0,
+                streak_at: None,
+                streak_from: rate,
+                remembered: None,
+                return_probes: 0,
+                after_pause: false,
+                run_start: None,
+                runs: std::collections::VecDeque::new(),
             }),
         }
     }
@@ -95,117 +207,374 @@ impl Pacer {
     pub fn reserve(&self) -> Instant {
         let mut s = self.lock();
         let now = Instant::now();
+        self.tick(&mut s, now);
         if !s.engaged {
             return now;
         }
+        s.sent += 1;
         let slot = s.next.max(now);
         s.next = slot + Duration::from_secs_f64(1.0 / s.rate);
+        s.last_slot = Some(slot);
+        if s.after_pause && s.run_start.is_none() {
+            s.run_start = Some(slot);
+        }
         slot
     }
 
-    /// An answer that the server accepted (not throttled).
-    pub fn on_accepted(&self) {
+    /// An answer that the server accepted (not throttled) to a request sent at `sent_at`.
+    pub fn on_accepted(&self, sent_at: Instant) {
         let mut s = self.lock();
-        s.accepted += 1;
-        self.roll_window(&mut s);
+        let _ = sent_at;
+        self.tick(&mut s, Instant::now());
     }
 
-    /// A 429 / `RESOURCE_EXHAUSTED`.
-    pub fn on_throttled(&self) {
-        let mut s = self.lock();
-        let now = Instant::now();
-        s.throttled_in_window = true;
-        if s.last_cut
-            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
-        {
-            return;
-        }
-        let elapsed = now.duration_since(s.window_start).as_secs_f64();
-        // The accepted rate over the window so far is the best estimate of the limit; a window
-        // too young to say anything falls back to the rate tried.
-        let accepted = if elapsed >= 0.25 {
-            f64::from(s.accepted) / elapsed
-        } else {
-            s.rate
-        };
+    /// Moves to `rate` now.
+    fn set(&self, s: &mut PacerState, rate: f64, phase: Phase, now: Instant) {
         let before = s.rate;
-        s.rate = (0.9 * accepted.min(s.rate)).clamp(MIN_RATE, self.max_rate);
-        if !s.engaged {
-            s.engaged = true;
+        s.rate = rate.clamp(MIN_RATE, self.max_rate);
+        s.phase = phase;
+        s.since = now;
+        s.sent = 0;
+        s.after_pause = false;
+        s.run_start = None;
+        // A ceiling lets the limiter pace alone while it holds the ceiling.
+        let engaged = !(self.ceiling && phase == Phase::Hold && s.rate >= self.max_rate);
+        if engaged && !s.engaged {
             s.next = now;
         }
-        s.slow_start = false;
-        s.last_cut = Some(now);
-        s.window_start = now;
-        s.accepted = 0;
-        s.throttled_in_window = false;
-        tracing::debug!(event = "rate_cut", from = before, to = s.rate);
+        s.engaged = engaged;
+        // Slots taken at the old rate stand; the next is one new interval after the last.
+        if let Some(last) = s.last_slot {
+            s.next = s.next.min(last + Duration::from_secs_f64(1.0 / s.rate));
+        }
+        if s.rate != before {
+            tracing::debug!(
+                event = "rate",
+                at_s = format!("{:.2}", (now - self.born).as_secs_f64()),
+                from = format!("{before:.2}"),
+                to = format!("{:.2}", s.rate),
+                phase = ?phase,
+                lo = format!("{:.2}", s.lo),
+                hi = format!("{:.2}", s.hi),
+            );
+        }
     }
 
-    fn roll_window(&self, s: &mut PacerState) {
-        let now = Instant::now();
-        if now.duration_since(s.window_start) < Duration::from_secs(1) {
-            return;
-        }
-        if !s.throttled_in_window {
-            s.rate = if s.slow_start {
-                s.rate * 2.0
+    /// Hold `lo`, or search between it and `hi`.
+    fn search_or_hold(&self, s: &mut PacerState, now: Instant) {
+        if !s.lo_confirmed {
+            self.set(s, s.lo, Phase::Search, now);
+        } else if s.lo >= self.max_rate {
+            self.set(s, self.max_rate, Phase::Hold, now);
+        } else if s.hi.is_finite() {
+            if s.hi <= s.lo * TOLERANCE {
+                self.set(s, s.lo, Phase::Hold, now);
             } else {
-                s.rate + (s.rate * 0.02).max(0.05)
+                let middle = (s.lo * s.hi).sqrt();
+                self.set(s, middle, Phase::Search, now);
             }
-            .min(self.max_rate);
-            if self.ceiling && s.rate >= self.max_rate {
-                s.engaged = false;
+        } else {
+            let step = s.probe_step() * 2f64.powi(s.growth);
+            s.growth += 1;
+            self.set(s, s.lo * (1.0 + step), Phase::Search, now);
+        }
+    }
+
+    /// Time-driven moves: a rate held long enough.
+    fn tick(&self, s: &mut PacerState, now: Instant) {
+        let held = now.saturating_duration_since(s.since);
+        let confirmed = s.sent >= confirm_for(s.rate, s.phase);
+        match s.phase {
+            Phase::SlowStart if held >= Duration::from_millis(500) && confirmed => {
+                s.lo = s.rate;
+                if s.rate >= self.max_rate {
+                    self.set(s, self.max_rate, Phase::Hold, now);
+                } else {
+                    self.set(s, s.rate * 2.0, Phase::SlowStart, now);
+                }
+            }
+            Phase::Probe if confirmed && s.remembered.is_some_and(|r| s.rate >= r) => {
+                // Back where the limit was before it fell: hold there again.
+                s.lo = s.rate;
+                s.hi = f64::INFINITY;
+                s.remembered = None;
+                s.probe_after = FIRST_PROBE_AFTER;
+                self.set(s, s.lo, Phase::Hold, now);
+            }
+            Phase::Search | Phase::Probe if confirmed => {
+                if s.phase == Phase::Probe {
+                    // The limit rose: search upwards from here.
+                    s.hi = f64::INFINITY;
+                    s.growth = 1;
+                    s.probe_after = FIRST_PROBE_AFTER;
+                }
+                s.lo = if s.lo_confirmed {
+                    s.lo.max(s.rate)
+                } else {
+                    s.rate
+                };
+                s.lo_confirmed = true;
+                if s.remembered.is_some_and(|r| s.lo >= r * (1.0 - FIRST_CUT)) {
+                    s.remembered = None;
+                }
+                self.search_or_hold(s, now);
+            }
+            Phase::Hold if s.rate < self.max_rate => {
+                let back = s
+                    .remembered
+                    .filter(|&r| s.return_probes > 0 && r > s.lo * (1.0 + PROBE_STEP));
+                let wait = if back.is_some() {
+                    RETURN_PROBE_AFTER
+                } else {
+                    s.probe_after
+                };
+                if held >= wait {
+                    if back.is_some() {
+                        s.return_probes -= 1;
+                    }
+                    let target = back.unwrap_or(s.lo * (1.0 + s.probe_step()));
+                    self.set(s, target, Phase::Probe, now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The API is slowing down (see `Concurrency::observe`): stop climbing, back to the rate
+    /// last held.
+    pub fn on_slow(&self) {
+        let mut s = self.lock();
+        if matches!(s.phase, Phase::Search | Phase::Probe) && s.lo_confirmed && s.rate > s.lo {
+            let now = Instant::now();
+            s.hi = s.hi.min(s.rate);
+            tracing::debug!(event = "slowing", message = "latency well above its baseline: holding");
+            let lo = s.lo;
+            self.set(&mut s, lo, Phase::Hold, now);
+        }
+    }
+
+    /// A 429 / `RESOURCE_EXHAUSTED` to a request sent at `sent_at`.
+    pub fn on_throttled(&self, sent_at: Instant) {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let now = Instant::now();
+        if sent_at < s.since {
+            return; // it answers an earlier rate
+        }
+        let tried = s.rate;
+        if let Some(start) = s.run_start {
+            let took = sent_at.saturating_duration_since(start).as_secs_f64();
+            if took > 0.0 {
+                if s.runs.len() == RUNS_KEPT {
+                    s.runs.pop_front();
+                }
+                s.runs.push_back((tried, took));
             }
         }
-        s.window_start = now;
-        s.accepted = 0;
-        s.throttled_in_window = false;
+        let mut estimate = fit(&s.runs);
+        match s.phase {
+            Phase::SlowStart => {
+                // The rate before held only half a second: a guess to confirm first.
+                s.hi = tried;
+                s.lo = tried / 2.0;
+                s.lo_confirmed = false;
+                self.search_or_hold(s, now);
+            }
+            Phase::Search => {
+                s.hi = tried;
+                if tried <= s.lo {
+                    // `lo` itself is throttled: the limit is lower still, most likely a
+                    // little (slow start's last good rate held only half a second).
+                    s.lo = tried * LO_CUT;
+                    s.lo_confirmed = false;
+                }
+                match estimate {
+                    Some(limit) => self.hold_under(s, limit, tried, now),
+                    None => self.search_or_hold(s, now),
+                }
+            }
+            Phase::Probe => {
+                if s.remembered.is_none() {
+                    s.probe_after = (s.probe_after * 2).min(MOST_PROBE_AFTER);
+                }
+                s.hi = s.hi.min(tried);
+                self.set(s, s.lo, Phase::Hold, now);
+            }
+            Phase::Hold => {
+                let in_a_row = s
+                    .streak_at
+                    .is_some_and(|t| now.saturating_duration_since(t) < STREAK_WITHIN);
+                if !in_a_row {
+                    s.streak = 0;
+                    // Only a rate that held a while is worth coming back to.
+                    s.streak_from = if now.saturating_duration_since(s.since) >= LONG_HELD {
+                        tried
+                    } else {
+                        f64::NAN
+                    };
+                }
+                s.streak += 1;
+                s.streak_at = Some(now);
+                if s.streak == 2 {
+                    // Quick throttles in a row: the limit may have moved; runs from before
+                    // it would mislead the fit.
+                    while s.runs.len() > 1 {
+                        s.runs.pop_front();
+                    }
+                    estimate = None;
+                } else if s.streak > 2 {
+                    estimate = fit(&s.runs);
+                }
+                let cut = (FIRST_CUT * 2f64.powi(s.streak as i32 - 1)).min(MOST_CUT);
+                s.lo = tried * (1.0 - cut);
+                s.hi = tried;
+                if let Some(limit) = estimate {
+                    s.lo = (limit * UNDER).min(tried * (1.0 - FIRST_CUT));
+                }
+                if s.lo < s.streak_from * FELL_BELOW && s.remembered.is_none_or(|r| r < s.streak_from) {
+                    // The limit fell: probe back to where it was, soon and often.
+                    s.remembered = Some(s.streak_from);
+                    s.return_probes = RETURN_PROBES;
+                }
+                self.set(s, s.lo, Phase::Hold, now);
+            }
+        }
+        // What follows starts after the pause this throttle brings.
+        s.after_pause = true;
     }
+
+    /// Holds just under the limit the bucket fit estimates.
+    fn hold_under(&self, s: &mut PacerState, limit: f64, tried: f64, now: Instant) {
+        s.lo = (limit * UNDER).min(tried * (1.0 - FIRST_CUT));
+        s.lo_confirmed = true;
+        s.hi = s.hi.min(tried);
+        self.set(s, s.lo, Phase::Hold, now);
+    }
+}
+
+/// Runs kept for the fit.
+const RUNS_KEPT: usize = 6;
+/// How far under the fitted limit to hold.
+const UNDER: f64 = 0.985;
+
+/// The limit of a token bucket that fits the runs: one that refills at `L` a second and holds
+/// `c` is emptied by a rate `r` after `c / (r - L)` seconds, so `r = L + c * (1 / t)`, a line
+/// whose intercept is the limit. `None` with fewer than two runs of different lengths, or
+/// when the runs do not look like a bucket (a negative size, a limit above a rate that
+/// tripped), as a server that limits otherwise would give.
+fn fit(runs: &std::collections::VecDeque<(f64, f64)>) -> Option<f64> {
+    if runs.len() < 2 {
+        return None;
+    }
+    let n = runs.len() as f64;
+    let (mx, my) = runs
+        .iter()
+        .fold((0.0, 0.0), |(x, y), (r, t)| (x + 1.0 / t / n, y + r / n));
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (r, t) in runs {
+        let dx = 1.0 / t - mx;
+        sxy += dx * (r - my);
+        sxx += dx * dx;
+    }
+    if sxx <= f64::EPSILON {
+        return None;
+    }
+    let size = sxy / sxx;
+    let limit = my - size * mx;
+    let lowest = runs.iter().map(|(r, _)| *r).fold(f64::INFINITY, f64::min);
+    // A bucket's limit is below every rate it throttled, and not far below: the runs were
+    // throttled after a while, not at once.
+    (size > 0.0 && limit < lowest && limit > lowest * 0.5).then_some(limit)
 }
 
 /// In-flight slots that grow to what the rate needs: rate x latency (Little's law), with room
 /// for slow answers, up to `--max-concurrency`. They never shrink: a slot that is not needed
 /// costs nothing.
+///
+/// As in Vector's adaptive request concurrency, latency is a signal too: once answers take
+/// more than twice as long as the fastest the run has seen (an API that is struggling), the
+/// slots stop growing, and [`Concurrency::observe`] says so, so that the rate stops climbing
+/// instead of pushing more requests into a queue.
 #[derive(Debug)]
 pub struct Concurrency {
     pub permits: Semaphore,
-    state: Mutex<(usize, f64)>,
+    state: Mutex<Slots>,
     max: usize,
 }
+
+#[derive(Debug)]
+struct Slots {
+    current: usize,
+    initial: usize,
+    /// Moving average of the latency, in seconds, and how many answers it has seen.
+    latency: f64,
+    samples: u32,
+    /// The lowest moving average seen once it had settled: the API's unhurried latency.
+    baseline: f64,
+}
+
+/// Answers the moving average needs before it is trusted as a baseline.
+const SETTLED: u32 = 20;
 
 impl Concurrency {
     pub fn new(initial: usize, max: usize) -> Concurrency {
         let initial = initial.clamp(1, max.max(1));
         Concurrency {
             permits: Semaphore::new(initial),
-            state: Mutex::new((initial, 0.0)),
+            state: Mutex::new(Slots {
+                current: initial,
+                initial,
+                latency: 0.0,
+                samples: 0,
+                baseline: f64::INFINITY,
+            }),
             max: max.max(initial),
         }
     }
 
-    pub fn current(&self) -> usize {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).0
+    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Feeds one answer's latency; raises the slots when `rate` needs more.
-    pub fn observe(&self, latency: Duration, rate: f64) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+    pub fn current(&self) -> usize {
+        self.lock().current
+    }
+
+    /// Where the slots started and where they ended, for the run's log.
+    pub fn raised(&self) -> Option<(usize, usize)> {
+        let s = self.lock();
+        (s.current > s.initial).then_some((s.initial, s.current))
+    }
+
+    /// Feeds one answer's latency; raises the slots when `rate` needs more. True when the
+    /// API is slowing down (latency well above its baseline): the caller should not push.
+    pub fn observe(&self, latency: Duration, rate: f64) -> bool {
+        let mut s = self.lock();
         let l = latency.as_secs_f64();
-        s.1 = if s.1 == 0.0 { l } else { 0.8 * s.1 + 0.2 * l };
+        s.latency = if s.samples == 0 {
+            l
+        } else {
+            0.8 * s.latency + 0.2 * l
+        };
+        s.samples = s.samples.saturating_add(1);
+        if s.samples >= SETTLED {
+            s.baseline = s.baseline.min(s.latency);
+        }
+        let slow = s.latency > 2.0 * s.baseline + 0.02;
         // (Less a hair, so that float noise does not round 15.000000000000002 up to 16.)
-        let needed = ((rate * s.1 * 1.5 - 1e-9).ceil() as usize + 1).min(self.max);
-        if needed > s.0 {
-            tracing::info!(
+        let needed = ((rate * s.latency * 1.5 - 1e-9).ceil() as usize + 1).min(self.max);
+        if needed > s.current && !slow {
+            tracing::debug!(
                 event = "concurrency_raised",
-                from = s.0,
+                from = s.current,
                 to = needed,
-                latency_ms = (s.1 * 1000.0).round(),
+                latency_ms = (s.latency * 1000.0).round(),
                 message = "raising in-flight requests to what rate x latency needs"
             );
-            self.permits.add_permits(needed - s.0);
-            s.0 = needed;
+            self.permits.add_permits(needed - s.current);
+            s.current = needed;
         }
+        slow
     }
 }
 
