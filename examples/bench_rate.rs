@@ -223,7 +223,12 @@ async fn run_once(b: &Bench) -> Figures {
     let client = if b.simulate {
         VeltClient::in_process(emu.router(), args.api_version, &credentials, args.timeout)
     } else {
-        VeltClient::new(&emu.base_url(), args.api_version, &credentials, args.timeout)
+        VeltClient::new(
+            &emu.base_url(),
+            args.api_version,
+            &credentials,
+            args.timeout,
+        )
     }
     .expect("client");
     let interrupt = Interrupt::new();
@@ -267,7 +272,9 @@ async fn run_once(b: &Bench) -> Figures {
     let share = |from: f64, to: f64| {
         let steps = ((to - from) * 100.0).ceil().max(1.0) as usize;
         let dt = (to - from) / steps as f64;
-        let allowed: f64 = (0..steps).map(|i| limit_at(from + (i as f64 + 0.5) * dt) * dt).sum();
+        let allowed: f64 = (0..steps)
+            .map(|i| limit_at(from + (i as f64 + 0.5) * dt) * dt)
+            .sum();
         count(from, to) as f64 / allowed.max(1e-9)
     };
     let warm = first + b.warmup;

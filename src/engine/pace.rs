@@ -124,6 +124,8 @@ struct PacerState {
     /// (rate, seconds from a refilled bucket to the throttle) of recent runs that ended in a
     /// throttle: what `fit` estimates the limit from.
     runs: std::collections::VecDeque<(f64, f64)>,
+    /// The size of the server's bucket, as the last fit found it.
+    bucket: Option<f64>,
 }
 
 impl PacerState {
@@ -175,7 +177,11 @@ impl Pacer {
                 engaged: !ceiling,
                 next: now,
                 last_slot: None,
-                phase: if ceiling { Phase::Hold } else { Phase::SlowStart },
+                phase: if ceiling {
+                    Phase::Hold
+                } else {
+                    Phase::SlowStart
+                },
                 since: now,
                 sent: 0,
                 lo: if ceiling { max_rate } else { 0.0 },
@@ -191,6 +197,7 @@ impl Pacer {
                 after_pause: false,
                 run_start: None,
                 runs: std::collections::VecDeque::new(),
+                bucket: None,
             }),
         }
     }
@@ -347,7 +354,10 @@ impl Pacer {
         if matches!(s.phase, Phase::Search | Phase::Probe) && s.lo_confirmed && s.rate > s.lo {
             let now = Instant::now();
             s.hi = s.hi.min(s.rate);
-            tracing::debug!(event = "slowing", message = "latency well above its baseline: holding");
+            tracing::debug!(
+                event = "slowing",
+                message = "latency well above its baseline: holding"
+            );
             let lo = s.lo;
             self.set(&mut s, lo, Phase::Hold, now);
         }
@@ -358,10 +368,13 @@ impl Pacer {
         let mut guard = self.lock();
         let s = &mut *guard;
         let now = Instant::now();
-        if sent_at < s.since {
-            return; // it answers an earlier rate
+        // A throttle answers an earlier rate when its request went before the rate last
+        // changed, or, after a throttle, before the pause it brought was over.
+        if sent_at < s.since || (s.after_pause && s.run_start.is_none_or(|r| sent_at < r)) {
+            return;
         }
         let tried = s.rate;
+        let mut this_run = None;
         if let Some(start) = s.run_start {
             let took = sent_at.saturating_duration_since(start).as_secs_f64();
             if took > 0.0 {
@@ -369,9 +382,13 @@ impl Pacer {
                     s.runs.pop_front();
                 }
                 s.runs.push_back((tried, took));
+                this_run = Some(took);
             }
         }
-        let mut estimate = fit(&s.runs);
+        let mut estimate = fit(&s.runs).map(|(limit, size)| {
+            s.bucket = Some(size);
+            limit
+        });
         match s.phase {
             Phase::SlowStart => {
                 // The rate before held only half a second: a guess to confirm first.
@@ -415,15 +432,17 @@ impl Pacer {
                 }
                 s.streak += 1;
                 s.streak_at = Some(now);
-                if s.streak == 2 {
-                    // Quick throttles in a row: the limit may have moved; runs from before
-                    // it would mislead the fit.
+                if s.streak >= 2 {
+                    // Throttles in a row: the limit may have moved, and runs from before it
+                    // would mislead the fit. With the bucket's size known, this one run tells
+                    // the new limit: it emptied the bucket in `took` seconds.
                     while s.runs.len() > 1 {
                         s.runs.pop_front();
                     }
-                    estimate = None;
-                } else if s.streak > 2 {
-                    estimate = fit(&s.runs);
+                    estimate = s.bucket.zip(this_run).and_then(|(size, took)| {
+                        let limit = tried - size / took;
+                        (limit > 0.2 * tried && limit < tried).then_some(limit)
+                    });
                 }
                 let cut = (FIRST_CUT * 2f64.powi(s.streak as i32 - 1)).min(MOST_CUT);
                 s.lo = tried * (1.0 - cut);
@@ -431,7 +450,9 @@ impl Pacer {
                 if let Some(limit) = estimate {
                     s.lo = (limit * UNDER).min(tried * (1.0 - FIRST_CUT));
                 }
-                if s.lo < s.streak_from * FELL_BELOW && s.remembered.is_none_or(|r| r < s.streak_from) {
+                if s.lo < s.streak_from * FELL_BELOW
+                    && s.remembered.is_none_or(|r| r < s.streak_from)
+                {
                     // The limit fell: probe back to where it was, soon and often.
                     s.remembered = Some(s.streak_from);
                     s.return_probes = RETURN_PROBES;
@@ -462,7 +483,7 @@ const UNDER: f64 = 0.985;
 /// whose intercept is the limit. `None` with fewer than two runs of different lengths, or
 /// when the runs do not look like a bucket (a negative size, a limit above a rate that
 /// tripped), as a server that limits otherwise would give.
-fn fit(runs: &std::collections::VecDeque<(f64, f64)>) -> Option<f64> {
+fn fit(runs: &std::collections::VecDeque<(f64, f64)>) -> Option<(f64, f64)> {
     if runs.len() < 2 {
         return None;
     }
@@ -484,7 +505,7 @@ fn fit(runs: &std::collections::VecDeque<(f64, f64)>) -> Option<f64> {
     let lowest = runs.iter().map(|(r, _)| *r).fold(f64::INFINITY, f64::min);
     // A bucket's limit is below every rate it throttled, and not far below: the runs were
     // throttled after a while, not at once.
-    (size > 0.0 && limit < lowest && limit > lowest * 0.5).then_some(limit)
+    (size > 0.0 && limit < lowest && limit > lowest * 0.5).then_some((limit, size))
 }
 
 /// In-flight slots that grow to what the rate needs: rate x latency (Little's law), with room
@@ -582,38 +603,40 @@ impl Concurrency {
 mod tests {
     use super::*;
 
+    /// Advances the paused clock while sending at the pacer's rate, as the engine would:
+    /// `secs` seconds of slots, each answered accepted.
+    async fn send_for(p: &Pacer, secs: f64) {
+        let end = Instant::now() + Duration::from_secs_f64(secs);
+        loop {
+            // A ceiling at its rate hands out `now`: the limiter would pace at the rate.
+            let slot = p
+                .reserve()
+                .max(Instant::now() + Duration::from_secs_f64(1.0 / p.rate()));
+            if slot >= end {
+                tokio::time::sleep_until(end).await;
+                return;
+            }
+            tokio::time::sleep_until(slot).await;
+            p.on_accepted(slot);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn slow_start_doubles_then_a_throttle_cuts_to_the_accepted_rate() {
+    async fn slow_start_doubles_then_searches_from_half_of_what_tripped() {
         let p = Pacer::new(1000.0);
         assert_eq!(p.rate(), 1.0);
-        for _ in 0..5 {
-            tokio::time::advance(Duration::from_millis(1001)).await;
-            p.on_accepted();
-        }
-        assert_eq!(p.rate(), 32.0);
-        // The server took 20 a second of the 32 tried.
-        tokio::time::advance(Duration::from_millis(500)).await;
-        for _ in 0..10 {
-            p.on_accepted();
-        }
-        p.on_throttled();
-        let cut = p.rate();
-        assert!((cut - 0.9 * 10.0 / 0.5).abs() < 0.5, "{cut}");
-        p.on_throttled();
-        assert_eq!(p.rate(), cut, "one cut per second at most");
-        tokio::time::advance(Duration::from_millis(1001)).await;
-        p.on_accepted();
+        send_for(&p, 3.2).await;
+        assert!(p.rate() >= 8.0, "doubling every half second: {}", p.rate());
+        let tripped = p.rate();
+        p.on_throttled(Instant::now());
         assert_eq!(
             p.rate(),
-            cut,
-            "no increase over a second that was throttled"
+            tripped / 2.0,
+            "half of what tripped, to confirm first"
         );
-        tokio::time::advance(Duration::from_millis(1001)).await;
-        p.on_accepted();
-        assert!(
-            p.rate() > cut && p.rate() < cut * 1.05,
-            "additive from here"
-        );
+        // A throttle of a request sent before the cut answers the old rate: ignored.
+        p.on_throttled(Instant::now() - Duration::from_millis(1));
+        assert_eq!(p.rate(), tripped / 2.0);
     }
 
     #[tokio::test(start_paused = true)]
@@ -626,8 +649,66 @@ mod tests {
         assert_eq!(c - b, b - a);
     }
 
+    #[test]
+    fn the_fit_finds_a_token_buckets_limit_from_how_long_runs_lasted() {
+        // A bucket of 5 refilling at 100/s empties at rate r after 5 / (r - 100) seconds.
+        let runs: std::collections::VecDeque<(f64, f64)> = [150.0, 120.0, 104.0]
+            .iter()
+            .map(|&r| (r, 5.0 / (r - 100.0)))
+            .collect();
+        let (limit, size) = fit(&runs).unwrap();
+        assert!((limit - 100.0).abs() < 1e-6, "{limit}");
+        assert!((size - 5.0).abs() < 1e-6, "{size}");
+        // One run, or runs that no bucket explains, give nothing.
+        assert_eq!(fit(&runs.iter().take(1).copied().collect()), None);
+        let longer_when_faster = [(150.0, 2.0), (120.0, 1.0)].into_iter().collect();
+        assert_eq!(fit(&longer_when_faster), None);
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_ceiling_paces_only_after_a_throttle_and_lets_go_at_the_ceiling() {
+    async fn throttles_at_the_held_rate_cut_more_each_time_and_a_fall_is_probed_back() {
+        let p = Pacer::ceiling(100.0);
+        // Held at the ceiling for a while, then the limit halves: throttles come in a row.
+        send_for(&p, 15.0).await;
+        let mut rates = vec![];
+        for _ in 0..5 {
+            p.on_throttled(Instant::now());
+            rates.push(p.rate().round());
+            send_for(&p, 1.0).await;
+        }
+        assert_eq!(
+            rates,
+            [98.0, 94.0, 87.0, 73.0, 49.0],
+            "2, 4, 8, 16, 32% cuts"
+        );
+        // Six seconds on, the run probes straight back to where it was.
+        send_for(&p, RETURN_PROBE_AFTER.as_secs_f64()).await;
+        assert_eq!(
+            p.rate(),
+            100.0,
+            "a return probe to the rate held before the fall"
+        );
+        // The limit is still low: the probe fails, back to the held rate, no cut.
+        p.on_throttled(Instant::now());
+        assert_eq!(p.rate().round(), 49.0);
+        // The limit came back: the next return probe holds, and the run stays there.
+        send_for(&p, RETURN_PROBE_AFTER.as_secs_f64() + 5.0).await;
+        assert_eq!(p.rate(), 100.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_single_late_throttle_costs_two_percent() {
+        let p = Pacer::ceiling(100.0);
+        send_for(&p, 20.0).await;
+        p.on_throttled(Instant::now());
+        assert_eq!(p.rate().round(), 98.0);
+        send_for(&p, 12.0).await;
+        p.on_throttled(Instant::now());
+        assert_eq!(p.rate().round(), 96.0, "not in a row: the first cut again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_ceiling_paces_only_after_a_throttle_and_lets_go_when_a_probe_reaches_it() {
         let p = Pacer::ceiling(10.0);
         let now = Instant::now();
         assert_eq!(
@@ -635,18 +716,13 @@ mod tests {
             (now, now),
             "the limiter paces alone"
         );
-        tokio::time::advance(Duration::from_millis(500)).await;
-        for _ in 0..3 {
-            p.on_accepted();
-        }
-        p.on_throttled();
-        assert!((p.rate() - 0.9 * 6.0).abs() < 0.01, "{}", p.rate());
+        send_for(&p, 1.0).await;
+        p.on_throttled(Instant::now());
+        assert_eq!(p.rate(), 9.8);
         let a = p.reserve();
         assert!(p.reserve() > a, "engaged below the ceiling");
-        for _ in 0..200 {
-            tokio::time::advance(Duration::from_millis(1001)).await;
-            p.on_accepted();
-        }
+        // Probes climb back to the ceiling, where the limiter takes over again.
+        send_for(&p, 200.0).await;
         assert_eq!(p.rate(), 10.0);
         let now = Instant::now();
         assert_eq!(
@@ -657,14 +733,22 @@ mod tests {
     }
 
     #[test]
-    fn concurrency_follows_rate_times_latency() {
+    fn concurrency_follows_rate_times_latency_until_the_api_slows_down() {
         let c = Concurrency::new(4, 64);
-        c.observe(Duration::from_millis(50), 10.0);
+        assert!(!c.observe(Duration::from_millis(50), 10.0));
         assert_eq!(c.current(), 4, "10/s x 50 ms needs fewer than 4");
-        c.observe(Duration::from_millis(50), 200.0);
+        for _ in 0..SETTLED {
+            c.observe(Duration::from_millis(50), 200.0);
+        }
         assert_eq!(c.current(), 16);
         assert_eq!(c.permits.available_permits(), 16);
-        c.observe(Duration::from_secs(5), 200.0);
-        assert_eq!(c.current(), 64, "capped");
+        // The API slows to ten times its latency: no more slots, and the caller is told.
+        let mut slow = false;
+        for _ in 0..20 {
+            slow = c.observe(Duration::from_millis(500), 200.0);
+        }
+        assert!(slow);
+        assert_eq!(c.current(), 16, "not raised against a struggling API");
+        assert_eq!(c.raised(), Some((4, 16)));
     }
 }
