@@ -70,7 +70,7 @@ pub enum Command {
 /// Where the records come from and how they are read: shared by `sync` and `validate`.
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
-    /// Membership file (CSV, JSON or JSON Lines), or `-` for standard input.
+    /// Membership file (CSV, JSON, JSON Lines or a workbook), or `-` for standard input.
     #[arg(default_value = "-", env = "VELT_INPUT")]
     pub input: PathBuf,
 
@@ -142,6 +142,21 @@ pub struct InputArgs {
     /// `lower`: lower-case user IDs before de-duplication (e-mail addresses as user IDs).
     #[arg(long, value_enum, default_value_t = UserIdCase::Keep, env = "VELT_USER_ID_CASE")]
     pub user_id_case: UserIdCase,
+
+    /// The text's encoding when it is not UTF-8: any WHATWG label (`windows-1252`, `latin1`,
+    /// `utf-16le`, `shift_jis`, ...). A UTF-8 or UTF-16 BOM is recognised without it.
+    #[arg(long, value_name = "LABEL", value_parser = parse_encoding, env = "VELT_ENCODING")]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+
+    /// The line (in a workbook, the row) that names the columns. Default: the first of the
+    /// first 20 lines that names the columns the run needs; lines above it are skipped.
+    #[arg(long, value_name = "N", env = "VELT_HEADER_ROW",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_row: Option<u64>,
+
+    /// The workbook's sheet to read (`--format xlsx`). Default: the first.
+    #[arg(long, value_name = "NAME", env = "VELT_SHEET")]
+    pub sheet: Option<String>,
 
     /// CSV delimiter: one ASCII character, or `tab`. Default: detected from the header line.
     #[arg(long, value_name = "C", value_parser = parse_delimiter, env = "VELT_DELIMITER")]
@@ -417,6 +432,8 @@ pub enum FormatArg {
     Csv,
     Json,
     Jsonl,
+    /// An Excel (`.xlsx`, `.xlsm`, `.xls`) or OpenDocument (`.ods`) workbook.
+    Xlsx,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -481,6 +498,12 @@ fn parse_filter(s: &str) -> Result<FilterArg, String> {
     Ok(FilterArg {
         column: column.to_string(),
         values,
+    })
+}
+
+fn parse_encoding(s: &str) -> Result<&'static encoding_rs::Encoding, String> {
+    encoding_rs::Encoding::for_label(s.trim().as_bytes()).ok_or_else(|| {
+        format!("`{s}` is not an encoding label; e.g. windows-1252, latin1, utf-16le, shift_jis")
     })
 }
 

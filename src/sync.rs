@@ -348,6 +348,9 @@ fn input_options(args: &InputArgs) -> Result<InputOptions, Error> {
         has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
         only_status: args.only_status.clone(),
         max_record_bytes: args.max_record_bytes,
+        encoding: args.encoding,
+        header_row: args.header_row,
+        sheet: args.sheet.clone(),
         mapping: Mapping {
             filters,
             separator: args.group_separator.clone(),

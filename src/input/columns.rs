@@ -86,13 +86,22 @@ pub(crate) struct Resolver<'a> {
 }
 
 fn rank(name: &str, look: &Look<'_>) -> Option<usize> {
+    let matches = |wanted: &str| {
+        name.eq_ignore_ascii_case(wanted)
+            || bracketed(name).is_some_and(|b| b.eq_ignore_ascii_case(wanted))
+    };
     match look.chosen {
-        Some(c) => name.eq_ignore_ascii_case(c.trim()).then_some(0),
-        None => look
-            .aliases
-            .iter()
-            .position(|a| name.eq_ignore_ascii_case(a)),
+        Some(c) => matches(c.trim()).then_some(0),
+        None => look.aliases.iter().position(|a| matches(a)),
     }
+}
+
+/// The property name of a Microsoft Entra template heading, `User name [userPrincipalName]
+/// Required`: a column answers to it as well as to its whole heading.
+fn bracketed(name: &str) -> Option<&str> {
+    let open = name.find('[')?;
+    let close = open + name[open..].find(']')?;
+    Some(name[open + 1..close].trim())
 }
 
 impl<'a> Resolver<'a> {
@@ -203,6 +212,12 @@ impl<'a> Resolver<'a> {
             at,
             groups: self.group_count(),
         }
+    }
+
+    /// Whether a header with these names has every column the run needs.
+    pub fn fits(&self, names: &[String], opts: &InputOptions) -> bool {
+        let found = self.positions(names.iter().map(String::as_str));
+        self.missing(&found, names, opts).is_none()
     }
 
     /// Why a CSV header cannot be read as memberships: a column the command line names that is

@@ -2,14 +2,13 @@
 //! line numbers kept true across quoted newlines and blank lines, and each row handed over as
 //! a record.
 
-use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Cursor, Read};
 use std::rc::Rc;
 
-use super::columns::{Field, Resolver};
-use super::record::{GroupCell, Mapper, Record, Values};
+use super::columns::Resolver;
+use super::record::{Layout, Mapper};
 use super::{BOM, InputOptions, InputStats, read_error};
 use crate::error::Error;
 use crate::plan::Sink;
@@ -22,35 +21,89 @@ pub(crate) fn read_csv<R: BufRead>(
     stats: &mut InputStats,
 ) -> Result<(), Error> {
     let io_err = |line: u64| move |e: io::Error| read_error(name, line, &e);
-    // Keep every byte up to and including the header line so that line numbers stay true,
-    // and look at the header to pick the delimiter.
+    let resolver = Resolver::new(opts);
+    // Keep every byte up to the header so that line numbers stay true. The header is the
+    // first line (of the first 20 that are not blank) that names the columns the run needs:
+    // report titles, run dates and Entra's `version:v1.0` line above it are skipped.
     let mut prefix = Vec::new();
-    let mut header_line = Vec::new();
-    loop {
-        header_line.clear();
+    let mut lines_seen: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+    let mut line_no = 0u64;
+    let mut chosen: Option<(u64, u8)> = None;
+    let mut line = Vec::new();
+    while lines_seen.len() < HEADER_SEARCH {
+        line.clear();
         if reader
-            .read_until(b'\n', &mut header_line)
-            .map_err(io_err(1))?
+            .read_until(b'\n', &mut line)
+            .map_err(io_err(line_no + 1))?
             == 0
         {
             break;
         }
-        if prefix.is_empty() && header_line.starts_with(BOM) {
-            header_line.drain(..BOM.len());
+        line_no += 1;
+        if prefix.is_empty() && line.starts_with(BOM) {
+            line.drain(..BOM.len());
         }
-        prefix.extend_from_slice(&header_line);
-        if !header_line.iter().all(u8::is_ascii_whitespace) {
+        let at = prefix.len();
+        prefix.extend_from_slice(&line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        lines_seen.push((line_no, at..prefix.len()));
+        if let Some(wanted) = opts.header_row {
+            if line_no == wanted {
+                let d = opts.delimiter.unwrap_or_else(|| detect_delimiter(&line));
+                chosen = Some((line_no, d));
+                break;
+            }
+            continue;
+        }
+        let candidates: &[u8] = match opts.delimiter {
+            Some(d) => &[d],
+            None => b",;\t",
+        };
+        if let Some(&d) = candidates
+            .iter()
+            .find(|&&d| names_of(&line, d).is_some_and(|n| resolver.fits(&n, opts)))
+        {
+            chosen = Some((line_no, d));
             break;
         }
     }
-    let delimiter = opts
-        .delimiter
-        .unwrap_or_else(|| detect_delimiter(&header_line));
+    let (header_at, delimiter) = match (chosen, opts.header_row) {
+        (Some(c), _) => c,
+        (None, Some(wanted)) => {
+            return Err(Error::input(
+                name,
+                wanted,
+                format!("--header-row {wanted}: the input has no line {wanted} that is not blank"),
+            ));
+        }
+        // None fits: the first line is the header, and its message says what is missing.
+        (None, None) => match lines_seen.first() {
+            Some((n, range)) => {
+                let first = &prefix[range.clone()];
+                (
+                    *n,
+                    opts.delimiter.unwrap_or_else(|| detect_delimiter(first)),
+                )
+            }
+            None => (line_no.max(1), opts.delimiter.unwrap_or(b',')),
+        },
+    };
+    let skipped = lines_seen.iter().filter(|(n, _)| *n < header_at).count();
+    if skipped > 0 {
+        tracing::debug!(
+            event = "header_row",
+            line = header_at,
+            skipped,
+            message = "lines above the header row were skipped"
+        );
+    }
     let lines = LineTracker::default();
     let mut csv = csv::ReaderBuilder::new()
         .delimiter(delimiter)
         .flexible(true)
-        .has_headers(true)
+        .has_headers(false)
         .from_reader(LineCounting {
             inner: Cursor::new(prefix).chain(reader),
             tracker: lines.clone(),
@@ -66,8 +119,16 @@ pub(crate) fn read_csv<R: BufRead>(
             _ => Error::input(name, line, format!("cannot read: {e}")),
         }
     };
-    let headers = csv.byte_headers().map_err(csv_err)?.clone();
-    let header_at = lines.line_at(headers.position().map_or(0, |p| p.byte()));
+    let mut headers = csv::ByteRecord::new();
+    loop {
+        if !csv.read_byte_record(&mut headers).map_err(csv_err)? {
+            headers.clear();
+            break;
+        }
+        if lines.line_at(headers.position().map_or(0, |p| p.byte())) >= header_at {
+            break;
+        }
+    }
     if headers.iter().all(|h| h.trim_ascii().is_empty()) {
         return Err(Error::input(
             name,
@@ -83,25 +144,15 @@ pub(crate) fn read_csv<R: BufRead>(
         Ok(n) => n,
         Err(_) => return Err(not_utf8(name, header_at)),
     };
-    let resolver = Resolver::new(opts);
     let found = resolver.positions(names.iter().map(String::as_str));
     if let Some(message) = resolver.missing(&found, &names, opts) {
         return Err(Error::input(name, header_at, message));
     }
-    let [org_col, name_col, status_col, action_col] =
-        [Field::Org, Field::GroupName, Field::Status, Field::Action].map(|f| found.get(f));
-    let Some(user_col) = found.get(Field::User) else {
-        return Err(Error::input(name, header_at, "no user column"));
-    };
-    let group_cols: Vec<(usize, &str)> = (0..resolver.group_count())
-        .filter_map(|i| found.get(Field::Group(i)))
-        .map(|at| (at, names[at].as_str()))
-        .collect();
-    let filter_cols: Vec<usize> = (0..opts.mapping.filters.len())
-        .filter_map(|i| found.get(Field::Filter(i)))
-        .collect();
+    let layout = Layout::new(&resolver, &found, &names, opts)
+        .ok_or_else(|| Error::input(name, header_at, "no user column"))?;
     let mut mapper = Mapper::new(opts);
     let width = headers.len();
+    let mut first_data = true;
     let mut record = csv::ByteRecord::new();
     while csv.read_byte_record(&mut record).map_err(csv_err)? {
         let line = lines.line_at(record.position().map_or(0, |p| p.byte()));
@@ -111,22 +162,21 @@ pub(crate) fn read_csv<R: BufRead>(
         if record.iter().all(|f| f.trim_ascii().is_empty()) {
             continue; // a blank line (or only delimiters): no data to lose
         }
-        // Every field was checked as UTF-8 above.
-        let field = |i: usize| record.get(i).map(|f| std::str::from_utf8(f).unwrap_or(""));
-        let mut r = Record::new(line);
-        r.org = org_col.and_then(field).map(Cow::Borrowed);
-        for &(at, column) in &group_cols {
-            r.groups.push(GroupCell {
-                column,
-                values: field(at).map_or(Values::Missing, |v| Values::One(Cow::Borrowed(v))),
-            });
+        if first_data && is_example(record.get(0).unwrap_or_default()) {
+            // Entra's bulk templates keep a row of examples under the header.
+            tracing::debug!(
+                event = "example_row",
+                line,
+                message = "skipped the template's example row"
+            );
+            first_data = false;
+            continue;
         }
-        r.users = Values::One(Cow::Borrowed(field(user_col).unwrap_or("")));
-        r.group_name = name_col.and_then(field);
-        r.status = status_col.and_then(field);
-        r.action = action_col.and_then(field);
-        r.filters
-            .extend(filter_cols.iter().map(|&at| field(at).map(Cow::Borrowed)));
+        first_data = false;
+        // Every field was checked as UTF-8 above.
+        let mut r = layout.record(line, |i| {
+            record.get(i).map(|f| std::str::from_utf8(f).unwrap_or(""))
+        });
         if record.len() != width {
             let hint = if record.len() > width {
                 " (an unquoted delimiter inside a value?)"
@@ -141,6 +191,30 @@ pub(crate) fn read_csv<R: BufRead>(
         mapper.take(r, planner, stats);
     }
     Ok(())
+}
+
+/// How many lines (not blank) may stand above the header row.
+pub(crate) const HEADER_SEARCH: usize = 20;
+
+/// The column names of one line split at `delimiter`, or `None` if it is not UTF-8 or has one
+/// column only (a title).
+fn names_of(line: &[u8], delimiter: u8) -> Option<Vec<String>> {
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(line);
+    let mut record = csv::StringRecord::new();
+    if !r.read_record(&mut record).ok()? {
+        return None;
+    }
+    Some(record.iter().map(|f| f.trim().to_string()).collect())
+}
+
+/// A first data row whose first cell starts `Example:` (Entra's templates).
+pub(crate) fn is_example(first_cell: &[u8]) -> bool {
+    let f = first_cell.trim_ascii_start();
+    f.len() >= 8 && f[..8].eq_ignore_ascii_case(b"example:")
 }
 
 /// The csv crate's own line numbers drift after blank lines and quoted newlines, so lines are
@@ -233,10 +307,9 @@ pub(super) fn detect_delimiter(header: &[u8]) -> u8 {
     candidates[best]
 }
 
+/// Said of text that is not UTF-8; `explain_not_utf8` adds what the file most likely is.
+pub(crate) const NOT_UTF8: &str = "not valid UTF-8";
+
 pub(crate) fn not_utf8(name: &str, line: u64) -> Error {
-    Error::input(
-        name,
-        line,
-        "not valid UTF-8; convert the file first (e.g. iconv -f latin1 -t utf-8)",
-    )
+    Error::input(name, line, NOT_UTF8)
 }

@@ -21,6 +21,7 @@ mod csv;
 mod json;
 mod mapping;
 mod record;
+mod xlsx;
 
 pub use mapping::{Filter, GroupMap, Mapping};
 
@@ -31,6 +32,7 @@ pub enum Format {
     Csv,
     Json,
     Jsonl,
+    Xlsx,
 }
 
 /// Column (or JSON key) names chosen on the command line.
@@ -58,6 +60,12 @@ pub struct InputOptions {
     pub max_record_bytes: u64,
     /// Which records count and what their group values mean.
     pub mapping: Mapping,
+    /// `--encoding`: the text's encoding when it is not UTF-8 (a BOM is recognised without).
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+    /// `--header-row`: the line (a workbook's row) that names the columns.
+    pub header_row: Option<u64>,
+    /// `--sheet`: the workbook's sheet to read (default: the first).
+    pub sheet: Option<String>,
 }
 
 impl Default for InputOptions {
@@ -71,6 +79,9 @@ impl Default for InputOptions {
             only_status: None,
             max_record_bytes: 1 << 20,
             mapping: Mapping::default(),
+            encoding: None,
+            header_row: None,
+            sheet: None,
         }
     }
 }
@@ -206,25 +217,113 @@ fn read_path_into(
     opts: &InputOptions,
     sink: &mut impl Sink,
 ) -> Result<InputStats, Error> {
+    let stdin = path.as_os_str() == "-";
+    let (raw, name): (Box<dyn Read>, String) = if stdin {
+        (Box::new(io::stdin().lock()), "<stdin>".to_string())
+    } else {
+        let file = File::open(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        (Box::new(file), path.display().to_string())
+    };
+    let mut raw = BufReader::with_capacity(256 * 1024, raw);
+    let head = raw
+        .fill_buf()
+        .map_err(|e| read_error(&name, 1, &e))?
+        .to_vec();
+    let path = (!stdin).then_some(path);
+    let workbook = match opts.format {
+        FormatArg::Xlsx => true,
+        FormatArg::Auto => match path.and_then(format_from_extension) {
+            Some(f) => f == Format::Xlsx,
+            None => is_workbook(&head),
+        },
+        _ => false,
+    };
+    if workbook {
+        let mut stats = InputStats::new(Format::Xlsx);
+        xlsx::read_workbook(raw, &name, opts, sink, &mut stats)?;
+        return Ok(stats);
+    }
+    let utf16_bom = head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF");
+    if opts.encoding.is_none() && !utf16_bom && looks_utf16(&head) {
+        return Err(Error::input(
+            &name,
+            1,
+            "this looks like UTF-16 text without a byte order mark; give --encoding utf-16le (or utf-16be)",
+        ));
+    }
     let bounded = |inner| Bounded {
         inner,
         max: opts.max_record_bytes,
         run: 0,
         lines: 0,
     };
-    if path.as_os_str() == "-" {
-        let stdin: Box<dyn Read> = Box::new(io::stdin().lock());
-        let reader = BufReader::with_capacity(256 * 1024, bounded(stdin));
-        return read(reader, "<stdin>", None, opts, sink);
+    let text: Box<dyn Read> = if opts.encoding.is_some() || utf16_bom {
+        // Decoded to UTF-8 as it streams; a BOM overrides --encoding, as browsers do.
+        Box::new(bounded(Box::new(
+            encoding_rs_io::DecodeReaderBytesBuilder::new()
+                .encoding(opts.encoding)
+                .bom_override(true)
+                .strip_bom(true)
+                .build(raw),
+        ) as Box<dyn Read>))
+    } else {
+        Box::new(bounded(Box::new(raw) as Box<dyn Read>))
+    };
+    let reader = BufReader::with_capacity(256 * 1024, text);
+    read(reader, &name, path, opts, sink).map_err(|e| explain_not_utf8(e, &head))
+}
+
+/// A zip (xlsx, xlsm, ods) or OLE (xls) file's first bytes.
+fn is_workbook(head: &[u8]) -> bool {
+    head.starts_with(b"PK\x03\x04") || head.starts_with(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1")
+}
+
+/// Text whose every other byte is NUL, most of the time: UTF-16 of mostly ASCII.
+fn looks_utf16(head: &[u8]) -> bool {
+    let sample = &head[..head.len().min(4096)];
+    if sample.len() < 4 {
+        return false;
     }
-    let file = File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let file: Box<dyn Read> = Box::new(file);
-    let reader = BufReader::with_capacity(256 * 1024, bounded(file));
-    let name = path.display().to_string();
-    read(reader, &name, Some(path), opts, sink)
+    let zeros = |parity: usize| {
+        sample
+            .iter()
+            .skip(parity)
+            .step_by(2)
+            .filter(|&&b| b == 0)
+            .count()
+    };
+    let half = sample.len() / 2;
+    let (even, odd) = (zeros(0), zeros(1));
+    // One half of the bytes mostly NUL, the other hardly ever (all NUL is no text at all).
+    even.max(odd) * 10 >= half * 7 && even.min(odd) * 10 <= half
+}
+
+/// The not-UTF-8 message, with what the file most likely is and the flag to use.
+fn explain_not_utf8(e: Error, head: &[u8]) -> Error {
+    match e {
+        Error::Input {
+            file,
+            line,
+            message,
+        } if message == csv::NOT_UTF8 => {
+            let hint = if is_workbook(head) {
+                "this is a workbook (Excel or OpenDocument): read it with --format xlsx"
+            } else {
+                "most likely a legacy single-byte encoding (Excel's CSV on Windows is \
+                 windows-1252): give --encoding windows-1252 (or the file's, e.g. latin1, \
+                 shift_jis)"
+            };
+            Error::Input {
+                file,
+                line,
+                message: format!("{message}; {hint}"),
+            }
+        }
+        other => other,
+    }
 }
 
 /// Reads one input stream into the planner; `name` is used in messages.
@@ -240,6 +339,7 @@ pub fn read<R: BufRead>(
         FormatArg::Csv => Format::Csv,
         FormatArg::Json => Format::Json,
         FormatArg::Jsonl => Format::Jsonl,
+        FormatArg::Xlsx => Format::Xlsx,
         FormatArg::Auto => match path.and_then(format_from_extension) {
             Some(f) => f,
             None => sniff(reader.fill_buf().map_err(io_err)?),
@@ -250,6 +350,7 @@ pub fn read<R: BufRead>(
         Format::Csv => csv::read_csv(reader, name, opts, planner, &mut stats)?,
         Format::Json => json::read_json(reader, name, opts, planner, &mut stats)?,
         Format::Jsonl => json::read_jsonl(reader, name, opts, planner, &mut stats)?,
+        Format::Xlsx => xlsx::read_workbook(reader, name, opts, planner, &mut stats)?,
     }
     Ok(stats)
 }
@@ -260,6 +361,7 @@ fn format_from_extension(path: &Path) -> Option<Format> {
         "csv" | "tsv" | "txt" => Some(Format::Csv),
         "json" => Some(Format::Json),
         "jsonl" | "ndjson" => Some(Format::Jsonl),
+        "xlsx" | "xlsm" | "xlsb" | "xls" | "ods" => Some(Format::Xlsx),
         _ => None,
     }
 }

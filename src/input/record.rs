@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use smallvec::SmallVec;
 
+use super::columns::{Field, Positions, Resolver};
 use super::mapping::fold;
 use super::{InputOptions, InputStats};
 use crate::cli::Unmapped;
@@ -70,6 +71,65 @@ impl<'a> Record<'a> {
             Some(Values::One(v)) => Some(v),
             _ => None,
         }
+    }
+}
+
+/// Where a table's fields are (a CSV header's, a sheet's): what `Layout::record` reads each
+/// row by.
+pub(crate) struct Layout<'n> {
+    org: Option<usize>,
+    user: usize,
+    group_name: Option<usize>,
+    status: Option<usize>,
+    action: Option<usize>,
+    groups: Vec<(usize, &'n str)>,
+    filters: Vec<usize>,
+}
+
+impl<'n> Layout<'n> {
+    /// `None` without a user column.
+    pub fn new(
+        resolver: &Resolver<'_>,
+        found: &Positions,
+        names: &'n [String],
+        opts: &InputOptions,
+    ) -> Option<Layout<'n>> {
+        Some(Layout {
+            org: found.get(Field::Org),
+            user: found.get(Field::User)?,
+            group_name: found.get(Field::GroupName),
+            status: found.get(Field::Status),
+            action: found.get(Field::Action),
+            groups: (0..resolver.group_count())
+                .filter_map(|i| found.get(Field::Group(i)))
+                .map(|at| (at, names[at].as_str()))
+                .collect(),
+            filters: (0..opts.mapping.filters.len())
+                .filter_map(|i| found.get(Field::Filter(i)))
+                .collect(),
+        })
+    }
+
+    /// The record of one row, whose cell `i` is `field(i)`.
+    pub fn record<'a>(&self, line: u64, field: impl Fn(usize) -> Option<&'a str>) -> Record<'a>
+    where
+        'n: 'a,
+    {
+        let mut r = Record::new(line);
+        r.org = self.org.and_then(&field).map(Cow::Borrowed);
+        for &(at, column) in &self.groups {
+            r.groups.push(GroupCell {
+                column,
+                values: field(at).map_or(Values::Missing, |v| Values::One(Cow::Borrowed(v))),
+            });
+        }
+        r.users = Values::One(Cow::Borrowed(field(self.user).unwrap_or("")));
+        r.group_name = self.group_name.and_then(&field);
+        r.status = self.status.and_then(&field);
+        r.action = self.action.and_then(&field);
+        r.filters
+            .extend(self.filters.iter().map(|&at| field(at).map(Cow::Borrowed)));
+        r
     }
 }
 

@@ -1,0 +1,268 @@
+//! The files HR systems and admins actually produce: Excel workbooks with title rows,
+//! Windows-1252 and UTF-16 text, Entra's bulk template. Each test asserts the exact
+//! memberships planned, or the message that says which flag to use.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
+
+/// `org/group/user@line` for each planned row of a dry run, and the exit code and stderr.
+fn plan(
+    dir: &Path,
+    input: &str,
+    args: &[&str],
+    stdin: Option<Vec<u8>>,
+) -> (i32, Vec<String>, String) {
+    let mut cmd = bin(dir);
+    cmd.args(["sync", input, "--dry-run", "--report", "out.csv"])
+        .args(args);
+    if let Some(bytes) = stdin {
+        cmd.write_stdin(bytes);
+    }
+    let out = cmd.output().unwrap();
+    let code = out.status.code().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rows = if code < 2 {
+        read_report(&dir.join("out.csv"))
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}/{}/{}@{}",
+                    r["organizationId"], r["organizationUserGroupId"], r["userId"], r["line"]
+                )
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    (code, rows, stderr)
+}
+
+/// An ADP/Workday-style report: a title, a run date and a blank row above the header;
+/// numeric employee IDs and a date column.
+fn report_workbook(path: &Path) {
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet().set_name("Report").unwrap();
+    sheet.write(0, 0, "Employee Roster").unwrap();
+    sheet.write(1, 0, "Run date: 27 Nov 2026").unwrap();
+    for (c, h) in ["Employee ID", "Email", "Department", "Hire Date"]
+        .iter()
+        .enumerate()
+    {
+        sheet.write(3, c as u16, *h).unwrap();
+    }
+    let date = Format::new().set_num_format("yyyy-mm-dd");
+    let rows = [
+        (1001.0, "ada@acme.example", "Engineering"),
+        (1002.0, "grace@acme.example", "Research"),
+    ];
+    for (i, (id, email, dept)) in rows.iter().enumerate() {
+        let r = 4 + i as u32;
+        sheet.write(r, 0, *id).unwrap();
+        sheet.write(r, 1, *email).unwrap();
+        sheet.write(r, 2, *dept).unwrap();
+        let d = ExcelDateTime::from_ymd(2020, 3, 1 + i as u8).unwrap();
+        sheet.write_with_format(r, 3, &d, &date).unwrap();
+    }
+    let other = book.add_worksheet().set_name("Leavers").unwrap();
+    other.write(0, 0, "Employee ID").unwrap();
+    other.write(0, 1, "Department").unwrap();
+    other.write(1, 0, 2001).unwrap();
+    other.write(1, 1, "Sales").unwrap();
+    book.save(path).unwrap();
+}
+
+#[test]
+fn a_workbook_with_title_rows_reads_cells_as_text_at_their_sheet_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    report_workbook(&dir.path().join("roster.xlsx"));
+    let args = [
+        "--org",
+        "acme",
+        "--user-column",
+        "Employee ID",
+        "--group-column",
+        "Department",
+    ];
+    let (code, rows, stderr) = plan(dir.path(), "roster.xlsx", &args, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        rows,
+        ["acme/Engineering/1001@5", "acme/Research/1002@6"],
+        "digits, no .0"
+    );
+    // A date column is ISO 8601 text (here as the group, to see it).
+    let (_, rows, _) = plan(
+        dir.path(),
+        "roster.xlsx",
+        &[
+            "--org",
+            "acme",
+            "--user-column",
+            "Email",
+            "--group-column",
+            "Hire Date",
+        ],
+        None,
+    );
+    assert_eq!(
+        rows,
+        [
+            "acme/2020-03-01/ada@acme.example@5",
+            "acme/2020-03-02/grace@acme.example@6"
+        ]
+    );
+    // Another sheet by name; through standard input, found by its first bytes.
+    let bytes = std::fs::read(dir.path().join("roster.xlsx")).unwrap();
+    let (code, rows, stderr) = plan(
+        dir.path(),
+        "-",
+        &[
+            "--org",
+            "acme",
+            "--user-column",
+            "Employee ID",
+            "--group-column",
+            "Department",
+            "--sheet",
+            "leavers",
+        ],
+        Some(bytes),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows, ["acme/Sales/2001@2"]);
+    let (code, _, stderr) = plan(
+        dir.path(),
+        "roster.xlsx",
+        &["--org", "acme", "--sheet", "Nope"],
+        None,
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("no sheet named `Nope` (sheets: Report, Leavers)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_german_excel_csv_in_windows_1252_with_semicolons() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = b"Benutzer;Gruppe;Abteilung\r\nj\xfcrgen@acme.example;Entwicklung;F\xfchrung\r\nm\xfcller@acme.example;Vertrieb;Au\xdfendienst\r\n";
+    std::fs::write(dir.path().join("export.csv"), text).unwrap();
+    let args = [
+        "--org",
+        "acme",
+        "--user-column",
+        "Benutzer",
+        "--group-column",
+        "Abteilung",
+    ];
+    let (code, _, stderr) = plan(dir.path(), "export.csv", &args, None);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("export.csv:2: not valid UTF-8; most likely a legacy single-byte encoding")
+            && stderr.contains("--encoding windows-1252"),
+        "{stderr}"
+    );
+    let mut with = args.to_vec();
+    with.extend(["--encoding", "windows-1252"]);
+    let (code, rows, stderr) = plan(dir.path(), "export.csv", &with, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        rows,
+        [
+            "acme/Führung/jürgen@acme.example@2",
+            "acme/Außendienst/müller@acme.example@3"
+        ]
+    );
+}
+
+fn utf16le(text: &str, bom: bool) -> Vec<u8> {
+    let mut out = if bom { vec![0xFF, 0xFE] } else { Vec::new() };
+    for unit in text.encode_utf16() {
+        out.extend_from_slice(&unit.to_le_bytes());
+    }
+    out
+}
+
+#[test]
+fn excel_unicode_text_is_utf16le_tab_delimited_with_or_without_a_bom() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "userId\tgroupId\r\nzoë@acme.example\tdesign\r\n李@acme.example\tdesign\r\n";
+    std::fs::write(dir.path().join("bom.txt"), utf16le(text, true)).unwrap();
+    std::fs::write(dir.path().join("nobom.txt"), utf16le(text, false)).unwrap();
+    let expected = [
+        "acme/design/zoë@acme.example@2",
+        "acme/design/李@acme.example@3",
+    ];
+    let (code, rows, stderr) = plan(dir.path(), "bom.txt", &["--org", "acme"], None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows, expected);
+    let (code, _, stderr) = plan(dir.path(), "nobom.txt", &["--org", "acme"], None);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("UTF-16 text without a byte order mark; give --encoding utf-16le"),
+        "{stderr}"
+    );
+    let (code, rows, stderr) = plan(
+        dir.path(),
+        "nobom.txt",
+        &["--org", "acme", "--encoding", "utf-16le"],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows, expected);
+}
+
+#[test]
+fn entras_template_skips_its_version_line_and_example_row() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("members.csv"),
+        "version:v1.0\n\
+         Member object ID or user principal name [memberObjectIdOrUpn] Required\n\
+         Example: chris@contoso.com\n\
+         ada@acme.example\n\
+         grace@acme.example\n",
+    )
+    .unwrap();
+    let args = [
+        "--org",
+        "acme",
+        "--group",
+        "eng",
+        "--user-column",
+        "memberObjectIdOrUpn",
+    ];
+    let (code, rows, stderr) = plan(dir.path(), "members.csv", &args, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        rows,
+        [
+            "acme/eng/ada@acme.example@4",
+            "acme/eng/grace@acme.example@5"
+        ]
+    );
+}
+
+#[test]
+fn header_row_names_the_header_line_explicitly() {
+    let dir = tempfile::tempdir().unwrap();
+    // The first line would fit too (it names userId), but the real header is line 3.
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "userId\nnote\nuser,groupId\nu1,g\n",
+    )
+    .unwrap();
+    let (code, rows, stderr) = plan(
+        dir.path(),
+        "in.csv",
+        &["--org", "o", "--header-row", "3"],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows, ["o/g/u1@4"]);
+}
