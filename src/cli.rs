@@ -154,6 +154,12 @@ pub struct InputArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_row: Option<u64>,
 
+    /// JSON: the array of records inside a top-level object, dotted (`Report_Entry`,
+    /// `Resources`, `value`, `data.users`). Without it, an object's one array of objects is
+    /// taken.
+    #[arg(long, value_name = "PATH", env = "VELT_RECORDS_PATH")]
+    pub records_path: Option<String>,
+
     /// The workbook's sheet to read (`--format xlsx`). Default: the first.
     #[arg(long, value_name = "NAME", env = "VELT_SHEET")]
     pub sheet: Option<String>,

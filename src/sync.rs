@@ -351,6 +351,7 @@ fn input_options(args: &InputArgs) -> Result<InputOptions, Error> {
         encoding: args.encoding,
         header_row: args.header_row,
         sheet: args.sheet.clone(),
+        records_path: args.records_path.clone(),
         mapping: Mapping {
             filters,
             separator: args.group_separator.clone(),

@@ -266,3 +266,141 @@ fn header_row_names_the_header_line_explicitly() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, ["o/g/u1@4"]);
 }
+
+#[test]
+fn workday_and_graph_wrapped_json_is_unwrapped() {
+    let dir = tempfile::tempdir().unwrap();
+    // Workday RaaS: the records under Report_Entry, pretty-printed (also on stdin).
+    let workday = r#"{
+  "Report_Entry": [
+    {"Employee_ID": "21001", "Cost_Center": "CC-100", "Worker_Status": "Active"},
+    {"Employee_ID": "21002", "Cost_Center": "CC-200", "Worker_Status": "Terminated"}
+  ]
+}"#;
+    std::fs::write(dir.path().join("workday.json"), workday).unwrap();
+    let args = [
+        "--org",
+        "acme",
+        "--user-column",
+        "Employee_ID",
+        "--group-column",
+        "Cost_Center",
+        "--include",
+        "Worker_Status=Active",
+    ];
+    let (code, rows, stderr) = plan(dir.path(), "workday.json", &args, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows, ["acme/CC-100/21001@3"]);
+    let (code, rows, stderr) = plan(dir.path(), "-", &args, Some(workday.as_bytes().to_vec()));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows, ["acme/CC-100/21001@3"]);
+    let mut named = args.to_vec();
+    named.extend(["--records-path", "Report_Entry"]);
+    let (_, rows, _) = plan(dir.path(), "workday.json", &named, None);
+    assert_eq!(rows, ["acme/CC-100/21001@3"]);
+
+    // Graph: `value`, beside an @odata.context string and a nextLink.
+    let graph = r#"{"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users",
+"value": [{"userPrincipalName": "ada@acme.example", "department": "Eng"}],
+"@odata.nextLink": "https://graph.microsoft.com/v1.0/users?$skiptoken=x"}"#;
+    std::fs::write(dir.path().join("graph.json"), graph).unwrap();
+    let args = [
+        "--org",
+        "acme",
+        "--user-column",
+        "userPrincipalName",
+        "--group-column",
+        "department",
+    ];
+    let (code, rows, stderr) = plan(dir.path(), "graph.json", &args, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows, ["acme/Eng/ada@acme.example@2"]);
+
+    // A wrong path, and an object without records, say what the object holds.
+    let mut wrong = args.to_vec();
+    wrong.extend(["--records-path", "data.users"]);
+    let (code, _, stderr) = plan(dir.path(), "graph.json", &wrong, None);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains(
+            "no array at `data.users` (the object's keys: @odata.context, value, @odata.nextLink)"
+        ),
+        "{stderr}"
+    );
+    std::fs::write(
+        dir.path().join("one.json"),
+        r#"{"userId": "u", "groupId": "g"}"#,
+    )
+    .unwrap();
+    let (code, _, stderr) = plan(dir.path(), "one.json", &["--org", "acme"], None);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("the object holds no array of records (its keys: userId, groupId)")
+            && stderr.contains("--format jsonl"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn scim_users_and_groups_through_field_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = r#"{
+  "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+  "totalResults": 2,
+  "Resources": [
+    {"id": "1", "userName": "ada", "active": true,
+     "emails": [{"value": "ada@acme.example", "primary": true}, {"value": "ada@old.example"}],
+     "groups": [{"value": "g1", "display": "Engineering"}, {"value": "g2", "display": "Leads"}]},
+    {"id": "2", "userName": "bob", "active": false,
+     "emails": [{"value": "bob@acme.example"}],
+     "groups": [{"value": "g1", "display": "Engineering"}]}
+  ]
+}"#;
+    std::fs::write(dir.path().join("users.json"), users).unwrap();
+    let args = [
+        "--org",
+        "acme",
+        "--user-column",
+        "emails[0].value",
+        "--group-column",
+        "groups[].display",
+        "--include",
+        "active=true",
+    ];
+    let (code, rows, stderr) = plan(dir.path(), "users.json", &args, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        rows,
+        [
+            "acme/Engineering/ada@acme.example@5",
+            "acme/Leads/ada@acme.example@5"
+        ]
+    );
+
+    let groups = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+"Resources": [
+  {"id": "g1", "displayName": "Engineering", "members": [{"value": "u1"}, {"value": "u2"}]},
+  {"id": "g2", "displayName": "Leads", "members": [{"value": "u1"}]}
+]}"#;
+    std::fs::write(dir.path().join("groups.json"), groups).unwrap();
+    let args = [
+        "--org",
+        "acme",
+        "--records-path",
+        "Resources",
+        "--group-column",
+        "displayName",
+        "--user-column",
+        "members[].value",
+    ];
+    let (code, rows, stderr) = plan(dir.path(), "groups.json", &args, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        rows,
+        [
+            "acme/Engineering/u1@3",
+            "acme/Engineering/u2@3",
+            "acme/Leads/u1@4"
+        ]
+    );
+}

@@ -46,19 +46,23 @@ pub(crate) struct Positions {
     groups: usize,
 }
 
+/// Where `field` sits among the slots, with `groups` group columns.
+fn slot(field: Field, groups: usize) -> usize {
+    match field {
+        Field::Org => 0,
+        Field::User => 1,
+        Field::Users => 2,
+        Field::GroupName => 3,
+        Field::Status => 4,
+        Field::Action => 5,
+        Field::Group(i) => FIXED + i,
+        Field::Filter(i) => FIXED + groups + i,
+    }
+}
+
 impl Positions {
     pub fn get(&self, field: Field) -> Option<usize> {
-        let slot = match field {
-            Field::Org => 0,
-            Field::User => 1,
-            Field::Users => 2,
-            Field::GroupName => 3,
-            Field::Status => 4,
-            Field::Action => 5,
-            Field::Group(i) => FIXED + i,
-            Field::Filter(i) => FIXED + self.groups + i,
-        };
-        self.at.get(slot).copied().flatten()
+        self.at.get(slot(field, self.groups)).copied().flatten()
     }
 }
 
@@ -167,6 +171,20 @@ impl<'a> Resolver<'a> {
             report,
             looks,
         }
+    }
+
+    /// The name the command line chose for `field`, if any.
+    pub fn chosen(&self, field: Field) -> Option<&'a str> {
+        self.looks.get(slot(field, self.group_count()))?.chosen
+    }
+
+    /// Every field the command line named, with its name.
+    pub fn chosen_fields(&self) -> impl Iterator<Item = (Field, &'a str)> + '_ {
+        let fields = [Field::Org, Field::User, Field::GroupName]
+            .into_iter()
+            .chain((0..self.group_count()).map(Field::Group))
+            .chain((0..self.filters.len()).map(Field::Filter));
+        fields.filter_map(|f| self.chosen(f).map(|name| (f, name)))
     }
 
     /// How many group columns a record has.

@@ -65,6 +65,9 @@ pub(crate) fn read_jsonl<R: BufRead>(
 
 /// Reads a JSON array of objects one element at a time: a small scanner finds where each
 /// element starts and ends (and on which line it starts), and serde_json parses the element.
+/// The array may be wrapped in an object (Workday's `{"Report_Entry": [...]}`, SCIM's
+/// `{"Resources": [...]}`, Graph's `{"value": [...]}`): `--records-path` names it, or else the
+/// object's one array of objects is taken. Either way it is streamed, never held whole.
 pub(crate) fn read_json<R: BufRead>(
     reader: R,
     name: &str,
@@ -78,48 +81,46 @@ pub(crate) fn read_json<R: BufRead>(
         name,
     };
     scan.skip_bom()?;
+    let mut records = JsonRecords::new(opts);
     match scan.next_non_ws()? {
-        Some(b'[') => {}
-        Some(b'{') => {
+        Some(b'[') if opts.records_path.is_none() => {
+            scan.stream_array(None, opts, &mut records, planner, stats)?;
+        }
+        Some(b'[') => {
             return Err(scan.error(
-                "expected a JSON array of objects; for one object per line use --format jsonl",
+                "--records-path names an array inside an object, but the input is an array; leave the flag out",
             ));
+        }
+        Some(b'{') => {
+            let path: Vec<&str> = opts
+                .records_path
+                .as_deref()
+                .map(|p| p.split('.').map(str::trim).collect())
+                .unwrap_or_default();
+            let mut found = None;
+            let keys = scan.walk_object(&path, &mut found, opts, &mut records, planner, stats)?;
+            if found.is_none() {
+                let keys = clip(&keys.join(", ")).into_owned();
+                return Err(Error::input(
+                    name,
+                    1,
+                    match &opts.records_path {
+                        Some(p) => format!(
+                            "no array at `{p}` (the object's keys: {keys}); check --records-path"
+                        ),
+                        None => format!(
+                            "the object holds no array of records (its keys: {keys}); name the array with --records-path, or for one object per line use --format jsonl"
+                        ),
+                    },
+                ));
+            }
         }
         Some(_) => return Err(scan.error("expected a JSON array of objects (`[`)")),
         None => return Err(scan.error("empty input: expected a JSON array of objects")),
     }
-    let mut element = Vec::new();
-    let mut first = true;
-    let mut records = JsonRecords::new(opts);
-    loop {
-        let start = match scan.next_non_ws()? {
-            None => return Err(scan.error("unexpected end of input: the array is not closed")),
-            Some(b']') if first => break,
-            Some(b']') => return Err(scan.error("a comma before `]` (trailing comma)")),
-            Some(b',') => return Err(scan.error("expected a value, found `,`")),
-            Some(b) => b,
-        };
-        first = false;
-        let start_line = scan.line;
-        element.clear();
-        element.push(start);
-        let end = scan.element_rest(start, &mut element, opts.max_record_bytes)?;
-        if std::str::from_utf8(&element).is_err() {
-            return Err(not_utf8(name, start_line));
-        }
-        let value: Value = serde_json::from_slice(&element).map_err(|e| {
-            let line = start_line + e.line().saturating_sub(1) as u64;
-            Error::input(name, line, format!("invalid JSON: {}", strip_position(&e)))
-        })?;
-        records.take(start_line, value, planner, stats);
-        match end {
-            b',' => continue,
-            _ => break, // `]`
-        }
-    }
     match scan.next_non_ws()? {
         None => records.finish(name),
-        Some(_) => Err(scan.error("unexpected characters after the closing `]`")),
+        Some(_) => Err(scan.error("unexpected characters after the end of the JSON value")),
     }
 }
 
@@ -167,6 +168,214 @@ impl<R: BufRead> Scanner<'_, R> {
             }
         }
         Ok(None)
+    }
+
+    /// Streams the records of an array whose `[` was read; `first` is its first non-blank
+    /// byte if that was read too.
+    fn stream_array(
+        &mut self,
+        mut first: Option<u8>,
+        opts: &InputOptions,
+        records: &mut JsonRecords<'_>,
+        planner: &mut impl Sink,
+        stats: &mut InputStats,
+    ) -> Result<(), Error> {
+        let mut element = Vec::new();
+        let mut at_start = true;
+        loop {
+            let next = match first.take() {
+                Some(b) => Some(b),
+                None => self.next_non_ws()?,
+            };
+            let start = match next {
+                None => return Err(self.error("unexpected end of input: the array is not closed")),
+                Some(b']') if at_start => return Ok(()),
+                Some(b']') => return Err(self.error("a comma before `]` (trailing comma)")),
+                Some(b',') => return Err(self.error("expected a value, found `,`")),
+                Some(b) => b,
+            };
+            at_start = false;
+            let start_line = self.line;
+            element.clear();
+            element.push(start);
+            let end = self.element_rest(start, &mut element, opts.max_record_bytes)?;
+            if std::str::from_utf8(&element).is_err() {
+                return Err(not_utf8(self.name, start_line));
+            }
+            let value: Value = serde_json::from_slice(&element).map_err(|e| {
+                let line = start_line + e.line().saturating_sub(1) as u64;
+                Error::input(
+                    self.name,
+                    line,
+                    format!("invalid JSON: {}", strip_position(&e)),
+                )
+            })?;
+            records.take(start_line, value, planner, stats);
+            if end == b']' {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Walks an object whose `{` was read, streaming the records array that `path` names (or,
+    /// with no path, its one member that is an array of objects); skips everything else.
+    /// Returns the object's keys, for messages.
+    fn walk_object(
+        &mut self,
+        path: &[&str],
+        found: &mut Option<String>,
+        opts: &InputOptions,
+        records: &mut JsonRecords<'_>,
+        planner: &mut impl Sink,
+        stats: &mut InputStats,
+    ) -> Result<Vec<String>, Error> {
+        let mut keys = Vec::new();
+        let mut b = self.next_non_ws()?;
+        if b == Some(b'}') {
+            return Ok(keys);
+        }
+        loop {
+            if b != Some(b'"') {
+                return Err(self.error("invalid JSON: expected a key (a string)"));
+            }
+            let key = self.read_string()?;
+            if self.next_non_ws()? != Some(b':') {
+                return Err(self.error("invalid JSON: expected `:` after a key"));
+            }
+            let value_start = self.next_non_ws()?;
+            let Some(value_start) = value_start else {
+                return Err(self.error("unexpected end of input: the object is not closed"));
+            };
+            let end = match (path.first(), value_start) {
+                (Some(want), b'[') if path.len() == 1 && key == *want => {
+                    self.stream_array(None, opts, records, planner, stats)?;
+                    *found = Some(key.clone());
+                    None
+                }
+                (Some(want), b'{') if path.len() > 1 && key == *want => {
+                    self.walk_object(&path[1..], found, opts, records, planner, stats)?;
+                    None
+                }
+                (Some(want), _) if key == *want => {
+                    return Err(self.error(&format!(
+                        "`{}` is not {}; check --records-path",
+                        clip(&key),
+                        if path.len() == 1 {
+                            "an array"
+                        } else {
+                            "an object"
+                        }
+                    )));
+                }
+                (None, b'[') => {
+                    // With no path: the one array whose elements are objects.
+                    let first = self.next_non_ws()?;
+                    if first == Some(b'{') {
+                        if let Some(other) = found {
+                            return Err(self.error(&format!(
+                                "the object holds two arrays of records, `{}` and `{}`; choose one with --records-path",
+                                clip(other),
+                                clip(&key)
+                            )));
+                        }
+                        self.stream_array(first, opts, records, planner, stats)?;
+                        *found = Some(key.clone());
+                        None
+                    } else if first == Some(b']') {
+                        None
+                    } else {
+                        let first = first.ok_or_else(|| self.error("unexpected end of input"))?;
+                        Some(self.skip_rest_of_array(first)?)
+                    }
+                }
+                _ => Some(self.skip_value(value_start)?),
+            };
+            keys.push(key);
+            // The byte after the value: the skipping scan may have read it already.
+            let after = match end {
+                Some(Some(b)) => Some(b),
+                _ => self.next_non_ws()?,
+            };
+            match after {
+                Some(b',') => b = self.next_non_ws()?,
+                Some(b'}') => return Ok(keys),
+                None => return Err(self.error("unexpected end of input: the object is not closed")),
+                Some(_) => {
+                    return Err(self.error("invalid JSON: expected `,` or `}` after a value"));
+                }
+            }
+        }
+    }
+
+    /// The rest of a string whose opening `"` was read, decoded.
+    fn read_string(&mut self) -> Result<String, Error> {
+        let mut raw = vec![b'"'];
+        let mut escaped = false;
+        loop {
+            let Some(b) = self.next_byte()? else {
+                return Err(self.error("unexpected end of input inside a string"));
+            };
+            raw.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                break;
+            }
+            if raw.len() > 64 * 1024 {
+                return Err(self.error("a key longer than 64 KiB: is this the right file?"));
+            }
+        }
+        serde_json::from_slice(&raw)
+            .map_err(|e| self.error(&format!("invalid JSON: {}", strip_position(&e))))
+    }
+
+    /// Skips a value that began with `first`. A scalar is only known to end at the byte
+    /// after it, which is returned then (`Some`); a string, object or array ends on its own
+    /// closing byte (`None`).
+    fn skip_value(&mut self, first: u8) -> Result<Option<u8>, Error> {
+        match first {
+            b'"' => self.read_string().map(|_| None),
+            b'{' | b'[' => self.skip_nested(1).map(|()| None),
+            _ => loop {
+                match self.next_byte()? {
+                    None => return Ok(None),
+                    Some(b) if b == b',' || b == b'}' || b == b']' => return Ok(Some(b)),
+                    Some(b) if b.is_ascii_whitespace() => return Ok(None),
+                    Some(_) => {}
+                }
+            },
+        }
+    }
+
+    /// Skips an array of which `[` and the first non-blank byte `first` were read.
+    fn skip_rest_of_array(&mut self, first: u8) -> Result<Option<u8>, Error> {
+        match first {
+            b'"' => {
+                self.read_string()?;
+            }
+            b'{' | b'[' => self.skip_nested(1)?,
+            _ => {}
+        }
+        self.skip_nested(1)?;
+        Ok(None)
+    }
+
+    /// Skips to the close of `depth` open objects or arrays, minding strings.
+    fn skip_nested(&mut self, mut depth: u32) -> Result<(), Error> {
+        while depth > 0 {
+            match self.next_byte()? {
+                None => return Err(self.error("unexpected end of input: a value is not closed")),
+                Some(b'"') => {
+                    self.read_string()?;
+                }
+                Some(b'{' | b'[') => depth += 1,
+                Some(b'}' | b']') => depth -= 1,
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 
     /// Copies the rest of an element that began with `first` into `out`, and returns the
@@ -271,6 +480,8 @@ impl<'o> JsonRecords<'o> {
 
     /// Turns one JSON value into a record: the fields found by the column resolver.
     fn take(&mut self, line: u64, value: Value, sink: &mut impl Sink, stats: &mut InputStats) {
+        // (Declared before the record, which borrows from it.)
+        let mut paths: Vec<(Field, String, Value)> = Vec::new();
         let mut record = Record::new(line);
         let Value::Object(map) = &value else {
             record.problem = Some(format!(
@@ -283,7 +494,27 @@ impl<'o> JsonRecords<'o> {
             self.first_keys = Some(map.keys().take(30).cloned().collect());
         }
         let found = self.resolver.positions(map.keys().map(String::as_str));
-        let entry = |field| found.get(field).and_then(|at| map.iter().nth(at));
+        // Field paths (`emails[0].value`, `groups[].display`) for named fields that are no
+        // key of the object: evaluated here, their values kept for the record.
+        for (field, name) in self.resolver.chosen_fields() {
+            if found.get(field).is_none()
+                && let Some(steps) = parse_path(name)
+                && let Some(v) = eval_path(&value, &steps)
+            {
+                paths.push((field, name.to_string(), v));
+            }
+        }
+        let entry = |field| {
+            found
+                .get(field)
+                .and_then(|at| map.iter().nth(at))
+                .or_else(|| {
+                    paths
+                        .iter()
+                        .find(|(f, _, _)| *f == field)
+                        .map(|(_, k, v)| (k, v))
+                })
+        };
         let text = |field| entry(field).and_then(|(_, v)| v.as_str());
         record.group_name = text(Field::GroupName);
         record.status = text(Field::Status);
@@ -366,6 +597,71 @@ impl<'o> JsonRecords<'o> {
             Some((_, other)) => Values::Many(vec![user_id(other)]),
         };
         self.mapper.take(record, sink, stats);
+    }
+}
+
+/// One step of a field path.
+#[derive(Debug, PartialEq)]
+enum Step<'p> {
+    Key(&'p str),
+    Index(usize),
+    Each,
+}
+
+/// `a.b`, `a[0].b`, `a[].b`; `None` for a plain name (no `.` or `[`) or a malformed path.
+fn parse_path(path: &str) -> Option<Vec<Step<'_>>> {
+    if !path.contains(['.', '[']) {
+        return None;
+    }
+    let mut steps = Vec::new();
+    for part in path.split('.') {
+        let (key, mut rest) = part.split_at(part.find('[').unwrap_or(part.len()));
+        if !key.is_empty() {
+            steps.push(Step::Key(key.trim()));
+        }
+        while let Some(r) = rest.strip_prefix('[') {
+            let close = r.find(']')?;
+            let inside = r[..close].trim();
+            steps.push(if inside.is_empty() {
+                Step::Each
+            } else {
+                Step::Index(inside.parse().ok()?)
+            });
+            rest = &r[close + 1..];
+        }
+        if !rest.is_empty() {
+            return None;
+        }
+    }
+    Some(steps)
+}
+
+/// The value a path names: one value, or with `[]` an array of every value it reaches.
+/// `None` when it reaches nothing.
+fn eval_path(root: &Value, steps: &[Step<'_>]) -> Option<Value> {
+    let mut current: Vec<&Value> = vec![root];
+    for step in steps {
+        current = current
+            .into_iter()
+            .flat_map(|v| -> Vec<&Value> {
+                match (step, v) {
+                    (Step::Key(k), Value::Object(m)) => m
+                        .iter()
+                        .find(|(key, _)| key.eq_ignore_ascii_case(k))
+                        .map(|(_, v)| v)
+                        .into_iter()
+                        .collect(),
+                    (Step::Index(i), Value::Array(a)) => a.get(*i).into_iter().collect(),
+                    (Step::Each, Value::Array(a)) => a.iter().collect(),
+                    _ => Vec::new(),
+                }
+            })
+            .collect();
+    }
+    if steps.contains(&Step::Each) {
+        Some(Value::Array(current.into_iter().cloned().collect()))
+    } else {
+        current.first().map(|v| (*v).clone())
     }
 }
 

@@ -66,6 +66,8 @@ pub struct InputOptions {
     pub header_row: Option<u64>,
     /// `--sheet`: the workbook's sheet to read (default: the first).
     pub sheet: Option<String>,
+    /// `--records-path`: the array of records inside a top-level JSON object (dotted).
+    pub records_path: Option<String>,
 }
 
 impl Default for InputOptions {
@@ -82,6 +84,7 @@ impl Default for InputOptions {
             encoding: None,
             header_row: None,
             sheet: None,
+            records_path: None,
         }
     }
 }
@@ -366,12 +369,24 @@ fn format_from_extension(path: &Path) -> Option<Format> {
     }
 }
 
-/// The first non-blank byte decides: `[` is JSON, `{` is JSON Lines, anything else CSV.
+/// The first non-blank byte decides: `[` is JSON; `{` is JSON Lines when the object ends on
+/// its first line, else a JSON object wrapping the records; anything else CSV.
 fn sniff(head: &[u8]) -> Format {
     let head = head.strip_prefix(BOM).unwrap_or(head);
-    match head.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'[') => Format::Json,
-        Some(b'{') => Format::Jsonl,
+    let Some(at) = head.iter().position(|b| !b.is_ascii_whitespace()) else {
+        return Format::Csv;
+    };
+    match head[at] {
+        b'[' => Format::Json,
+        b'{' => {
+            let rest = &head[at..];
+            let line = &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())];
+            if line.trim_ascii_end().ends_with(b"}") {
+                Format::Jsonl
+            } else {
+                Format::Json
+            }
+        }
         _ => Format::Csv,
     }
 }
