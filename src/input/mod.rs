@@ -230,11 +230,21 @@ fn read_path_into(
         })?;
         (Box::new(file), path.display().to_string())
     };
-    let mut raw = BufReader::with_capacity(256 * 1024, raw);
-    let head = raw
-        .fill_buf()
-        .map_err(|e| read_error(&name, 1, &e))?
-        .to_vec();
+    // The first bytes tell a workbook or UTF-16 apart; they are read once and chained back
+    // in front of the rest (no second buffer for the whole stream).
+    let mut raw = raw;
+    let mut head = vec![0u8; HEAD];
+    let mut got = 0;
+    while got < HEAD {
+        match raw.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(&name, 1, &e)),
+        }
+    }
+    head.truncate(got);
+    let raw: Box<dyn Read> = Box::new(io::Cursor::new(head.clone()).chain(raw));
     let path = (!stdin).then_some(path);
     let workbook = match opts.format {
         FormatArg::Xlsx => true,
@@ -278,6 +288,9 @@ fn read_path_into(
     let reader = BufReader::with_capacity(256 * 1024, text);
     read(reader, &name, path, opts, sink).map_err(|e| explain_not_utf8(e, &head))
 }
+
+/// How many bytes are looked at to tell what a stream is.
+const HEAD: usize = 8192;
 
 /// A zip (xlsx, xlsm, ods) or OLE (xls) file's first bytes.
 fn is_workbook(head: &[u8]) -> bool {
