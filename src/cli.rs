@@ -428,6 +428,11 @@ pub struct EmulatorArgs {
     /// adds to an unknown group are answered 404 NOT_FOUND.
     #[arg(long)]
     pub groups_must_exist: bool,
+
+    /// Answer a group add for a user who is not a user of the organization (added with
+    /// /users/add) with `success: false` for that user. (Whether Velt does is not documented.)
+    #[arg(long)]
+    pub require_org_users: bool,
 }
 
 pub use crate::engine::{MaxRemovals, Mode};

@@ -83,6 +83,7 @@ pub async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
         drop_after_fraction: args.drop_after_fraction,
         invalid_user_marker: args.invalid_user_marker.clone(),
         groups_must_exist: args.groups_must_exist,
+        require_org_users: args.require_org_users,
         ..EmulatorConfig::default()
     };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, args.port));

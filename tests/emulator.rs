@@ -245,3 +245,101 @@ async fn the_emulator_command_serves_with_required_credentials() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+/// POSTs `data` to `/v2/{path}` and returns the status and the answer.
+async fn call(emu: &Emulator, path: &str, data: Value) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v2/{path}", emu.base_url()))
+        .header("content-type", "application/json")
+        .header("x-velt-api-key", "k")
+        .header("x-velt-auth-token", "t")
+        .body(json!({ "data": data }).to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+/// The organization-user calls a provisioning run needs: add, update, delete, list by
+/// organization, and `--require-org-users` making the difference visible in group adds.
+#[tokio::test]
+async fn organization_users_are_added_updated_listed_and_removed() {
+    let emu = start(EmulatorConfig {
+        require_org_users: true,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    // Not a user of the organization yet: the group add says so for that user.
+    let (status, body) = call(
+        &emu,
+        "organizations/usergroups/users/add",
+        json!({"organizationId": "o", "organizationUserGroupId": "g", "userIds": ["ada"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["result"]["data"]["ada"]["success"], false);
+    assert_eq!(
+        body["result"]["data"]["ada"]["message"],
+        "User is not part of the organization."
+    );
+
+    let users = json!([{"userId": "ada", "name": "Ada Lovelace", "email": "ada@acme.example",
+                        "accessRole": "editor"}]);
+    let (status, body) = call(
+        &emu,
+        "users/add",
+        json!({"organizationId": "o", "users": users}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["result"]["data"]["ada"]["success"], true);
+    let (_, body) = call(
+        &emu,
+        "organizations/usergroups/users/add",
+        json!({"organizationId": "o", "organizationUserGroupId": "g", "userIds": ["ada"]}),
+    )
+    .await;
+    assert_eq!(body["result"]["data"]["ada"]["success"], true, "a user now");
+
+    let renamed = json!([{"userId": "ada", "name": "Ada King", "email": "ada@acme.example"},
+                         {"userId": "bob", "name": "Bob", "email": "bob@acme.example"}]);
+    let (_, body) = call(
+        &emu,
+        "users/update",
+        json!({"organizationId": "o", "users": renamed}),
+    )
+    .await;
+    assert_eq!(body["result"]["data"]["ada"]["success"], true);
+    assert_eq!(body["result"]["data"]["bob"]["success"], false);
+    assert_eq!(
+        body["result"]["data"]["bob"]["message"],
+        "User does not exist."
+    );
+    let (_, body) = call(&emu, "users/get", json!({"organizationId": "o"})).await;
+    assert_eq!(
+        body["result"]["data"],
+        json!([{"userId": "ada", "name": "Ada King", "email": "ada@acme.example"}])
+    );
+
+    let (status, _) = call(
+        &emu,
+        "users/add",
+        json!({"organizationId": "o", "users": [{"userId": "x", "name": "X", "email": "not-an-address"}]}),
+    )
+    .await;
+    assert_eq!(status, 400, "an e-mail that is no address is refused");
+
+    let (_, body) = call(
+        &emu,
+        "users/delete",
+        json!({"organizationId": "o", "userIds": ["ada", "zed"]}),
+    )
+    .await;
+    assert_eq!(body["result"]["data"]["ada"]["success"], true);
+    assert_eq!(body["result"]["data"]["zed"]["success"], false);
+    assert!(emu.org_users("o").is_empty());
+    assert!(
+        emu.memberships().is_empty(),
+        "removed from the organization, out of its groups"
+    );
+}

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Call, EmulatorConfig, Shared, lock};
+use super::{Call, EmulatorConfig, OrgUser, Shared, lock};
 
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
@@ -237,7 +237,25 @@ async fn change_members(
             return group_not_found();
         }
         let members = groups.entry(key).or_default();
+        let org_users = shared.config.require_org_users.then(|| {
+            lock(&shared.org_users)
+                .get(&data.org)
+                .cloned()
+                .unwrap_or_default()
+        });
         for user in data.users {
+            if call == Call::Add
+                && org_users
+                    .as_ref()
+                    .is_some_and(|known| !known.contains_key(&user))
+            {
+                entries.insert(
+                    user,
+                    json!({"success": false, "organizationUserGroupId": data.group,
+                           "message": "User is not part of the organization."}),
+                );
+                continue;
+            }
             // Removing a user who is not a member leaves the group as asked: a success.
             if call == Call::Add {
                 members.insert(user.clone());
@@ -312,13 +330,27 @@ pub(super) async fn get_users(
                 users.extend(range.take(page_size + 1).cloned());
             }
         }
+        // The organization's own users (`/users/add`) count when no group narrows the read.
+        if group_ids.is_empty()
+            && let Some(known) = lock(&shared.org_users).get(org)
+        {
+            let range = known.range::<String, _>((from.clone(), Bound::Unbounded));
+            users.extend(range.take(page_size + 1).map(|(u, _)| u.clone()));
+        }
         users.into_iter().take(page_size + 1).collect()
     };
     let more = users.len() > page_size;
+    let known = lock(&shared.org_users)
+        .get(org)
+        .cloned()
+        .unwrap_or_default();
     let page: Vec<Value> = users
         .iter()
         .take(page_size)
-        .map(|u| json!({"userId": u, "name": u, "email": format!("{u}@example.com")}))
+        .map(|u| match known.get(u) {
+            Some(k) => json!({"userId": u, "name": k.name, "email": k.email}),
+            None => json!({"userId": u, "name": u, "email": format!("{u}@example.com")}),
+        })
         .collect();
     let mut result = json!({"status": "success", "message": "Users fetched.", "data": page});
     if more {
@@ -436,6 +468,145 @@ fn parse_data(body: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
 }
 
 /// The add and delete calls' own checks.
+pub(super) async fn add_org_users(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change_org_users(&shared, Call::AddOrgUsers, &version, &headers, &body).await
+}
+
+pub(super) async fn update_org_users(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change_org_users(&shared, Call::UpdateOrgUsers, &version, &headers, &body).await
+}
+
+pub(super) async fn delete_org_users(
+    State(shared): State<Arc<Shared>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    change_org_users(&shared, Call::DeleteOrgUsers, &version, &headers, &body).await
+}
+
+/// `/users/add` (creates the organization if need be; a user already there is left as is),
+/// `/users/update` and `/users/delete` (a user who is not there is `success: false` "User
+/// does not exist."), each answered per user.
+async fn change_org_users(
+    shared: &Shared,
+    call: Call,
+    version: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Response {
+    let passed = match gate(shared, call, version, headers, body).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let data = &passed.data;
+    let Some(Value::String(org)) = data
+        .get("organizationId")
+        .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+    else {
+        return invalid("organizationId is required and must be a non-empty string");
+    };
+    let mut entries = serde_json::Map::new();
+    let mut all = lock(&shared.org_users);
+    if call == Call::DeleteOrgUsers {
+        let Some(Value::Array(ids)) = data.get("userIds") else {
+            return invalid("userIds is required and must be an array");
+        };
+        let users = all.entry(org.clone()).or_default();
+        for id in ids {
+            let Some(id) = id.as_str().filter(|s| !s.is_empty()) else {
+                return invalid("every userId must be a non-empty string");
+            };
+            let gone = users.remove(id).is_some();
+            entries.insert(
+                id.to_string(),
+                if gone {
+                    json!({"success": true, "id": id, "message": "User deleted."})
+                } else {
+                    json!({"success": false, "message": "User does not exist."})
+                },
+            );
+        }
+        drop(all);
+        // A user removed from the organization leaves its groups too.
+        for ((o, _), members) in shared.groups().iter_mut() {
+            if o == org {
+                members.retain(|m| !entries.get(m).is_some_and(|e| e["success"] == true));
+            }
+        }
+        return success(
+            shared,
+            &passed,
+            json!({"status": "success", "message": "Users deleted.", "data": entries}),
+        );
+    }
+    let Some(Value::Array(list)) = data.get("users") else {
+        return invalid("users is required and must be an array");
+    };
+    let mut parsed = Vec::new();
+    for u in list {
+        let field = |k: &str| u.get(k).and_then(Value::as_str).map(str::to_string);
+        let (Some(id), Some(name), Some(email)) = (field("userId"), field("name"), field("email"))
+        else {
+            return invalid("every user needs userId, name and email (strings)");
+        };
+        if id.is_empty() || !email.contains('@') {
+            return invalid(&format!(
+                "invalid user {id}: userId must be non-empty and email an address"
+            ));
+        }
+        let role = field("accessRole");
+        if role
+            .as_deref()
+            .is_some_and(|r| r != "viewer" && r != "editor")
+        {
+            return invalid("accessRole must be viewer or editor");
+        }
+        parsed.push((
+            id,
+            OrgUser {
+                name,
+                email,
+                access_role: role,
+            },
+        ));
+    }
+    let users = all.entry(org.clone()).or_default();
+    for (id, user) in parsed {
+        let answer = match (call, users.get_mut(&id)) {
+            (Call::AddOrgUsers, None) => {
+                users.insert(id.clone(), user);
+                json!({"success": true, "id": id, "message": "User added."})
+            }
+            (Call::AddOrgUsers, Some(_)) => {
+                json!({"success": true, "id": id, "message": "User already exists."})
+            }
+            (_, Some(known)) => {
+                *known = user;
+                json!({"success": true, "id": id, "message": "User updated."})
+            }
+            (_, None) => json!({"success": false, "message": "User does not exist."}),
+        };
+        entries.insert(id, answer);
+    }
+    drop(all);
+    success(
+        shared,
+        &passed,
+        json!({"status": "success", "message": "Users processed.", "data": entries}),
+    )
+}
+
 fn parse_users(
     data: &serde_json::Map<String, Value>,
     max_user_ids: Option<usize>,

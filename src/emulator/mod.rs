@@ -63,6 +63,18 @@ pub struct EmulatorConfig {
     pub retry_after_secs: Option<u64>,
     /// Adds to a group that was never created (or seeded) are answered 404 `NOT_FOUND`.
     pub groups_must_exist: bool,
+    /// A group add for a user who is not a user of the organization (`/users/add`) is
+    /// answered, for that user, `success: false` "User is not part of the organization.".
+    /// Whether Velt does so is not documented; this shows what provisioning changes.
+    pub require_org_users: bool,
+}
+
+/// A user of an organization, as `/users/add` and `/users/update` set it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgUser {
+    pub name: String,
+    pub email: String,
+    pub access_role: Option<String>,
 }
 
 /// The calls the emulator serves, for counting.
@@ -72,6 +84,10 @@ pub enum Call {
     Delete,
     GetUsers,
     CreateGroups,
+    /// `/users/add`, `/users/update`, `/users/delete` (organization users).
+    AddOrgUsers,
+    UpdateOrgUsers,
+    DeleteOrgUsers,
 }
 
 type Groups = BTreeMap<(String, String), BTreeSet<String>>;
@@ -97,6 +113,8 @@ struct Shared {
     deleted: Mutex<Vec<(String, Vec<String>)>>,
     /// Names given to created groups, by (organization, group).
     names: Mutex<BTreeMap<(String, String), String>>,
+    /// Users of each organization, by user ID.
+    org_users: Mutex<BTreeMap<String, BTreeMap<String, OrgUser>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -184,6 +202,7 @@ impl Emulator {
             calls: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
             names: Mutex::new(BTreeMap::new()),
+            org_users: Mutex::new(BTreeMap::new()),
         });
         let router = Router::new()
             .route(
@@ -195,6 +214,9 @@ impl Emulator {
                 post(calls::delete_users),
             )
             .route("/{version}/users/get", post(calls::get_users))
+            .route("/{version}/users/add", post(calls::add_org_users))
+            .route("/{version}/users/update", post(calls::update_org_users))
+            .route("/{version}/users/delete", post(calls::delete_org_users))
             .route(
                 "/{version}/organizations/usergroups/add",
                 post(calls::create_groups),
@@ -283,6 +305,29 @@ impl Emulator {
             .entry((org.to_string(), group.to_string()))
             .or_default()
             .extend(users.into_iter().map(Into::into));
+    }
+
+    /// The users of `org`, by user ID.
+    pub fn org_users(&self, org: &str) -> BTreeMap<String, OrgUser> {
+        lock(&self.shared.org_users)
+            .get(org)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Makes users of an organization before a test, as if provisioned earlier.
+    pub fn seed_org_user(&self, org: &str, user: &str, name: &str, email: &str) {
+        lock(&self.shared.org_users)
+            .entry(org.to_string())
+            .or_default()
+            .insert(
+                user.to_string(),
+                OrgUser {
+                    name: name.to_string(),
+                    email: email.to_string(),
+                    access_role: None,
+                },
+            );
     }
 
     /// The name each created group was given, by (organization, group).
