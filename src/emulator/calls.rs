@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Call, EmulatorConfig, OrgUser, Shared, lock};
+use super::{Call, EmulatorConfig, Shared, lock};
 
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
@@ -26,14 +26,14 @@ pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-fn invalid(message: &str) -> Response {
+pub(super) fn invalid(message: &str) -> Response {
     error(StatusCode::BAD_REQUEST, "INVALID_ARGUMENT", message)
 }
 
 /// What every call goes through before its own work: arrival records, the rate limit, the
 /// latency, the faults, the credentials and the protocol's body checks. `Ok` holds the `data`
 /// object and whether the connection is to drop after the work is applied.
-async fn gate(
+pub(super) async fn gate(
     shared: &Shared,
     call: Call,
     version: &str,
@@ -131,8 +131,8 @@ async fn gate(
 }
 
 /// A request that passed the gate.
-struct Passed {
-    data: serde_json::Map<String, Value>,
+pub(super) struct Passed {
+    pub data: serde_json::Map<String, Value>,
     /// Drop the connection after applying the work.
     drop_after: bool,
     /// Since the emulator's start.
@@ -140,7 +140,7 @@ struct Passed {
 }
 
 /// A 200 answer, unless the connection is to drop after the work was applied.
-fn success(shared: &Shared, passed: &Passed, result: Value) -> Response {
+pub(super) fn success(shared: &Shared, passed: &Passed, result: Value) -> Response {
     if passed.drop_after {
         return dropped_connection();
     }
@@ -468,145 +468,6 @@ fn parse_data(body: &[u8]) -> Result<serde_json::Map<String, Value>, String> {
 }
 
 /// The add and delete calls' own checks.
-pub(super) async fn add_org_users(
-    State(shared): State<Arc<Shared>>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    change_org_users(&shared, Call::AddOrgUsers, &version, &headers, &body).await
-}
-
-pub(super) async fn update_org_users(
-    State(shared): State<Arc<Shared>>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    change_org_users(&shared, Call::UpdateOrgUsers, &version, &headers, &body).await
-}
-
-pub(super) async fn delete_org_users(
-    State(shared): State<Arc<Shared>>,
-    Path(version): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    change_org_users(&shared, Call::DeleteOrgUsers, &version, &headers, &body).await
-}
-
-/// `/users/add` (creates the organization if need be; a user already there is left as is),
-/// `/users/update` and `/users/delete` (a user who is not there is `success: false` "User
-/// does not exist."), each answered per user.
-async fn change_org_users(
-    shared: &Shared,
-    call: Call,
-    version: &str,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Response {
-    let passed = match gate(shared, call, version, headers, body).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let data = &passed.data;
-    let Some(Value::String(org)) = data
-        .get("organizationId")
-        .filter(|v| v.as_str().is_some_and(|s| !s.is_empty()))
-    else {
-        return invalid("organizationId is required and must be a non-empty string");
-    };
-    let mut entries = serde_json::Map::new();
-    let mut all = lock(&shared.org_users);
-    if call == Call::DeleteOrgUsers {
-        let Some(Value::Array(ids)) = data.get("userIds") else {
-            return invalid("userIds is required and must be an array");
-        };
-        let users = all.entry(org.clone()).or_default();
-        for id in ids {
-            let Some(id) = id.as_str().filter(|s| !s.is_empty()) else {
-                return invalid("every userId must be a non-empty string");
-            };
-            let gone = users.remove(id).is_some();
-            entries.insert(
-                id.to_string(),
-                if gone {
-                    json!({"success": true, "id": id, "message": "User deleted."})
-                } else {
-                    json!({"success": false, "message": "User does not exist."})
-                },
-            );
-        }
-        drop(all);
-        // A user removed from the organization leaves its groups too.
-        for ((o, _), members) in shared.groups().iter_mut() {
-            if o == org {
-                members.retain(|m| !entries.get(m).is_some_and(|e| e["success"] == true));
-            }
-        }
-        return success(
-            shared,
-            &passed,
-            json!({"status": "success", "message": "Users deleted.", "data": entries}),
-        );
-    }
-    let Some(Value::Array(list)) = data.get("users") else {
-        return invalid("users is required and must be an array");
-    };
-    let mut parsed = Vec::new();
-    for u in list {
-        let field = |k: &str| u.get(k).and_then(Value::as_str).map(str::to_string);
-        let (Some(id), Some(name), Some(email)) = (field("userId"), field("name"), field("email"))
-        else {
-            return invalid("every user needs userId, name and email (strings)");
-        };
-        if id.is_empty() || !email.contains('@') {
-            return invalid(&format!(
-                "invalid user {id}: userId must be non-empty and email an address"
-            ));
-        }
-        let role = field("accessRole");
-        if role
-            .as_deref()
-            .is_some_and(|r| r != "viewer" && r != "editor")
-        {
-            return invalid("accessRole must be viewer or editor");
-        }
-        parsed.push((
-            id,
-            OrgUser {
-                name,
-                email,
-                access_role: role,
-            },
-        ));
-    }
-    let users = all.entry(org.clone()).or_default();
-    for (id, user) in parsed {
-        let answer = match (call, users.get_mut(&id)) {
-            (Call::AddOrgUsers, None) => {
-                users.insert(id.clone(), user);
-                json!({"success": true, "id": id, "message": "User added."})
-            }
-            (Call::AddOrgUsers, Some(_)) => {
-                json!({"success": true, "id": id, "message": "User already exists."})
-            }
-            (_, Some(known)) => {
-                *known = user;
-                json!({"success": true, "id": id, "message": "User updated."})
-            }
-            (_, None) => json!({"success": false, "message": "User does not exist."}),
-        };
-        entries.insert(id, answer);
-    }
-    drop(all);
-    success(
-        shared,
-        &passed,
-        json!({"status": "success", "message": "Users processed.", "data": entries}),
-    )
-}
-
 fn parse_users(
     data: &serde_json::Map<String, Value>,
     max_user_ids: Option<usize>,

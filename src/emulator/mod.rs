@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use tokio::sync::oneshot;
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 mod calls;
+mod org_users;
 
 #[derive(Debug, Clone, Default)]
 pub struct EmulatorConfig {
@@ -166,6 +168,18 @@ impl Shared {
     }
 }
 
+/// The route of one organization-user call.
+fn org_users_route(call: Call) -> axum::routing::MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>,
+              Path(version): Path<String>,
+              headers: axum::http::HeaderMap,
+              body: axum::body::Bytes| async move {
+            org_users::change_org_users(&shared, call, &version, &headers, &body).await
+        },
+    )
+}
+
 /// The base URL of an in-process emulator: nothing listens there.
 pub const IN_PROCESS_URL: &str = "http://emulator.in-process";
 
@@ -214,9 +228,15 @@ impl Emulator {
                 post(calls::delete_users),
             )
             .route("/{version}/users/get", post(calls::get_users))
-            .route("/{version}/users/add", post(calls::add_org_users))
-            .route("/{version}/users/update", post(calls::update_org_users))
-            .route("/{version}/users/delete", post(calls::delete_org_users))
+            .route("/{version}/users/add", org_users_route(Call::AddOrgUsers))
+            .route(
+                "/{version}/users/update",
+                org_users_route(Call::UpdateOrgUsers),
+            )
+            .route(
+                "/{version}/users/delete",
+                org_users_route(Call::DeleteOrgUsers),
+            )
             .route(
                 "/{version}/organizations/usergroups/add",
                 post(calls::create_groups),

@@ -11,7 +11,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ExecOptions;
-use super::pace::{Concurrency, Pacer};
+use super::concurrency::Concurrency;
+use super::pace::Pacer;
 use super::retry::Budget;
 use super::throttle::Throttle;
 use crate::client::Answer;
@@ -140,7 +141,7 @@ impl Gate {
         if answer.is_some_and(is_throttle) {
             self.pacer.on_throttled(sent_at);
         } else {
-            self.pacer.on_accepted(sent_at);
+            self.pacer.on_accepted();
             if !matches!(answer, Some(Answer::Transport { .. })) {
                 self.throttle.on_accepted(sent_at);
             }

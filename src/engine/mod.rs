@@ -6,7 +6,9 @@
 //! outcomes.
 
 mod attempt;
+mod bucket;
 mod chunk;
+pub mod concurrency;
 mod gate;
 pub mod pace;
 mod reconcile;

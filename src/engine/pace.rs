@@ -38,8 +38,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
+
+use super::bucket::fit;
 
 const START_RATE: f64 = 1.0;
 /// How far a search's lower bound falls when it is throttled itself.
@@ -228,10 +229,9 @@ impl Pacer {
         slot
     }
 
-    /// An answer that the server accepted (not throttled) to a request sent at `sent_at`.
-    pub fn on_accepted(&self, sent_at: Instant) {
+    /// An answer that the server accepted (not throttled).
+    pub fn on_accepted(&self) {
         let mut s = self.lock();
-        let _ = sent_at;
         self.tick(&mut s, Instant::now());
     }
 
@@ -478,127 +478,6 @@ const RUNS_KEPT: usize = 6;
 /// How far under the fitted limit to hold.
 const UNDER: f64 = 0.985;
 
-/// The limit of a token bucket that fits the runs: one that refills at `L` a second and holds
-/// `c` is emptied by a rate `r` after `c / (r - L)` seconds, so `r = L + c * (1 / t)`, a line
-/// whose intercept is the limit. `None` with fewer than two runs of different lengths, or
-/// when the runs do not look like a bucket (a negative size, a limit above a rate that
-/// tripped), as a server that limits otherwise would give.
-fn fit(runs: &std::collections::VecDeque<(f64, f64)>) -> Option<(f64, f64)> {
-    if runs.len() < 2 {
-        return None;
-    }
-    let n = runs.len() as f64;
-    let (mx, my) = runs
-        .iter()
-        .fold((0.0, 0.0), |(x, y), (r, t)| (x + 1.0 / t / n, y + r / n));
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (r, t) in runs {
-        let dx = 1.0 / t - mx;
-        sxy += dx * (r - my);
-        sxx += dx * dx;
-    }
-    if sxx <= f64::EPSILON {
-        return None;
-    }
-    let size = sxy / sxx;
-    let limit = my - size * mx;
-    let lowest = runs.iter().map(|(r, _)| *r).fold(f64::INFINITY, f64::min);
-    // A bucket's limit is below every rate it throttled, and not far below: the runs were
-    // throttled after a while, not at once.
-    (size > 0.0 && limit < lowest && limit > lowest * 0.5).then_some((limit, size))
-}
-
-/// In-flight slots that grow to what the rate needs: rate x latency (Little's law), with room
-/// for slow answers, up to `--max-concurrency`. They never shrink: a slot that is not needed
-/// costs nothing.
-///
-/// As in Vector's adaptive request concurrency, latency is a signal too: once answers take
-/// more than twice as long as the fastest the run has seen (an API that is struggling), the
-/// slots stop growing, and [`Concurrency::observe`] says so, so that the rate stops climbing
-/// instead of pushing more requests into a queue.
-#[derive(Debug)]
-pub struct Concurrency {
-    pub permits: Semaphore,
-    state: Mutex<Slots>,
-    max: usize,
-}
-
-#[derive(Debug)]
-struct Slots {
-    current: usize,
-    initial: usize,
-    /// Moving average of the latency, in seconds, and how many answers it has seen.
-    latency: f64,
-    samples: u32,
-    /// The lowest moving average seen once it had settled: the API's unhurried latency.
-    baseline: f64,
-}
-
-/// Answers the moving average needs before it is trusted as a baseline.
-const SETTLED: u32 = 20;
-
-impl Concurrency {
-    pub fn new(initial: usize, max: usize) -> Concurrency {
-        let initial = initial.clamp(1, max.max(1));
-        Concurrency {
-            permits: Semaphore::new(initial),
-            state: Mutex::new(Slots {
-                current: initial,
-                initial,
-                latency: 0.0,
-                samples: 0,
-                baseline: f64::INFINITY,
-            }),
-            max: max.max(initial),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Slots> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn current(&self) -> usize {
-        self.lock().current
-    }
-
-    /// Where the slots started and where they ended, for the run's log.
-    pub fn raised(&self) -> Option<(usize, usize)> {
-        let s = self.lock();
-        (s.current > s.initial).then_some((s.initial, s.current))
-    }
-
-    /// Feeds one answer's latency; raises the slots when `rate` needs more. True when the
-    /// API is slowing down (latency well above its baseline): the caller should not push.
-    pub fn observe(&self, latency: Duration, rate: f64) -> bool {
-        let mut s = self.lock();
-        let l = latency.as_secs_f64();
-        s.latency = if s.samples == 0 {
-            l
-        } else {
-            0.8 * s.latency + 0.2 * l
-        };
-        s.samples = s.samples.saturating_add(1);
-        if s.samples >= SETTLED {
-            s.baseline = s.baseline.min(s.latency);
-        }
-        let slow = s.latency > 2.0 * s.baseline + 0.02;
-        // (Less a hair, so that float noise does not round 15.000000000000002 up to 16.)
-        let needed = ((rate * s.latency * 1.5 - 1e-9).ceil() as usize + 1).min(self.max);
-        if needed > s.current && !slow {
-            tracing::debug!(
-                event = "concurrency_raised",
-                from = s.current,
-                to = needed,
-                latency_ms = (s.latency * 1000.0).round(),
-                message = "raising in-flight requests to what rate x latency needs"
-            );
-            self.permits.add_permits(needed - s.current);
-            s.current = needed;
-        }
-        slow
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -617,7 +496,7 @@ mod tests {
                 return;
             }
             tokio::time::sleep_until(slot).await;
-            p.on_accepted(slot);
+            p.on_accepted();
         }
     }
 
@@ -647,22 +526,6 @@ mod tests {
         let c = p.reserve();
         assert_eq!(b - a, Duration::from_secs_f64(1.0 / p.rate()));
         assert_eq!(c - b, b - a);
-    }
-
-    #[test]
-    fn the_fit_finds_a_token_buckets_limit_from_how_long_runs_lasted() {
-        // A bucket of 5 refilling at 100/s empties at rate r after 5 / (r - 100) seconds.
-        let runs: std::collections::VecDeque<(f64, f64)> = [150.0, 120.0, 104.0]
-            .iter()
-            .map(|&r| (r, 5.0 / (r - 100.0)))
-            .collect();
-        let (limit, size) = fit(&runs).unwrap();
-        assert!((limit - 100.0).abs() < 1e-6, "{limit}");
-        assert!((size - 5.0).abs() < 1e-6, "{size}");
-        // One run, or runs that no bucket explains, give nothing.
-        assert_eq!(fit(&runs.iter().take(1).copied().collect()), None);
-        let longer_when_faster = [(150.0, 2.0), (120.0, 1.0)].into_iter().collect();
-        assert_eq!(fit(&longer_when_faster), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -730,25 +593,5 @@ mod tests {
             (now, now),
             "let go at the ceiling"
         );
-    }
-
-    #[test]
-    fn concurrency_follows_rate_times_latency_until_the_api_slows_down() {
-        let c = Concurrency::new(4, 64);
-        assert!(!c.observe(Duration::from_millis(50), 10.0));
-        assert_eq!(c.current(), 4, "10/s x 50 ms needs fewer than 4");
-        for _ in 0..SETTLED {
-            c.observe(Duration::from_millis(50), 200.0);
-        }
-        assert_eq!(c.current(), 16);
-        assert_eq!(c.permits.available_permits(), 16);
-        // The API slows to ten times its latency: no more slots, and the caller is told.
-        let mut slow = false;
-        for _ in 0..20 {
-            slow = c.observe(Duration::from_millis(500), 200.0);
-        }
-        assert!(slow);
-        assert_eq!(c.current(), 16, "not raised against a struggling API");
-        assert_eq!(c.raised(), Some((4, 16)));
     }
 }
