@@ -316,6 +316,19 @@ fn workday_and_graph_wrapped_json_is_unwrapped() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, ["acme/Eng/ada@acme.example@2"]);
 
+    // A dotted path reaches an array nested in objects; other members are skipped unread.
+    std::fs::write(
+        dir.path().join("nested.json"),
+        r#"{"meta": {"count": 1, "tags": ["a", {"b": "]"}]},
+  "data": {"page": 1, "users": [{"userPrincipalName": "bob@acme.example", "department": "Ops"}]}}"#,
+    )
+    .unwrap();
+    let mut nested = args.to_vec();
+    nested.extend(["--records-path", "data.users"]);
+    let (code, rows, stderr) = plan(dir.path(), "nested.json", &nested, None);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(rows, ["acme/Ops/bob@acme.example@2"]);
+
     // A wrong path, and an object without records, say what the object holds.
     let mut wrong = args.to_vec();
     wrong.extend(["--records-path", "data.users"]);

@@ -567,3 +567,39 @@ async fn offboarding_with_mirror_removes_exactly_the_leavers() {
         "the leaver's record is no row"
     );
 }
+
+/// A map row's `name` is the display name `--create-missing-groups` gives the group.
+#[tokio::test]
+async fn missing_groups_are_created_with_the_maps_names() {
+    let emu = emulator(EmulatorConfig {
+        groups_must_exist: true,
+        ..EmulatorConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.arg("sync")
+        .arg(samples().join("hr/bamboohr-employees.csv"))
+        .args(["--base-url", &emu.base_url(), "--report", "out.csv"])
+        .arg("--create-missing-groups")
+        .args(bamboo_args(&samples()));
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = emu.group_names();
+    let name = |g: &str| names.get(&("acme".to_string(), g.to_string())).cloned();
+    assert_eq!(name("eng").as_deref(), Some("Engineering & Product"));
+    assert_eq!(
+        name("office-sao-paulo").as_deref(),
+        Some("São Paulo office")
+    );
+    assert_eq!(name("remote").as_deref(), Some("Remote"));
+    assert_eq!(names.len(), 5);
+}

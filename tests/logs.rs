@@ -33,9 +33,11 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
 }
 
 /// A per-minute quota is inferred from the first throttled window and said once, at info
-/// level, in words an operator can check against Velt's documentation.
+/// level, in words an operator can check against Velt's documentation. In-flight slots raised
+/// several times over a run are said once too, at its end. (One test: the subscriber can be
+/// installed once per process.)
 #[tokio::test(start_paused = true)]
-async fn the_inferred_quota_is_said_once_at_info_level() {
+async fn the_inferred_quota_and_the_raised_concurrency_are_said_once_at_info_level() {
     let logs = Logs::default();
     tracing_subscriber::fmt()
         .with_max_level(tracing::Level::INFO)
@@ -62,5 +64,27 @@ async fn the_inferred_quota_is_said_once_at_info_level() {
         said[0].contains("the server allows about 20 requests a minute"),
         "{}",
         said[0]
+    );
+
+    // 20 requests/s at 20-400 ms need more than the one slot the run starts with; the slots
+    // grow step by step as the latency average moves, and the log says so once.
+    let slow = Emulator::in_process(EmulatorConfig {
+        latency: (Duration::from_millis(20), Duration::from_millis(400)),
+        ..EmulatorConfig::default()
+    });
+    write_groups(dir.path(), 1, 80);
+    let args = ["--chunk-size", "1", "--rate", "20", "--concurrency", "1"];
+    let run = sync_in_process(&slow, dir.path(), &args).await;
+    assert_eq!(run.result.unwrap(), 0);
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).into_owned();
+    let raised: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("concurrency_raised"))
+        .collect();
+    assert_eq!(raised.len(), 1, "{text}");
+    assert!(
+        raised[0].contains(" INFO ") && raised[0].contains("from=1"),
+        "{}",
+        raised[0]
     );
 }
