@@ -111,10 +111,11 @@ struct PacerState {
     growth: i32,
     probe_after: Duration,
     /// Throttles at the held rate in a row (each within `STREAK_WITHIN` of the last), when
-    /// the last came, and the rate held before the first.
+    /// the last came, and the rate held before the first if it held long enough to be worth
+    /// coming back to.
     streak: u32,
     streak_at: Option<Instant>,
-    streak_from: f64,
+    streak_from: Option<f64>,
     /// The rate held before the limit last fell, and the probes back to it still to make.
     remembered: Option<f64>,
     return_probes: u32,
@@ -192,7 +193,7 @@ impl Pacer {
                 probe_after: FIRST_PROBE_AFTER,
                 streak: 0,
                 streak_at: None,
-                streak_from: rate,
+                streak_from: None,
                 remembered: None,
                 return_probes: 0,
                 after_pause: false,
@@ -424,11 +425,8 @@ impl Pacer {
                 if !in_a_row {
                     s.streak = 0;
                     // Only a rate that held a while is worth coming back to.
-                    s.streak_from = if now.saturating_duration_since(s.since) >= LONG_HELD {
-                        tried
-                    } else {
-                        f64::NAN
-                    };
+                    s.streak_from =
+                        (now.saturating_duration_since(s.since) >= LONG_HELD).then_some(tried);
                 }
                 s.streak += 1;
                 s.streak_at = Some(now);
@@ -450,11 +448,12 @@ impl Pacer {
                 if let Some(limit) = estimate {
                     s.lo = (limit * UNDER).min(tried * (1.0 - FIRST_CUT));
                 }
-                if s.lo < s.streak_from * FELL_BELOW
-                    && s.remembered.is_none_or(|r| r < s.streak_from)
+                if let Some(from) = s.streak_from
+                    && s.lo < from * FELL_BELOW
+                    && s.remembered.is_none_or(|r| r < from)
                 {
                     // The limit fell: probe back to where it was, soon and often.
-                    s.remembered = Some(s.streak_from);
+                    s.remembered = Some(from);
                     s.return_probes = RETURN_PROBES;
                 }
                 self.set(s, s.lo, Phase::Hold, now);
