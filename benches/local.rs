@@ -49,14 +49,25 @@ fn parse_and_plan_100k(bencher: divan::Bencher) {
 fn write_csv_report_100k(bencher: divan::Bencher) {
     let plan = plan(&csv_input());
     let outcomes = vec![Outcome::new(Status::Planned); plan.memberships.len()];
-    let summary = Summary::new(report::count(&plan, &outcomes), 0, 0, Default::default());
+    let summary = Summary::new(
+        report::count(&plan, report::Outcomes::memberships(&outcomes)),
+        0,
+        0,
+        Default::default(),
+    );
     let mut out = Vec::with_capacity(8 << 20);
     bencher
         .counter(divan::counter::ItemsCount::new(ROWS))
         .bench_local(|| {
             out.clear();
-            report::write_rows(&mut out, ReportFormat::Csv, &plan, &outcomes, &summary)
-                .expect("in memory");
+            report::write_rows(
+                &mut out,
+                ReportFormat::Csv,
+                &plan,
+                report::Outcomes::memberships(&outcomes),
+                &summary,
+            )
+            .expect("in memory");
             out.len()
         });
 }

@@ -113,6 +113,35 @@ pub struct InputArgs {
     #[arg(long, value_name = "NAME", env = "VELT_GROUP_NAME_COLUMN")]
     pub group_name_column: Option<String>,
 
+    /// Make every user of the input a user of each organization it is grouped in, with its
+    /// name and e-mail, before any group call (Velt's /v2/users/add; in delta and mirror
+    /// modes users already there with the same name and e-mail cost nothing, and a changed
+    /// name or e-mail is sent with /v2/users/update). A record without a name or a valid
+    /// e-mail is `invalid`.
+    #[arg(long, env = "VELT_PROVISION_USERS", value_parser = BoolishValueParser::new())]
+    pub provision_users: bool,
+
+    /// Column (or JSON key or path) that holds the user's display name (--provision-users);
+    /// recognised without it: name, displayName, fullName.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "VELT_NAME_COLUMN",
+        conflicts_with = "name_columns"
+    )]
+    pub name_column: Option<String>,
+
+    /// Two columns whose values, joined by a space, are the user's name, e.g.
+    /// `FirstName,LastName` (--provision-users).
+    #[arg(long, value_name = "FIRST,LAST", value_parser = parse_name_columns,
+          env = "VELT_NAME_COLUMNS")]
+    pub name_columns: Option<(String, String)>,
+
+    /// Column (or JSON key or path) that holds the user's e-mail (--provision-users);
+    /// recognised without it: email, mail.
+    #[arg(long, value_name = "NAME", env = "VELT_EMAIL_COLUMN")]
+    pub email_column: Option<String>,
+
     /// Keep only records whose COLUMN is one of the values (trimmed, case-insensitive), e.g.
     /// `Status=Active`. Repeatable (all must hold; `;` also separates rules in the variable).
     /// Left-out records are counted, not reported.
@@ -218,6 +247,25 @@ pub struct SyncArgs {
     #[arg(long, value_name = "N|P%", default_value = defaults::MAX_REMOVALS, value_parser = MaxRemovals::parse,
           env = "VELT_MAX_REMOVALS")]
     pub max_removals: MaxRemovals,
+
+    /// --provision-users: the access role new and updated users get in their organization.
+    /// Default: none sent (Velt's default).
+    #[arg(long, value_enum, env = "VELT_ACCESS_ROLE")]
+    pub access_role: Option<AccessRole>,
+
+    /// Mirror mode with --provision-users: remove from each organization the input names the
+    /// users it holds that the input does not list (after --include / --exclude), with
+    /// Velt's /v2/users/delete, after every group call. Organizations the input never names
+    /// are never touched. See --max-user-removals.
+    #[arg(long, env = "VELT_DEPROVISION_USERS", value_parser = BoolishValueParser::new())]
+    pub deprovision_users: bool,
+
+    /// --deprovision-users: most users removed per organization, a count or a share of its
+    /// users (at least 1); never all of them without --allow-empty. An organization needing
+    /// more keeps its users, they are reported, and the run exits 1.
+    #[arg(long, value_name = "N|P%", default_value = defaults::MAX_USER_REMOVALS,
+          value_parser = MaxRemovals::parse, env = "VELT_MAX_USER_REMOVALS")]
+    pub max_user_removals: MaxRemovals,
 
     /// When an add answers that the group does not exist (NOT_FOUND), create it once
     /// (named from --group-name-column, or its ID) and send its users again.
@@ -438,6 +486,7 @@ pub struct EmulatorArgs {
     pub require_org_users: bool,
 }
 
+pub use crate::accounts::AccessRole;
 pub use crate::engine::{MaxRemovals, Mode};
 
 #[cfg(test)]

@@ -44,10 +44,19 @@ struct NewGroup<'a> {
     group_name: &'a str,
 }
 
-/// One page of a group's members.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrgUsersPageData<'a> {
+    organization_id: &'a str,
+    page_size: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    page_token: Option<&'a str>,
+}
+
+/// One page of a group's members (user IDs), or of an organization's users.
 #[derive(Debug, Default)]
-pub struct Page {
-    pub users: Vec<String>,
+pub struct Page<T = String> {
+    pub users: Vec<T>,
     pub next_page_token: Option<String>,
 }
 
@@ -59,15 +68,46 @@ struct PageBody {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct PageResult {
-    data: Vec<PageUser>,
-    #[serde(default)]
+    data: Vec<OrgUser>,
+    /// The documentation names it `nextPageToken`, and once `pageToken`: either is taken.
+    #[serde(default, alias = "pageToken")]
     next_page_token: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A user as get users lists it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
-struct PageUser {
-    user_id: String,
+pub struct OrgUser {
+    pub user_id: String,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// A user to add to (or update in) an organization.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewUser<'a> {
+    pub user_id: &'a str,
+    pub name: &'a str,
+    pub email: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_role: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrgUsersData<'a> {
+    organization_id: &'a str,
+    users: &'a [NewUser<'a>],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteOrgUsersData<'a> {
+    organization_id: &'a str,
+    user_ids: &'a [&'a str],
 }
 
 #[derive(Serialize)]
@@ -113,6 +153,10 @@ pub struct VeltClient {
     delete_url: String,
     get_users_url: String,
     create_groups_url: String,
+    /// The organization-user calls exist under /v2 only.
+    add_org_users_url: String,
+    update_org_users_url: String,
+    delete_org_users_url: String,
 }
 
 /// An HTTP answer, before its body is read as any call's result.
@@ -241,6 +285,9 @@ impl VeltClient {
             delete_url: format!("{base}/{v}/organizations/usergroups/users/delete"),
             get_users_url: format!("{base}/{v}/users/get"),
             create_groups_url: format!("{base}/{v}/organizations/usergroups/add"),
+            add_org_users_url: format!("{base}/v2/users/add"),
+            update_org_users_url: format!("{base}/v2/users/update"),
+            delete_org_users_url: format!("{base}/v2/users/delete"),
         }
     }
 
@@ -324,16 +371,69 @@ impl VeltClient {
             page_size,
             page_token,
         };
+        let page = self.get_page(data).await?;
+        Ok(Page {
+            users: page.users.into_iter().map(|u| u.user_id).collect(),
+            next_page_token: page.next_page_token,
+        })
+    }
+
+    /// One page of an organization's users, with their names and e-mails (get users with
+    /// `organizationId` alone).
+    pub async fn get_org_users(
+        &self,
+        org: &str,
+        page_size: u32,
+        page_token: Option<&str>,
+    ) -> Result<Page<OrgUser>, Answer> {
+        self.get_page(OrgUsersPageData {
+            organization_id: org,
+            page_size,
+            page_token,
+        })
+        .await
+    }
+
+    async fn get_page<T: Serialize>(&self, data: T) -> Result<Page<OrgUser>, Answer> {
         let raw = self.post(&self.get_users_url, data).await?;
         if raw.is_success()
             && let Ok(page) = serde_json::from_slice::<PageBody>(&raw.body)
         {
             return Ok(Page {
-                users: page.result.data.into_iter().map(|u| u.user_id).collect(),
+                users: page.result.data,
                 next_page_token: page.result.next_page_token.filter(|t| !t.is_empty()),
             });
         }
         Err(raw.rejection())
+    }
+
+    /// Adds users to an organization (`create`) or updates them; answered per user.
+    pub async fn put_org_users(&self, create: bool, org: &str, users: &[NewUser<'_>]) -> Answer {
+        let url = if create {
+            &self.add_org_users_url
+        } else {
+            &self.update_org_users_url
+        };
+        let data = OrgUsersData {
+            organization_id: org,
+            users,
+        };
+        match self.post(url, data).await {
+            Ok(raw) => raw.read(),
+            Err(transport) => transport,
+        }
+    }
+
+    /// Removes users from an organization; answered per user.
+    pub async fn delete_org_users(&self, org: &str, user_ids: &[&str]) -> Answer {
+        let data = DeleteOrgUsersData {
+            organization_id: org,
+            user_ids,
+        };
+        match self.post(&self.delete_org_users_url, data).await {
+            Ok(raw) => raw.read(),
+            Err(transport) => transport,
+        }
     }
 
     /// Creates one group. `Ok(Err(message))`: the server answered, and refused this group.

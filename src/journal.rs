@@ -3,7 +3,8 @@
 //! re-run and send only what was not confirmed.
 //!
 //! Format: a header line that ties the journal to its input and target, then one membership
-//! index per line, and `complete` once the run that wrote it settled every membership (such a
+//! index per line (`u` and an index for an organization user created or updated by
+//! `--provision-users`), and `complete` once the run that wrote it settled every membership (such a
 //! journal, like one for another input, is set aside, never resumed). A run holds the
 //! journal's advisory lock (`flock`) from open to exit. Indexes are positions in the plan, which the fingerprint pins down: the same
 //! memberships in the same order, sent to the same base URL and API version. A torn last line
@@ -40,7 +41,37 @@ pub fn fingerprint(plan: &Plan, base_url: &str, api_version: &str) -> u64 {
         eat(b"\0");
         eat(plan.user(m).as_bytes());
     }
+    // The users provisioned, with what is sent about them: a changed name is another run.
+    if let Some(accounts) = &plan.accounts {
+        for a in &accounts.list {
+            eat(b"\nuser\0");
+            eat(accounts.org_of(a).as_bytes());
+            for field in [&a.user, &a.name, &a.email] {
+                eat(b"\0");
+                eat(field.as_bytes());
+            }
+        }
+    }
     h
+}
+
+/// What a journal says earlier runs confirmed.
+#[derive(Debug, Default)]
+pub struct Confirmed {
+    /// Memberships confirmed added.
+    pub memberships: Vec<u32>,
+    /// Organization users (`Accounts::list` indexes) confirmed created or updated.
+    pub accounts: Vec<u32>,
+}
+
+impl Confirmed {
+    pub fn len(&self) -> usize {
+        self.memberships.len() + self.accounts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Opens (or creates) the journal file and takes its advisory lock, or says who holds it.
@@ -97,7 +128,8 @@ impl Journal {
         path: &Path,
         fingerprint: u64,
         memberships: usize,
-    ) -> Result<(Journal, Vec<u32>), Error> {
+        accounts: usize,
+    ) -> Result<(Journal, Confirmed), Error> {
         let io_err = |source: io::Error| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -106,7 +138,7 @@ impl Journal {
         // earlier run in it, and reading `/dev/zero` would never end.
         if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
             let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
-            return Ok((Journal::with(path, file), Vec::new()));
+            return Ok((Journal::with(path, file), Confirmed::default()));
         }
         let header = format!("{MAGIC} fingerprint={fingerprint:016x} memberships={memberships}\n");
         let mut file = open_locked(path)?;
@@ -133,7 +165,7 @@ impl Journal {
             file = open_locked(path)?;
             text.clear();
         }
-        let mut confirmed = Vec::new();
+        let mut confirmed = Confirmed::default();
         if text.is_empty() {
             file.write_all(header.as_bytes()).map_err(io_err)?;
             file.sync_data().map_err(io_err)?;
@@ -145,17 +177,21 @@ impl Journal {
                 .enumerate()
                 .filter(|(_, l)| !l.is_empty())
             {
-                let index = std::str::from_utf8(line)
+                let (list, text, len) = match line.strip_prefix(b"u") {
+                    Some(rest) => (&mut confirmed.accounts, rest, accounts),
+                    None => (&mut confirmed.memberships, line, memberships),
+                };
+                let index = std::str::from_utf8(text)
                     .ok()
                     .and_then(|s| s.parse::<u32>().ok())
-                    .filter(|&i| (i as usize) < memberships)
+                    .filter(|&i| (i as usize) < len)
                     .ok_or_else(|| {
                         Error::Config(format!(
                             "{shown}:{}: not a membership index; the state file is damaged: delete it to start over",
                             n + 2
                         ))
                     })?;
-                confirmed.push(index);
+                list.push(index);
             }
             if whole < text.len() {
                 file.set_len(whole as u64).map_err(io_err)?;
@@ -184,10 +220,20 @@ impl Journal {
         &self.path
     }
 
-    /// Appends confirmed indexes in one write, so a crash loses at most this batch.
+    /// Appends confirmed membership indexes in one write, so a crash loses at most this batch.
     pub fn record(&mut self, indexes: impl IntoIterator<Item = u32>) -> io::Result<()> {
+        self.append("", indexes)
+    }
+
+    /// Appends organization users confirmed created or updated.
+    pub fn record_accounts(&mut self, indexes: impl IntoIterator<Item = u32>) -> io::Result<()> {
+        self.append("u", indexes)
+    }
+
+    fn append(&mut self, prefix: &str, indexes: impl IntoIterator<Item = u32>) -> io::Result<()> {
         self.buf.clear();
         for i in indexes {
+            self.buf.extend_from_slice(prefix.as_bytes());
             self.buf.extend_from_slice(i.to_string().as_bytes());
             self.buf.push(b'\n');
         }
@@ -212,7 +258,7 @@ mod tests {
     fn reopening_keeps_whole_lines_and_drops_a_torn_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        let (mut j, done) = Journal::open(&path, 42, 100).unwrap();
+        let (mut j, done) = Journal::open(&path, 42, 100, 10).unwrap();
         assert!(done.is_empty());
         j.record([3, 7]).unwrap();
         drop(j);
@@ -223,38 +269,38 @@ mod tests {
             .unwrap()
             .write_all(b"1")
             .unwrap();
-        let (mut j, done) = Journal::open(&path, 42, 100).unwrap();
-        assert_eq!(done, [3, 7]);
+        let (mut j, done) = Journal::open(&path, 42, 100, 10).unwrap();
+        assert_eq!(done.memberships, [3, 7]);
         j.record([12]).unwrap();
         drop(j);
-        let (_, done) = Journal::open(&path, 42, 100).unwrap();
-        assert_eq!(done, [3, 7, 12]);
+        let (_, done) = Journal::open(&path, 42, 100, 10).unwrap();
+        assert_eq!(done.memberships, [3, 7, 12]);
     }
 
     #[test]
     fn a_journal_of_another_run_or_a_completed_one_is_set_aside() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        let (mut j, _) = Journal::open(&path, 42, 100).unwrap();
+        let (mut j, _) = Journal::open(&path, 42, 100, 10).unwrap();
         j.record([5]).unwrap();
         drop(j);
         // Another input: set aside, a fresh journal.
-        let (j, done) = Journal::open(&path, 43, 100).unwrap();
+        let (j, done) = Journal::open(&path, 43, 100, 10).unwrap();
         assert!(done.is_empty());
         drop(j);
         let prev = dir.path().join("state.prev");
         assert!(std::fs::read_to_string(&prev).unwrap().ends_with("\n5\n"));
         // The same input, interrupted: resumed.
-        let (mut j, done) = Journal::open(&path, 43, 100).unwrap();
+        let (mut j, done) = Journal::open(&path, 43, 100, 10).unwrap();
         assert!(done.is_empty());
         j.record([7]).unwrap();
         drop(j);
-        let (mut j, done) = Journal::open(&path, 43, 100).unwrap();
-        assert_eq!(done, [7]);
+        let (mut j, done) = Journal::open(&path, 43, 100, 10).unwrap();
+        assert_eq!(done.memberships, [7]);
         // Completed: not resumed again.
         j.complete().unwrap();
         drop(j);
-        let (_j, done) = Journal::open(&path, 43, 100).unwrap();
+        let (_j, done) = Journal::open(&path, 43, 100, 10).unwrap();
         assert!(done.is_empty());
         assert!(
             std::fs::read_to_string(&prev)
@@ -267,8 +313,8 @@ mod tests {
     fn a_held_journal_is_refused_naming_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
-        let (_held, _) = Journal::open(&path, 42, 100).unwrap();
-        let err = Journal::open(&path, 42, 100).err().unwrap().to_string();
+        let (_held, _) = Journal::open(&path, 42, 100, 10).unwrap();
+        let err = Journal::open(&path, 42, 100, 10).err().unwrap().to_string();
         assert!(
             err.contains("state: another run holds this --state journal"),
             "{err}"

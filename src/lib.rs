@@ -10,6 +10,7 @@
 //! [`run`] is the process's side: it reads the environment, installs the signal handlers,
 //! starts the emulator when asked, and hands the library what it needs.
 
+pub mod accounts;
 pub mod answer;
 pub mod cli;
 pub mod client;

@@ -40,6 +40,8 @@ pub struct RunStats {
     pub filtered: u64,
     /// Memberships left out because the group map does not list their group.
     pub unmapped_skipped: u64,
+    /// `--provision-users`: what happened to organization users.
+    pub users: Option<crate::accounts::UserCounts>,
 }
 
 /// Writes the metrics file for a run that ended with `exit_code` after `duration`.
@@ -184,6 +186,23 @@ fn render(
         "Memberships the last run left out because --group-map does not list their group (--unmapped skip).",
         &one(stats.unmapped_skipped.to_string()),
     );
+    if let Some(u) = &stats.users {
+        let by_result: Vec<(String, String)> = [
+            ("created", u.created),
+            ("updated", u.updated),
+            ("unchanged", u.unchanged),
+            ("removed", u.removed),
+            ("failed", u.failed),
+        ]
+        .iter()
+        .map(|(r, n)| (format!("{{result=\"{r}\"}}"), n.to_string()))
+        .collect();
+        gauge(
+            "users",
+            "Organization users of the last run (--provision-users), by what happened to them (failed: not done).",
+            &by_result,
+        );
+    }
     gauge(
         "throttled_seconds",
         "Time the last run waited on throttling (pauses after 429s and learned quota windows).",

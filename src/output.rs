@@ -95,6 +95,12 @@ pub fn summary_line(s: &Summary, path: &str) -> String {
     if s.unmapped_skipped > 0 {
         line.push_str(&format!("; {} unmapped skipped", s.unmapped_skipped));
     }
+    if let Some(u) = &s.users {
+        line.push_str(&format!(
+            "; users: {} created, {} updated, {} unchanged, {} removed, {} failed",
+            u.created, u.updated, u.unchanged, u.removed, u.failed
+        ));
+    }
     let path = if path == "-" { "<stdout>" } else { path };
     line.push_str(&format!(
         "; {} requests in {:.2} s",

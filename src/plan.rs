@@ -89,6 +89,8 @@ pub struct Plan {
     pub unmapped_skipped: u64,
     /// Group values the group map does not list: ((group column, value), records), most first.
     pub unmapped: Vec<((String, String), u64)>,
+    /// `--provision-users`: the organization users the run makes sure of.
+    pub accounts: Option<crate::accounts::Accounts>,
     /// Every unique user ID, end to end.
     ids: String,
 }

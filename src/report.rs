@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::files::Destination;
 use serde::Serialize;
 
+use crate::accounts::{Account, Action, UserCounts, user_column};
 use crate::cli::ReportFormat;
 use crate::error::Error;
 use crate::outcome::{Counts, Outcome, Status};
@@ -16,9 +17,9 @@ use crate::plan::Origin;
 use crate::plan::Plan;
 
 /// The report's columns, in order. The first three are input column names, so a CSV report
-/// is itself valid input. `action` came last, after the first nine, so that readers of those
-/// keep working.
-pub const COLUMNS: [&str; 10] = [
+/// is itself valid input. New columns come last (`action` after the first nine, `user` after
+/// it), so that readers of the earlier ones keep working.
+pub const COLUMNS: [&str; 11] = [
     "organizationId",
     "organizationUserGroupId",
     "userId",
@@ -29,6 +30,7 @@ pub const COLUMNS: [&str; 10] = [
     "attempts",
     "line",
     "action",
+    "user",
 ];
 
 #[derive(Debug, Serialize)]
@@ -44,8 +46,29 @@ pub struct Row<'a> {
     pub attempts: u32,
     /// The input line; none for a removal (it comes from the server, not the input).
     pub line: Option<u64>,
-    /// What the mode called for: `add`, `remove`, or `none` (already a member, or invalid).
+    /// What the mode called for: `add`, `remove`, `remove-user` (a user removed from its
+    /// organization), or `none` (already a member, or invalid).
     pub action: &'static str,
+    /// `--provision-users`: what happened to the row's user in its organization (`created`,
+    /// `updated`, `unchanged`, `removed`, `failed`, ...); none without provisioning.
+    pub user: Option<&'static str>,
+}
+
+/// The outcomes a report is written from: one per membership, and one per organization user
+/// (`--provision-users`; empty without).
+#[derive(Debug, Clone, Copy)]
+pub struct Outcomes<'a> {
+    pub memberships: &'a [Outcome],
+    pub accounts: &'a [Outcome],
+}
+
+impl<'a> Outcomes<'a> {
+    pub fn memberships(memberships: &'a [Outcome]) -> Outcomes<'a> {
+        Outcomes {
+            memberships,
+            accounts: &[],
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -65,6 +88,9 @@ pub struct Summary {
     pub filtered: u64,
     /// Memberships left out because the group map does not list their group.
     pub unmapped_skipped: u64,
+    /// `--provision-users`: what happened to organization users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<UserCounts>,
     pub requests: u64,
     pub elapsed_ms: u64,
     /// Time the run waited on throttling (429 / RESOURCE_EXHAUSTED).
@@ -86,6 +112,7 @@ impl Summary {
             duplicates,
             filtered: 0,
             unmapped_skipped: 0,
+            users: None,
             requests,
             elapsed_ms: elapsed.as_millis() as u64,
             throttled_ms: 0,
@@ -93,11 +120,17 @@ impl Summary {
     }
 }
 
-/// Counts every row's status.
-pub fn count(plan: &Plan, outcomes: &[Outcome]) -> Counts {
+/// Counts every row's status. Rows of users removed from their organization count only
+/// when they did not go through (their successes are `UserCounts::removed`).
+pub fn count(plan: &Plan, outcomes: Outcomes<'_>) -> Counts {
     let mut counts = Counts::default();
-    for o in outcomes {
+    for o in outcomes.memberships {
         counts.add(o.status);
+    }
+    for (_, o) in user_removals(plan, outcomes) {
+        if !o.status.is_success() {
+            counts.add(o.status);
+        }
     }
     for _ in &plan.invalid {
         counts.add(Status::Invalid);
@@ -105,14 +138,38 @@ pub fn count(plan: &Plan, outcomes: &[Outcome]) -> Counts {
     counts
 }
 
-/// Calls `f` with every row, in input order.
+/// The organization users to remove (`--deprovision-users`), with their outcomes.
+fn user_removals<'a>(
+    plan: &'a Plan,
+    outcomes: Outcomes<'a>,
+) -> impl Iterator<Item = (&'a Account, &'a Outcome)> + 'a {
+    plan.accounts
+        .iter()
+        .flat_map(|a| a.list.iter())
+        .zip(outcomes.accounts)
+        .filter(|(a, _)| a.action == Action::Remove)
+}
+
+/// Calls `f` with every row, in input order; users removed from their organizations last.
 pub fn for_each_row<E>(
     plan: &Plan,
-    outcomes: &[Outcome],
+    outcomes: Outcomes<'_>,
     mut f: impl FnMut(&Row<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut invalid = plan.invalid.iter().peekable();
-    for (i, (m, o)) in plan.memberships.iter().zip(outcomes).enumerate() {
+    let accounts = plan.accounts.as_ref();
+    let user = |i: usize| {
+        let accounts = accounts?;
+        let a = accounts.of(i)? as usize;
+        let outcome = outcomes.accounts.get(a)?;
+        Some(user_column(&accounts.list[a], outcome))
+    };
+    for (i, (m, o)) in plan
+        .memberships
+        .iter()
+        .zip(outcomes.memberships)
+        .enumerate()
+    {
         while let Some(bad) = invalid.next_if(|bad| bad.before <= i) {
             f(&invalid_row(bad))?;
         }
@@ -138,10 +195,27 @@ pub fn for_each_row<E>(
             } else {
                 "add"
             },
+            user: user(i).or(accounts.map(|_| "")),
         })?;
     }
     for bad in invalid {
         f(&invalid_row(bad))?;
+    }
+    for (a, o) in user_removals(plan, outcomes) {
+        let detail = o.detail.as_deref();
+        f(&Row {
+            organization_id: accounts.map_or("", |list| list.org_of(a)),
+            organization_user_group_id: "",
+            user_id: &a.user,
+            status: o.status.as_str(),
+            message: detail.map(|d| d.message.as_str()),
+            error_status: detail.and_then(|d| d.error_status.as_deref()),
+            http_status: detail.and_then(|d| d.http_status),
+            attempts: o.attempts,
+            line: None,
+            action: "remove-user",
+            user: Some(user_column(a, o)),
+        })?;
     }
     Ok(())
 }
@@ -158,6 +232,7 @@ fn invalid_row(bad: &crate::plan::Invalid) -> Row<'_> {
         attempts: 0,
         line: Some(bad.line),
         action: "none",
+        user: None,
     }
 }
 
@@ -205,7 +280,12 @@ impl ReportTarget {
         self.file.is_none()
     }
 
-    pub fn write(self, plan: &Plan, outcomes: &[Outcome], summary: &Summary) -> Result<(), Error> {
+    pub fn write(
+        self,
+        plan: &Plan,
+        outcomes: Outcomes<'_>,
+        summary: &Summary,
+    ) -> Result<(), Error> {
         let report_err = |source: io::Error| Error::Report {
             path: self.path.clone(),
             source,
@@ -271,7 +351,7 @@ pub fn write_rows<W: Write>(
     out: &mut W,
     format: ReportFormat,
     plan: &Plan,
-    outcomes: &[Outcome],
+    outcomes: Outcomes<'_>,
     summary: &Summary,
 ) -> io::Result<()> {
     match format {
@@ -297,6 +377,7 @@ pub fn write_rows<W: Write>(
                         attempts.format(row.attempts),
                         row.line.map_or("", |l| line.format(l)),
                         row.action,
+                        row.user.unwrap_or(""),
                     ],
                 )
             })

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::accounts::{Action, UserCounts};
 use crate::cli::{InputArgs, RateArg, SyncArgs, UserIdCase};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, VeltClient};
 use crate::engine::{ExecOptions, Mode, execute};
@@ -16,7 +17,7 @@ use crate::metrics::{self, RunStats};
 use crate::outcome::{Outcome, Status};
 use crate::output::{Output, print_plan, progress_bar, summary_line, to_stderr};
 use crate::plan::{Defaults, Plan, Planner};
-use crate::report::{self, ReportTarget, Summary};
+use crate::report::{self, Outcomes, ReportTarget, Summary};
 
 /// What a run needs from outside its command line.
 #[derive(Debug, Clone)]
@@ -53,6 +54,7 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
     // A dry run in delta or mirror mode still reads the groups.
     let sends_nothing = args.dry_run && args.mode == Mode::Add;
     refuse_report_over_input(&args.report, &args.input.input)?;
+    check_provisioning(args)?;
     let report = ReportTarget::prepare(&args.report, args.report_format)?;
     if let Some(path) = &args.metrics_file {
         metrics::check_writable(path)?;
@@ -83,14 +85,28 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
 
     if args.strict && !plan.invalid.is_empty() {
         let outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
-        finish(&plan, &outcomes, 0, report, started, output, stats)?;
+        finish(
+            &plan,
+            Outcomes::memberships(&outcomes),
+            0,
+            report,
+            started,
+            output,
+            stats,
+        )?;
         return Err(Error::Strict(plan.invalid.len()));
     }
 
     if sends_nothing {
         print_plan(&plan, chunk_size, report.is_stdout());
         let outcomes = vec![Outcome::new(Status::Planned); plan.memberships.len()];
-        return finish(&plan, &outcomes, 0, report, started, output, stats);
+        let accounts = plan.accounts.as_ref().map_or(0, |a| a.list.len());
+        let planned = vec![Outcome::new(Status::Planned); accounts];
+        let outcomes = Outcomes {
+            memberships: &outcomes,
+            accounts: &planned,
+        };
+        return finish(&plan, outcomes, 0, report, started, output, stats);
     }
 
     let Some(client) = &session.client else {
@@ -101,7 +117,8 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
     let (mut journal, already_added) = match &args.state {
         Some(path) => {
             let fp = journal::fingerprint(&plan, client.base_url(), args.api_version.path());
-            let (j, done) = Journal::open(path, fp, plan.memberships.len())?;
+            let accounts = plan.accounts.as_ref().map_or(0, |a| a.list.len());
+            let (j, done) = Journal::open(path, fp, plan.memberships.len(), accounts)?;
             if !done.is_empty() {
                 tracing::info!(
                     event = "resume",
@@ -111,7 +128,7 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
             }
             (Some(j), done)
         }
-        None => (None, Vec::new()),
+        None => (None, journal::Confirmed::default()),
     };
     let progress = progress_bar(output, plan.memberships.len() as u64);
     let opts = exec_options(args);
@@ -140,7 +157,10 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
     stats.throttled_for = execution.throttled_for;
     let code = finish(
         &plan,
-        &execution.outcomes,
+        Outcomes {
+            memberships: &execution.outcomes,
+            accounts: &execution.accounts,
+        },
         execution.requests,
         report,
         started,
@@ -264,6 +284,16 @@ fn settled(plan: &Plan, execution: &crate::engine::Execution) -> bool {
                 Status::NotAttempted => o.held_back && m.is_removal(),
                 _ => true,
             })
+        && plan.accounts.as_ref().is_none_or(|a| {
+            a.list
+                .iter()
+                .zip(&execution.accounts)
+                .all(|(a, o)| match o.status {
+                    Status::Unconfirmed => false,
+                    Status::NotAttempted => o.held_back && a.action == Action::Remove,
+                    _ => true,
+                })
+        })
 }
 
 /// The engine's options from the command line.
@@ -289,8 +319,33 @@ fn exec_options(args: &SyncArgs) -> ExecOptions {
         create_missing_groups: args.create_missing_groups,
         page_size: args.page_size,
         dry_run: args.dry_run,
+        access_role: args.access_role,
+        deprovision_users: args.deprovision_users,
+        max_user_removals: args.max_user_removals,
         ..ExecOptions::default()
     }
+}
+
+/// The provisioning flags that make no sense together, before anything is read.
+fn check_provisioning(args: &SyncArgs) -> Result<(), Error> {
+    let provision = args.input.provision_users;
+    let problem = if args.deprovision_users && !provision {
+        "--deprovision-users needs --provision-users (the users the input lists, with their names and e-mails)"
+    } else if args.deprovision_users && args.mode != Mode::Mirror {
+        "--deprovision-users works in --mode mirror only"
+    } else if provision && args.mode == Mode::Remove {
+        "--provision-users does not go with --mode remove (a leavers' list provisions nobody); use --mode mirror --deprovision-users to remove leavers from their organizations"
+    } else if !provision
+        && (args.access_role.is_some()
+            || args.input.name_column.is_some()
+            || args.input.name_columns.is_some()
+            || args.input.email_column.is_some())
+    {
+        "--access-role, --name-column, --name-columns and --email-column take effect with --provision-users only; add it, or drop them"
+    } else {
+        return Ok(());
+    };
+    Err(Error::Config(problem.into()))
 }
 
 /// Refuses a report that would overwrite the input it is made from.
@@ -343,6 +398,9 @@ fn input_options(args: &InputArgs) -> Result<InputOptions, Error> {
                 .collect(),
             user: args.user_column.clone(),
             group_name: args.group_name_column.clone(),
+            name: args.name_column.clone(),
+            name_parts: args.name_columns.clone(),
+            email: args.email_column.clone(),
         },
         has_default_org: args.org.as_deref().is_some_and(|s| !s.trim().is_empty()),
         has_default_group: args.group.as_deref().is_some_and(|s| !s.trim().is_empty()),
@@ -352,6 +410,7 @@ fn input_options(args: &InputArgs) -> Result<InputOptions, Error> {
         header_row: args.header_row,
         sheet: args.sheet.clone(),
         records_path: args.records_path.clone(),
+        provision: args.provision_users,
         mapping: Mapping {
             filters,
             separator: args.group_separator.clone(),
@@ -405,13 +464,16 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
         );
     }
     plan.unmapped = unmapped;
+    if args.provision_users {
+        plan.accounts = Some(crate::accounts::Accounts::build(&plan, &read.profiles));
+    }
     Ok(plan)
 }
 
 /// Writes the report and the summary line, and picks the exit code from the rows.
 fn finish(
     plan: &Plan,
-    outcomes: &[Outcome],
+    outcomes: Outcomes<'_>,
     requests: u64,
     report: ReportTarget,
     started: Instant,
@@ -424,6 +486,11 @@ fn finish(
     summary.throttled_ms = stats.throttled_for.as_millis() as u64;
     summary.filtered = plan.filtered;
     summary.unmapped_skipped = plan.unmapped_skipped;
+    summary.users = plan
+        .accounts
+        .as_ref()
+        .map(|a| UserCounts::of(a, outcomes.accounts));
+    stats.users = summary.users;
     stats.filtered = plan.filtered;
     stats.unmapped_skipped = plan.unmapped_skipped;
     let path = report.path().display().to_string();
@@ -445,6 +512,11 @@ fn finish(
             throttled_ms = summary.throttled_ms,
             filtered = summary.filtered,
             unmapped_skipped = summary.unmapped_skipped,
+            users_created = summary.users.map(|u| u.created),
+            users_updated = summary.users.map(|u| u.updated),
+            users_unchanged = summary.users.map(|u| u.unchanged),
+            users_removed = summary.users.map(|u| u.removed),
+            users_failed = summary.users.map(|u| u.failed),
             report = path.as_str(),
         );
     } else if !output.quiet {

@@ -60,7 +60,7 @@ async fn run(config: EmulatorConfig, mut plan: Plan, opts: ExecOptions) -> Run {
         &ProgressBar::hidden(),
         &interrupt,
         None,
-        &[],
+        &Default::default(),
     )
     .await;
     Run {

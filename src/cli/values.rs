@@ -82,6 +82,16 @@ pub(super) fn parse_filter(s: &str) -> Result<FilterArg, String> {
     })
 }
 
+/// `--name-columns First,Last`.
+pub(super) fn parse_name_columns(s: &str) -> Result<(String, String), String> {
+    match s.split_once(',') {
+        Some((first, last)) if !first.trim().is_empty() && !last.trim().is_empty() => {
+            Ok((first.trim().to_string(), last.trim().to_string()))
+        }
+        _ => Err("expected two column names separated by a comma, e.g. FirstName,LastName".into()),
+    }
+}
+
 pub(super) fn parse_encoding(s: &str) -> Result<&'static encoding_rs::Encoding, String> {
     encoding_rs::Encoding::for_label(s.trim().as_bytes()).ok_or_else(|| {
         format!("`{s}` is not an encoding label; e.g. windows-1252, latin1, utf-16le, shift_jis")

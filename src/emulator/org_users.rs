@@ -73,6 +73,11 @@ pub(super) async fn change_org_users(
         else {
             return invalid("every user needs userId, name and email (strings)");
         };
+        if let Some(marker) = &shared.config.invalid_user_marker
+            && id.contains(marker.as_str())
+        {
+            return invalid(&format!("Invalid userId: {id}"));
+        }
         if id.is_empty() || !email.contains('@') {
             return invalid(&format!(
                 "invalid user {id}: userId must be non-empty and email an address"

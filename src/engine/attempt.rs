@@ -21,9 +21,30 @@ use crate::plan::Group;
 /// What a call is, for its log lines.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Target<'a> {
-    /// The log event of a request: `request`, `remove_request`, `read_page`, `create_group`.
+    /// The log event of a request: `request`, `remove_request`, `read_page`, `create_group`,
+    /// `add_users`, `update_users`, `delete_users`, `read_users_page`.
     pub what: &'static str,
-    pub group: &'a Group,
+    pub org: &'a str,
+    /// None for the calls about an organization's users.
+    pub group: Option<&'a str>,
+}
+
+impl<'a> Target<'a> {
+    pub fn group(what: &'static str, group: &'a Group) -> Target<'a> {
+        Target {
+            what,
+            org: &group.org,
+            group: Some(&group.id),
+        }
+    }
+
+    pub fn org(what: &'static str, org: &'a str) -> Target<'a> {
+        Target {
+            what,
+            org,
+            group: None,
+        }
+    }
 }
 
 /// How a call ended without a result.
@@ -89,8 +110,8 @@ impl Run<'_> {
             }
             tracing::debug!(
                 event = target.what,
-                organizationId = &*target.group.org,
-                organizationUserGroupId = &*target.group.id,
+                organizationId = target.org,
+                organizationUserGroupId = target.group,
                 attempt = retries + 1,
             );
             let sent_at = Instant::now();
@@ -320,8 +341,8 @@ pub(crate) fn rejection(answer: &Answer) -> (Option<u16>, Option<String>, String
 
 /// One log line per answer: debug for a result, warn for anything else.
 fn log_answer(target: Target<'_>, failed: Option<(&Answer, Class)>, attempt: u32, took: Duration) {
-    let org = &*target.group.org;
-    let group = &*target.group.id;
+    let org = target.org;
+    let group = target.group;
     let elapsed_ms = took.as_millis() as u64;
     let Some((answer, class)) = failed else {
         tracing::debug!(

@@ -13,12 +13,38 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::attempt::{Failure, Target, detail};
 use super::{Kind, Run};
-use crate::client::{Answer, UserEntry};
+use crate::accounts::ALREADY_THERE;
+use crate::client::{Answer, NewUser, UserEntry};
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
 
+/// What a chunk's calls are about: a group's members, or an organization's users.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Scope<'a> {
+    Group(&'a Group),
+    Org(&'a str),
+}
+
+impl<'a> Scope<'a> {
+    pub fn org(self) -> &'a str {
+        match self {
+            Scope::Group(g) => &g.org,
+            Scope::Org(o) => o,
+        }
+    }
+
+    fn target(self, what: &'static str) -> Target<'a> {
+        match self {
+            Scope::Group(g) => Target::group(what, g),
+            Scope::Org(o) => Target::org(what, o),
+        }
+    }
+}
+
 /// A running chunk task's view, kept where the main loop can read it if the run is cut short.
 pub(crate) struct TaskState {
+    /// Whether `members` are memberships or accounts (`Kind::about_users`).
+    pub kind: Kind,
     pub members: Vec<u32>,
     pub outs: Vec<Outcome>,
     /// Positions (into `members`) of the request now on the wire.
@@ -73,12 +99,13 @@ impl<'r, 'a> Chunking<'r, 'a> {
 
     /// Runs one chunk to the end: retries, bisection of refused requests, and smaller pieces
     /// when the size limit dropped. Returns the task id under which its outcomes wait.
-    pub async fn run_chunk(&self, group: &Group, members: &[u32], kind: Kind) -> u64 {
+    pub async fn run_chunk(&self, scope: Scope<'_>, members: &[u32], kind: Kind) -> u64 {
         let id = self.next_task.fetch_add(1, Ordering::Relaxed);
         let n = members.len();
         self.tasks().insert(
             id,
             TaskState {
+                kind,
                 members: members.to_vec(),
                 outs: vec![Outcome::new(Status::NotAttempted); n],
                 in_flight: Vec::new(),
@@ -107,7 +134,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
                         }
                         continue;
                     }
-                    let sent = self.send(id, (group, kind), members, &positions).await;
+                    let sent = self.send(id, (scope, kind), members, &positions).await;
                     if let Sent::RefusedInvalid = sent {
                         refusals += 1;
                         if positions.len() > 1 {
@@ -132,7 +159,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
     async fn send(
         &self,
         task: u64,
-        (group, kind): (&Group, Kind),
+        (scope, kind): (Scope<'_>, Kind),
         members: &[u32],
         positions: &[usize],
     ) -> Sent {
@@ -143,26 +170,16 @@ impl<'r, 'a> Chunking<'r, 'a> {
         loop {
             let users: Vec<&str> = pending
                 .iter()
-                .map(|&p| self.plan.user_at(members[p]))
+                .map(|&p| self.user_of(kind, members[p]))
                 .collect();
-            let target = Target {
-                what: kind.event(),
-                group,
-            };
+            let target = scope.target(kind.event());
             let result = run
                 .attempt(
                     target,
                     || {
                         self.mark_in_flight(task, &pending);
                         async {
-                            let answer = match kind {
-                                Kind::Add => {
-                                    run.client.add_users(&group.org, &group.id, &users).await
-                                }
-                                Kind::Remove => {
-                                    run.client.remove_users(&group.org, &group.id, &users).await
-                                }
-                            };
+                            let answer = self.call(scope, kind, members, &pending, &users).await;
                             if let Some(t) = self.tasks().get_mut(&task) {
                                 t.in_flight.clear();
                             }
@@ -182,7 +199,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 Ok((http_status, entries)) => {
                     let missing = self.take_answer(
                         task,
-                        (group, kind),
+                        (scope, kind),
                         members,
                         &pending,
                         http_status,
@@ -202,6 +219,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
             let mut failure = failure;
             if let Failure::Refused { detail: d, .. } = &failure
                 && kind == Kind::Add
+                && let Scope::Group(group) = scope
                 && d.error_status.as_deref() == Some("NOT_FOUND")
             {
                 // The group may not exist: create it once and send the same users again, or
@@ -234,6 +252,58 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 } => Sent::RefusedInvalid,
                 _ => Sent::Done,
             };
+        }
+    }
+
+    /// The user ID of a chunk's member: a membership's, or an account's.
+    fn user_of(&self, kind: Kind, i: u32) -> &'r str {
+        if kind.about_users() {
+            self.plan
+                .accounts
+                .as_ref()
+                .and_then(|a| a.list.get(i as usize))
+                .map_or("", |a| &a.user)
+        } else {
+            self.plan.user_at(i)
+        }
+    }
+
+    /// One request for `pending` members of a chunk.
+    async fn call(
+        &self,
+        scope: Scope<'_>,
+        kind: Kind,
+        members: &[u32],
+        pending: &[usize],
+        users: &[&str],
+    ) -> Answer {
+        let client = &self.run.client;
+        match (scope, kind) {
+            (Scope::Group(g), Kind::Remove) => client.remove_users(&g.org, &g.id, users).await,
+            (Scope::Group(g), _) => client.add_users(&g.org, &g.id, users).await,
+            (Scope::Org(org), Kind::DeleteUsers) => client.delete_org_users(org, users).await,
+            (Scope::Org(org), _) => {
+                let role = self.run.opts.access_role.map(|r| r.as_str());
+                let list: Vec<NewUser<'_>> = self
+                    .plan
+                    .accounts
+                    .iter()
+                    .flat_map(|a| {
+                        pending
+                            .iter()
+                            .filter_map(|&p| a.list.get(members[p] as usize))
+                    })
+                    .map(|a| NewUser {
+                        user_id: &a.user,
+                        name: &a.name,
+                        email: &a.email,
+                        access_role: role,
+                    })
+                    .collect();
+                client
+                    .put_org_users(kind == Kind::CreateUsers, org, &list)
+                    .await
+            }
         }
     }
 
@@ -273,7 +343,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
     fn take_answer(
         &self,
         task: u64,
-        (group, kind): (&Group, Kind),
+        (scope, kind): (Scope<'_>, Kind),
         members: &[u32],
         pending: &[usize],
         http_status: u16,
@@ -284,21 +354,34 @@ impl<'r, 'a> Chunking<'r, 'a> {
         let mut added = Vec::new();
         let mut answered = 0;
         let mut details: HashMap<&str, Arc<Detail>> = HashMap::new();
+        let mut already: Option<Arc<Detail>> = None;
         {
             let mut tasks = self.tasks();
             let Some(t) = tasks.get_mut(&task) else {
                 return missing;
             };
             for &p in pending {
-                let user = self.plan.user_at(members[p]);
+                let user = self.user_of(kind, members[p]);
                 let out = &mut t.outs[p];
                 let entry = entries.get(user);
                 answered += usize::from(entry.is_some());
                 match entry.map(|e| (e.success, e.message.as_deref())) {
-                    Some((Some(true), _)) => {
+                    Some((Some(true), message)) => {
                         out.status = done;
                         out.detail = None;
-                        if kind == Kind::Add {
+                        if kind == Kind::CreateUsers
+                            && message
+                                .is_some_and(|m| m.to_ascii_lowercase().contains("already exist"))
+                        {
+                            out.detail = Some(
+                                already
+                                    .get_or_insert_with(|| {
+                                        detail(ALREADY_THERE.into(), None, Some(http_status))
+                                    })
+                                    .clone(),
+                            );
+                        }
+                        if matches!(kind, Kind::Add | Kind::CreateUsers | Kind::UpdateUsers) {
                             added.push(members[p]);
                         }
                     }
@@ -327,13 +410,12 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 }
             }
         }
-        self.run.journal_confirmed(added);
+        self.run.journal_confirmed(kind, added);
         // Entries for users this request did not carry say nothing about any row.
         if entries.len() > answered && !self.run.strays_warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(
                 event = "unsent_users_answered",
-                organizationId = &*group.org,
-                organizationUserGroupId = &*group.id,
+                organizationId = scope.org(),
                 entries = entries.len() - answered,
                 message = "the answer has results for users this request did not send; they are ignored (said once)"
             );
@@ -345,14 +427,14 @@ impl<'r, 'a> Chunking<'r, 'a> {
 /// Cuts each group's pending members into chunks of the current size limit, which may drop
 /// during the run.
 pub(crate) struct Chunks<'a, 'p> {
-    pub pending: &'p [(&'a Group, Vec<u32>, Kind)],
+    pub pending: &'p [(Scope<'a>, Vec<u32>, Kind)],
     pub group: usize,
     pub offset: usize,
     pub limit: &'p AtomicUsize,
 }
 
 impl<'a, 'p> Iterator for Chunks<'a, 'p> {
-    type Item = (&'a Group, &'p [u32], Kind);
+    type Item = (Scope<'a>, &'p [u32], Kind);
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -396,10 +478,7 @@ impl Run<'_> {
             .clone();
         cell.get_or_init(|| async {
             let name = group.name.as_deref().unwrap_or(&group.id);
-            let target = Target {
-                what: "create_group",
-                group,
-            };
+            let target = Target::group("create_group", group);
             let made = self
                 .attempt(
                     target,

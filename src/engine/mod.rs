@@ -1,9 +1,10 @@
-//! Sending the plan. In delta and mirror modes the groups are read first and the plan gains
-//! its removals ([`reconcile`]); then every chunk goes through one shared [`gate`] (limiter,
-//! pacer, throttle, stop) and the one [`attempt`] loop, at most a slot-bound number in flight,
-//! with bisection of refused chunks ([`chunk`]), a stop on rejected credentials, a graceful
-//! stop on the first signal and an abort on the second. Every answer ends as per-membership
-//! outcomes.
+//! Sending the plan. In delta and mirror modes the groups (and, with `--provision-users`, the
+//! organizations' users: [`provision`]) are read first and the plan gains its removals
+//! ([`reconcile`]); then [`send`] runs the phases, every chunk through one shared [`gate`]
+//! (limiter, pacer, throttle, stop) and the one [`attempt`] loop, at most a slot-bound number
+//! in flight, with bisection of refused chunks ([`chunk`]), a stop on rejected credentials, a
+//! graceful stop on the first signal and an abort on the second. Every answer ends as
+//! per-membership (and per-user) outcomes.
 
 mod attempt;
 mod bucket;
@@ -11,8 +12,10 @@ mod chunk;
 pub mod concurrency;
 mod gate;
 pub mod pace;
+mod provision;
 mod reconcile;
 pub mod retry;
+mod send;
 pub mod throttle;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,16 +23,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use indicatif::ProgressBar;
-use tokio::time::Instant;
 
 use crate::client::{Answer, VeltClient};
 use crate::interrupt::Interrupt;
 use crate::journal::Journal;
 use crate::outcome::{Detail, Outcome, Status};
-use crate::plan::{Group, Plan};
-use chunk::{Chunking, Chunks};
+use crate::plan::Plan;
 
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -86,6 +86,7 @@ pub mod defaults {
     pub const MAX_THROTTLE_WAIT: &str = "30m";
     pub const GRACE: &str = "10s";
     pub const MAX_REMOVALS: &str = "10%";
+    pub const MAX_USER_REMOVALS: &str = "5%";
     pub const PAGE_SIZE: u32 = 1000;
 }
 
@@ -118,6 +119,11 @@ pub struct ExecOptions {
     pub page_size: u32,
     /// Read (delta and mirror) and plan, but send no writes.
     pub dry_run: bool,
+    /// `--access-role` for users added or updated (`--provision-users`).
+    pub access_role: Option<crate::accounts::AccessRole>,
+    /// Mirror mode: remove organization users the input does not list.
+    pub deprovision_users: bool,
+    pub max_user_removals: MaxRemovals,
 }
 
 impl Default for ExecOptions {
@@ -144,6 +150,10 @@ impl Default for ExecOptions {
             create_missing_groups: false,
             page_size: defaults::PAGE_SIZE,
             dry_run: false,
+            access_role: None,
+            deprovision_users: false,
+            max_user_removals: MaxRemovals::parse(defaults::MAX_USER_REMOVALS)
+                .unwrap_or(MaxRemovals::Count(0)),
         }
     }
 }
@@ -153,12 +163,16 @@ impl Default for ExecOptions {
 pub struct Execution {
     /// One per `Plan::memberships` entry.
     pub outcomes: Vec<Outcome>,
+    /// `--provision-users`: one per `Accounts::list` entry (`Added`: created or updated as
+    /// its action says).
+    pub accounts: Vec<Outcome>,
     pub requests: u64,
     /// Set when the API refused the credentials and the run stopped.
     pub auth_failure: Option<String>,
     /// The exit code of the signal that stopped the run.
     pub interrupted: Option<u8>,
-    /// Mirror mode: groups whose members could not be read, so their removals are unknown.
+    /// Mirror mode: groups (and, with --deprovision-users, organizations) that could not be
+    /// read, so their removals are unknown.
     pub unread_groups: u64,
     /// Requests by HTTP status of the answer (`none`: no answer), reads and writes alike.
     pub requests_by_status: BTreeMap<String, u64>,
@@ -253,15 +267,20 @@ impl<'a> Run<'a> {
         self.gate.stop();
     }
 
-    /// Journals confirmed adds as their answer lands, so that a resume after `kill -9`
-    /// resends at most what was in flight.
-    fn journal_confirmed(&self, added: Vec<u32>) {
+    /// Journals confirmed adds (memberships, or organization users created or updated) as
+    /// their answer lands, so that a resume after `kill -9` resends at most what was in flight.
+    fn journal_confirmed(&self, kind: Kind, added: Vec<u32>) {
         let Some(journal) = &self.journal else { return };
         if added.is_empty() {
             return;
         }
         let mut j = lock(journal);
-        if let Err(e) = j.record(added) {
+        let written = if kind.about_users() {
+            j.record_accounts(added)
+        } else {
+            j.record(added)
+        };
+        if let Err(e) = written {
             let mut first = lock(&self.journal_error);
             if first.is_none() {
                 tracing::error!(event = "state_write_failed", path = %j.path().display(), message = %e);
@@ -271,7 +290,12 @@ impl<'a> Run<'a> {
     }
 
     /// The run's result, with the request counts so far.
-    fn execution(self, outcomes: Vec<Outcome>, interrupted: Option<u8>, unread: u64) -> Execution {
+    fn execution(
+        self,
+        (outcomes, accounts): (Vec<Outcome>, Vec<Outcome>),
+        interrupted: Option<u8>,
+        unread: u64,
+    ) -> Execution {
         if let Some(journal) = &self.journal {
             let j = lock(journal);
             if let Err(e) = j.sync() {
@@ -290,6 +314,7 @@ impl<'a> Run<'a> {
         let by_status = lock(&self.counters.by_status).clone();
         Execution {
             outcomes,
+            accounts,
             requests: by_status.values().sum(),
             auth_failure: lock(&self.auth_failure).take(),
             interrupted,
@@ -304,11 +329,19 @@ impl<'a> Run<'a> {
     }
 }
 
-/// Add or remove.
+/// What a chunk's request does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// Add users to a group.
     Add,
+    /// Remove users from a group.
     Remove,
+    /// Add users to an organization (`--provision-users`).
+    CreateUsers,
+    /// Update organization users' names and e-mails.
+    UpdateUsers,
+    /// Remove users from an organization (`--deprovision-users`).
+    DeleteUsers,
 }
 
 impl Kind {
@@ -316,20 +349,33 @@ impl Kind {
         match self {
             Kind::Add => "request",
             Kind::Remove => "remove_request",
+            Kind::CreateUsers => "add_users",
+            Kind::UpdateUsers => "update_users",
+            Kind::DeleteUsers => "delete_users",
         }
     }
 
     fn done_status(self) -> Status {
         match self {
-            Kind::Add => Status::Added,
-            Kind::Remove => Status::Removed,
+            Kind::Add | Kind::CreateUsers | Kind::UpdateUsers => Status::Added,
+            Kind::Remove | Kind::DeleteUsers => Status::Removed,
         }
+    }
+
+    /// Whether the chunk's members are organization users (`Accounts::list`), not memberships.
+    pub fn about_users(self) -> bool {
+        matches!(
+            self,
+            Kind::CreateUsers | Kind::UpdateUsers | Kind::DeleteUsers
+        )
     }
 }
 
-/// Runs the plan: in delta and mirror modes reads every group first and works out what to add
-/// and remove (removals join `plan` as rows of their own), then sends every chunk, skipping the
-/// memberships in `already_added` (from a journal). In a dry run only the reads are sent.
+/// Runs the plan: in delta and mirror modes reads every group (and, with `--provision-users`,
+/// every organization's users) first and works out what to add, update and remove (removals
+/// join `plan` as rows of their own), then sends: organization users first, then every
+/// group's chunks, skipping what `confirmed` (a journal) holds. In a dry run only the reads
+/// are sent.
 pub async fn execute(
     plan: &mut Plan,
     client: &VeltClient,
@@ -337,17 +383,26 @@ pub async fn execute(
     progress: &ProgressBar,
     interrupt: &Interrupt,
     journal: Option<&mut Journal>,
-    already_added: &[u32],
+    confirmed: &crate::journal::Confirmed,
 ) -> Execution {
     let run = Run::new(client, opts, interrupt, journal);
     let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
-    let confirmed = Arc::new(Detail {
-        message: "confirmed added by an earlier run (--state)".into(),
+    let accounts_len = plan.accounts.as_ref().map_or(0, |a| a.list.len());
+    let mut accounts = vec![Outcome::new(Status::NotAttempted); accounts_len];
+    let earlier = Arc::new(Detail {
+        message: "confirmed by an earlier run (--state)".into(),
         ..Detail::default()
     });
-    for &i in already_added {
-        outcomes[i as usize].status = Status::Added;
-        outcomes[i as usize].detail = Some(confirmed.clone());
+    for (list, done) in [
+        (&mut outcomes, &confirmed.memberships),
+        (&mut accounts, &confirmed.accounts),
+    ] {
+        for &i in done {
+            if let Some(o) = list.get_mut(i as usize) {
+                o.status = Status::Added;
+                o.detail = Some(earlier.clone());
+            }
+        }
     }
     let mut unread = 0;
     plan.removing = opts.mode == Mode::Remove;
@@ -355,27 +410,47 @@ pub async fn execute(
         let Some(current) = run.read_groups(plan, interrupt).await else {
             // Interrupted while reading: nothing was written.
             let code = interrupt.code();
-            return run.execution(outcomes, code, 0);
+            return run.execution((outcomes, accounts), code, 0);
+        };
+        let users = match &plan.accounts {
+            Some(a) => match run.read_org_users(a, interrupt).await {
+                Some(users) => Some(users),
+                None => {
+                    let code = interrupt.code();
+                    return run.execution((outcomes, accounts), code, 0);
+                }
+            },
+            None => None,
         };
         if lock(&run.auth_failure).is_some() {
-            return run.execution(outcomes, None, 0);
+            return run.execution((outcomes, accounts), None, 0);
         }
         let changes = reconcile::reconcile(plan, current, opts);
         unread = changes.unread;
         reconcile::apply(plan, &mut outcomes, changes);
+        if let (Some(users), Some(a)) = (users, plan.accounts.as_mut()) {
+            unread += provision::reconcile(a, &mut accounts, users, &plan.invalid, opts);
+        }
     }
     if opts.dry_run {
-        for o in outcomes.iter_mut().filter(|o| o.still_to_send()) {
-            o.status = Status::Planned;
+        for o in outcomes.iter_mut().chain(&mut accounts) {
+            if o.still_to_send() {
+                o.status = Status::Planned;
+            }
         }
-        return run.execution(outcomes, None, unread);
+        return run.execution((outcomes, accounts), None, unread);
     }
     let plan = &*plan;
-    progress.set_length(plan.memberships.len() as u64);
+    progress.set_length((outcomes.len() + accounts.len()) as u64);
     // Done already: from the journal, unchanged, or refused removals (which are never sent).
-    progress.inc(outcomes.iter().filter(|o| !o.still_to_send()).count() as u64);
+    let done = outcomes.iter().chain(&accounts);
+    progress.inc(done.filter(|o| !o.still_to_send()).count() as u64);
 
-    let interrupted = send_all(&run, plan, &mut outcomes, progress, interrupt).await;
+    let mut results = send::Results {
+        outcomes: &mut outcomes,
+        accounts: &mut accounts,
+    };
+    let interrupted = send::send_all(&run, plan, &mut results, progress, interrupt).await;
     if run.gate.throttle.exhausted() {
         let why = attempt::detail(
             format!(
@@ -386,123 +461,13 @@ pub async fn execute(
             Some("RESOURCE_EXHAUSTED".into()),
             None,
         );
-        for o in outcomes.iter_mut().filter(|o| o.still_to_send()) {
-            o.hold(why.clone());
-        }
-    }
-    run.execution(outcomes, interrupted, unread)
-}
-
-/// Sends every chunk, adds of every group first, then removals, so that a run cut short has
-/// done the safe half. Returns the exit code of the signal that stopped it, if one did.
-async fn send_all(
-    run: &Run<'_>,
-    plan: &Plan,
-    outcomes: &mut [Outcome],
-    progress: &ProgressBar,
-    interrupt: &Interrupt,
-) -> Option<u8> {
-    let pending = |kind: Kind| -> Vec<(&Group, Vec<u32>, Kind)> {
-        plan.groups
-            .iter()
-            .filter_map(|g| {
-                let list = match kind {
-                    Kind::Add => &g.members,
-                    Kind::Remove => &g.removals,
-                };
-                let members: Vec<u32> = list
-                    .iter()
-                    .copied()
-                    .filter(|&i| outcomes[i as usize].still_to_send())
-                    .collect();
-                (!members.is_empty()).then_some((g, members, kind))
-            })
-            .collect()
-    };
-    // A removal list adds nothing: its memberships are all removals (or unchanged).
-    let adds = if run.opts.mode == Mode::Remove {
-        Vec::new()
-    } else {
-        pending(Kind::Add)
-    };
-    let removals = pending(Kind::Remove);
-    let chunking = Chunking::new(run, plan);
-    let opts = run.opts;
-    // Chunk tasks may queue up to the most slots there can be; the slots themselves (see
-    // `Concurrency`) bound what is on the wire.
-    let width = opts.max_concurrency.max(opts.concurrency).max(1);
-    let phase = |pending| {
-        let chunks = Chunks {
-            pending,
-            group: 0,
-            offset: 0,
-            limit: &run.chunk_limit,
-        };
-        futures_util::stream::iter(chunks)
-            .map(|(group, members, kind)| chunking.run_chunk(group, members, kind))
-            .buffer_unordered(width)
-    };
-    // Every add is answered before the first removal goes, so that a run cut short has done
-    // the safe half: `chain` starts the removals only once the adds' stream has ended.
-    let mut answers = phase(&adds).chain(phase(&removals));
-    let mut interrupted = None;
-    let mut grace_until: Option<Instant> = None;
-    let mut aborted = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = interrupt.abort.cancelled() => {
-                aborted = true;
-                break;
-            }
-            _ = interrupt.stop.cancelled(), if grace_until.is_none() => {
-                interrupted = interrupt.code();
-                tracing::warn!(event = "interrupted", message = "stopping: no new requests; letting in-flight ones finish (a second signal stops at once)");
-                grace_until = Some(Instant::now() + opts.grace);
-            }
-            _ = sleep_until_opt(grace_until) => {
-                tracing::warn!(event = "grace_expired", message = "requests still in flight after --grace; stopping");
-                aborted = true;
-                break;
-            }
-            next = answers.next() => {
-                let Some(id) = next else { break };
-                let Some(task) = chunking.tasks().remove(&id) else { continue };
-                progress.inc(task.members.len() as u64);
-                for (&i, o) in task.members.iter().zip(task.outs) {
-                    outcomes[i as usize] = o;
-                }
+        for o in outcomes.iter_mut().chain(&mut accounts) {
+            if o.still_to_send() {
+                o.hold(why.clone());
             }
         }
     }
-    drop(answers);
-    if aborted {
-        // Tasks cut short: keep what they learnt; a request on the wire may have been applied.
-        let cut = Arc::new(Detail {
-            message:
-                "the run stopped while this request was in flight; the server may have applied it"
-                    .into(),
-            ..Detail::default()
-        });
-        for (_, task) in chunking.tasks().drain() {
-            let mut outs = task.outs;
-            for &p in &task.in_flight {
-                outs[p].status = Status::Unconfirmed;
-                outs[p].detail = Some(cut.clone());
-            }
-            for (&i, o) in task.members.iter().zip(outs) {
-                outcomes[i as usize] = o;
-            }
-        }
-    }
-    interrupted.or_else(|| interrupt.code())
-}
-
-async fn sleep_until_opt(t: Option<Instant>) {
-    match t {
-        Some(t) => tokio::time::sleep_until(t).await,
-        None => std::future::pending().await,
-    }
+    run.execution((outcomes, accounts), interrupted, unread)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use futures_util::StreamExt;
 
 use super::attempt::{Failure, Target, detail};
 use super::{ExecOptions, MaxRemovals, Mode, Run};
+use crate::client::{Answer, Page};
 use crate::interrupt::Interrupt;
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
@@ -38,47 +39,53 @@ pub(crate) struct Changes {
 impl Run<'_> {
     /// Every member of a group, page by page. A group the server does not know has none.
     async fn read_members(&self, group: &Group) -> Result<Vec<String>, Failure> {
-        let mut members = Vec::new();
+        let fetch = |token: Option<String>| async move {
+            self.client
+                .get_members(&group.org, &group.id, self.opts.page_size, token.as_deref())
+                .await
+        };
+        self.read_pages(Target::group("read_page", group), fetch, |u| u.as_str())
+            .await
+    }
+
+    /// Every item of a paged listing. What the server does not know (NOT_FOUND) holds none;
+    /// a server that pages without end, or hands back a token twice, is a failure.
+    pub(crate) async fn read_pages<T, F, Fut>(
+        &self,
+        target: Target<'_>,
+        fetch: F,
+        key: fn(&T) -> &str,
+    ) -> Result<Vec<T>, Failure>
+    where
+        F: Fn(Option<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Page<T>, Answer>>,
+    {
+        let mut items: Vec<T> = Vec::new();
         let mut token: Option<String> = None;
         let mut tokens = HashSet::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut pages = 0u64;
         let most_pages = MAX_GROUP_MEMBERS.div_ceil(u64::from(self.opts.page_size.max(1)));
         loop {
-            let target = Target {
-                what: "read_page",
-                group,
-            };
-            let page = self
-                .attempt(
-                    target,
-                    || {
-                        self.client.get_members(
-                            &group.org,
-                            &group.id,
-                            self.opts.page_size,
-                            token.as_deref(),
-                        )
-                    },
-                    |_| {},
-                )
-                .await;
+            let page = self.attempt(target, || fetch(token.clone()), |_| {}).await;
             let page = match page {
                 Ok(p) => p,
                 Err(Failure::Refused { detail, .. })
                     if detail.error_status.as_deref() == Some("NOT_FOUND") =>
                 {
-                    return Ok(members);
+                    return Ok(items);
                 }
                 Err(e) => return Err(e),
             };
             pages += 1;
-            let before = members.len();
-            members.extend(page.users);
-            let brought_new = members[before..].iter().any(|u| !seen.contains(u.as_str()));
-            seen.extend(members[before..].iter().cloned());
+            let before = items.len();
+            items.extend(page.users);
+            let mut brought_new = false;
+            for item in &items[before..] {
+                brought_new |= seen.insert(key(item).to_string());
+            }
             let Some(next) = page.next_page_token else {
-                return Ok(members);
+                return Ok(items);
             };
             // A server that hands back a token it gave before, or pages without end, would
             // keep the run reading for ever.
@@ -88,7 +95,7 @@ impl Run<'_> {
                 Some("the server returned a page with no member it had not returned before, and another page token".to_string())
             } else if pages >= most_pages {
                 Some(format!(
-                    "the server keeps returning pages: {pages} pages of {} exceed the {MAX_GROUP_MEMBERS} members a group is taken to hold at most",
+                    "the server keeps returning pages: {pages} pages of {} exceed the {MAX_GROUP_MEMBERS} members a listing is taken to hold at most",
                     self.opts.page_size
                 ))
             } else {
@@ -96,7 +103,7 @@ impl Run<'_> {
             };
             if let Some(problem) = problem {
                 return Err(Failure::Refused {
-                    detail: detail(format!("{problem}; cannot read the group"), None, None),
+                    detail: detail(format!("{problem}; cannot read it"), None, None),
                     invalid_argument: false,
                 });
             }

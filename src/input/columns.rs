@@ -19,6 +19,9 @@ const GROUP_ALIASES: &[&str] = &[
 const USER_ALIASES: &[&str] = &["userId", "user_id", "user"];
 /// A JSON key holding a list of user IDs.
 const USERS_ALIASES: &[&str] = &["userIds", "user_ids"];
+/// `--provision-users`: the user's display name and e-mail.
+const NAME_ALIASES: &[&str] = &["name", "displayName", "fullName"];
+const EMAIL_ALIASES: &[&str] = &["email", "mail"];
 
 /// The fields of a record the job reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,18 +34,23 @@ pub(crate) enum Field {
     Status,
     /// A previous report's `action`.
     Action,
+    /// `--provision-users`: the user's display name, or its two halves (`--name-columns`).
+    Name,
+    FirstName,
+    LastName,
+    Email,
     /// The i-th group column (`--group-column`, in the order given; one when none is given).
     Group(usize),
     /// The column of the i-th `--include` / `--exclude` rule.
     Filter(usize),
 }
 
-const FIXED: usize = 6;
+const FIXED: usize = 10;
 
 /// Where each field is among a header's columns (or an object's keys).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Positions {
-    at: SmallVec<[Option<usize>; 8]>,
+    at: SmallVec<[Option<usize>; 12]>,
     groups: usize,
 }
 
@@ -55,6 +63,10 @@ fn slot(field: Field, groups: usize) -> usize {
         Field::GroupName => 3,
         Field::Status => 4,
         Field::Action => 5,
+        Field::Name => 6,
+        Field::FirstName => 7,
+        Field::LastName => 8,
+        Field::Email => 9,
         Field::Group(i) => FIXED + i,
         Field::Filter(i) => FIXED + groups + i,
     }
@@ -86,7 +98,7 @@ pub(crate) struct Resolver<'a> {
     /// `--only-status`: the input is a previous report, whose status and action count.
     report: bool,
     /// What each slot of `Positions` looks for.
-    looks: SmallVec<[Look<'a>; 8]>,
+    looks: SmallVec<[Look<'a>; 12]>,
 }
 
 fn rank(name: &str, look: &Look<'_>) -> Option<usize> {
@@ -113,7 +125,7 @@ impl<'a> Resolver<'a> {
         let c = &opts.columns;
         let report = opts.only_status.is_some();
         let filters = opts.mapping.filters.as_slice();
-        let mut looks: SmallVec<[Look<'a>; 8]> = SmallVec::new();
+        let mut looks: SmallVec<[Look<'a>; 12]> = SmallVec::new();
         looks.push(Look {
             chosen: c.org.as_deref(),
             aliases: ORG_ALIASES,
@@ -147,6 +159,30 @@ impl<'a> Resolver<'a> {
                 NOWHERE
             });
         }
+        let chosen = |name: Option<&'a str>| Look {
+            chosen: name,
+            aliases: &[],
+        };
+        let parts = c.name_parts.as_ref();
+        let provision = opts.provision;
+        looks.push(match (provision, c.name.as_deref(), parts) {
+            (false, _, _) | (true, None, Some(_)) => NOWHERE,
+            (true, Some(n), _) => chosen(Some(n)),
+            (true, None, None) => Look {
+                chosen: None,
+                aliases: NAME_ALIASES,
+            },
+        });
+        looks.push(chosen(parts.filter(|_| provision).map(|p| p.0.as_str())));
+        looks.push(chosen(parts.filter(|_| provision).map(|p| p.1.as_str())));
+        looks.push(match (provision, c.email.as_deref()) {
+            (false, _) => NOWHERE,
+            (true, Some(e)) => chosen(Some(e)),
+            (true, None) => Look {
+                chosen: None,
+                aliases: EMAIL_ALIASES,
+            },
+        });
         if c.group.is_empty() {
             looks.push(Look {
                 chosen: None,
@@ -180,10 +216,18 @@ impl<'a> Resolver<'a> {
 
     /// Every field the command line named, with its name.
     pub fn chosen_fields(&self) -> impl Iterator<Item = (Field, &'a str)> + '_ {
-        let fields = [Field::Org, Field::User, Field::GroupName]
-            .into_iter()
-            .chain((0..self.group_count()).map(Field::Group))
-            .chain((0..self.filters.len()).map(Field::Filter));
+        let fields = [
+            Field::Org,
+            Field::User,
+            Field::GroupName,
+            Field::Name,
+            Field::FirstName,
+            Field::LastName,
+            Field::Email,
+        ]
+        .into_iter()
+        .chain((0..self.group_count()).map(Field::Group))
+        .chain((0..self.filters.len()).map(Field::Filter));
         fields.filter_map(|f| self.chosen(f).map(|name| (f, name)))
     }
 
@@ -290,6 +334,9 @@ impl<'a> Resolver<'a> {
         {
             return Some(no_column(name, "--group-name-column"));
         }
+        if let Some(why) = self.missing_profile(found, &no_column, &listed, opts) {
+            return Some(why);
+        }
         for (i, f) in self.filters.iter().enumerate() {
             if found.get(Field::Filter(i)).is_none() {
                 return Some(no_column(&f.column, f.flag()));
@@ -299,6 +346,47 @@ impl<'a> Resolver<'a> {
             return Some(format!(
                 "--only-status needs a `status` column (a previous report as input); columns: {listed}"
             ));
+        }
+        None
+    }
+}
+
+impl Resolver<'_> {
+    /// `--provision-users`: why the name or e-mail column is missing, if one is.
+    fn missing_profile(
+        &self,
+        found: &Positions,
+        no_column: &dyn Fn(&str, &str) -> String,
+        listed: &str,
+        opts: &InputOptions,
+    ) -> Option<String> {
+        if !opts.provision {
+            return None;
+        }
+        let c = self.columns;
+        if let Some((first, last)) = &c.name_parts {
+            for (field, name) in [(Field::FirstName, first), (Field::LastName, last)] {
+                if found.get(field).is_none() {
+                    return Some(no_column(name, "--name-columns"));
+                }
+            }
+        } else if found.get(Field::Name).is_none() {
+            return Some(match c.name.as_deref() {
+                Some(name) => no_column(name, "--name-column"),
+                None => format!(
+                    "no name column (looked for {}; columns: {listed}); --provision-users needs each user's name: name it with --name-column, or join two with --name-columns First,Last",
+                    NAME_ALIASES.join(", ")
+                ),
+            });
+        }
+        if found.get(Field::Email).is_none() {
+            return Some(match c.email.as_deref() {
+                Some(name) => no_column(name, "--email-column"),
+                None => format!(
+                    "no e-mail column (looked for {}; columns: {listed}); --provision-users needs each user's e-mail: name it with --email-column",
+                    EMAIL_ALIASES.join(", ")
+                ),
+            });
         }
         None
     }

@@ -96,6 +96,10 @@ impl<'o> JsonRecords<'o> {
         };
         let text = |field| entry(field).and_then(|(_, v)| v.as_str());
         record.group_name = text(Field::GroupName);
+        record.name = text(Field::Name);
+        record.first_name = text(Field::FirstName);
+        record.last_name = text(Field::LastName);
+        record.email = text(Field::Email);
         record.status = text(Field::Status);
         record.action = text(Field::Action);
         match entry(Field::Org) {

@@ -48,6 +48,10 @@ pub struct Columns {
     pub user: Option<String>,
     /// `--group-name-column`: the group's display name, for `--create-missing-groups`.
     pub group_name: Option<String>,
+    /// `--name-column`, `--name-columns First,Last`, `--email-column` (`--provision-users`).
+    pub name: Option<String>,
+    pub name_parts: Option<(String, String)>,
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +76,8 @@ pub struct InputOptions {
     pub sheet: Option<String>,
     /// `--records-path`: the array of records inside a top-level JSON object (dotted).
     pub records_path: Option<String>,
+    /// `--provision-users`: every record carries its user's name and e-mail.
+    pub provision: bool,
 }
 
 impl Default for InputOptions {
@@ -89,6 +95,7 @@ impl Default for InputOptions {
             header_row: None,
             sheet: None,
             records_path: None,
+            provision: false,
         }
     }
 }
@@ -107,6 +114,8 @@ pub struct InputStats {
     pub unmapped_skipped: u64,
     /// (group column, value) pairs the group map does not list, and how often each came.
     pub unmapped: HashMap<(String, String), u64>,
+    /// `--provision-users`: each user's name and e-mail, from the first record naming it.
+    pub profiles: HashMap<Box<str>, crate::accounts::Profile>,
 }
 
 impl InputStats {
@@ -118,6 +127,7 @@ impl InputStats {
             filtered: 0,
             unmapped_skipped: 0,
             unmapped: HashMap::new(),
+            profiles: HashMap::new(),
         }
     }
 }

@@ -10,6 +10,7 @@ use smallvec::SmallVec;
 use super::columns::{Field, Positions, Resolver};
 use super::mapping::fold;
 use super::{InputOptions, InputStats};
+use crate::accounts::Profile;
 use crate::cli::Unmapped;
 use crate::plan::Sink;
 use crate::text::clip;
@@ -41,6 +42,11 @@ pub(crate) struct Record<'a> {
     pub groups: SmallVec<[GroupCell<'a>; 1]>,
     pub users: Values<'a>,
     pub group_name: Option<&'a str>,
+    /// `--provision-users`: the user's name (or its two halves) and e-mail.
+    pub name: Option<&'a str>,
+    pub first_name: Option<&'a str>,
+    pub last_name: Option<&'a str>,
+    pub email: Option<&'a str>,
     pub status: Option<&'a str>,
     pub action: Option<&'a str>,
     /// The value of each `--include` / `--exclude` rule's column, in rule order.
@@ -58,6 +64,10 @@ impl<'a> Record<'a> {
             groups: SmallVec::new(),
             users: Values::Missing,
             group_name: None,
+            name: None,
+            first_name: None,
+            last_name: None,
+            email: None,
             status: None,
             action: None,
             filters: SmallVec::new(),
@@ -80,6 +90,8 @@ pub(crate) struct Layout<'n> {
     org: Option<usize>,
     user: usize,
     group_name: Option<usize>,
+    /// Name, first name, last name, e-mail (`--provision-users`).
+    profile: [Option<usize>; 4],
     status: Option<usize>,
     action: Option<usize>,
     groups: Vec<(usize, &'n str)>,
@@ -98,6 +110,8 @@ impl<'n> Layout<'n> {
             org: found.get(Field::Org),
             user: found.get(Field::User)?,
             group_name: found.get(Field::GroupName),
+            profile: [Field::Name, Field::FirstName, Field::LastName, Field::Email]
+                .map(|f| found.get(f)),
             status: found.get(Field::Status),
             action: found.get(Field::Action),
             groups: (0..resolver.group_count())
@@ -125,6 +139,8 @@ impl<'n> Layout<'n> {
         }
         r.users = Values::One(Cow::Borrowed(field(self.user).unwrap_or("")));
         r.group_name = self.group_name.and_then(&field);
+        let [name, first, last, email] = self.profile.map(|at| at.and_then(&field));
+        (r.name, r.first_name, r.last_name, r.email) = (name, first, last, email);
         r.status = self.status.and_then(&field);
         r.action = self.action.and_then(&field);
         r.filters
@@ -157,7 +173,7 @@ impl<'o> Mapper<'o> {
         let m = &opts.mapping;
         Mapper {
             opts,
-            plain: m.map.is_none() && m.separator.is_none() && !m.lower_user_ids,
+            plain: m.map.is_none() && m.separator.is_none() && !m.lower_user_ids && !opts.provision,
         }
     }
 
@@ -322,14 +338,20 @@ impl<'o> Mapper<'o> {
             return;
         }
         stats.unmapped_skipped += skipped * users.len() as u64;
+        if skipped > 0 && targets.is_empty() {
+            return; // every group value was unmapped and skipped: counted above
+        }
+        if self.opts.provision
+            && let Err(why) = profile(&record, &users, stats)
+        {
+            sink.reject_record(line, org, first_group, first_user, why);
+            return;
+        }
         // The group-name column names the record's group when there is one group column.
         let column_name = record
             .group_name
             .filter(|n| !n.trim().is_empty() && record.groups.len() <= 1);
         if targets.is_empty() {
-            if skipped > 0 {
-                return; // every group value was unmapped and skipped: counted above
-            }
             // No group value: the default group (`--group`), or the planner says none.
             for u in &users {
                 sink.record(line, org, None, u);
@@ -361,4 +383,91 @@ impl<'o> Mapper<'o> {
         .map(str::trim)
         .filter(|p| !p.is_empty())
     }
+}
+
+/// `--provision-users`: checks the record's name and e-mail and keeps them as its user's
+/// profile; the reason the record is invalid if they are missing, malformed, or differ from
+/// what an earlier record said about the same user.
+fn profile(
+    record: &Record<'_>,
+    users: &[Cow<'_, str>],
+    stats: &mut InputStats,
+) -> Result<(), String> {
+    let user = match users {
+        [user] => user.trim(),
+        [] => return Ok(()),
+        _ => {
+            return Err(
+                "several users in one record; --provision-users needs one user per record, with its name and e-mail"
+                    .into(),
+            );
+        }
+    };
+    if user.is_empty() {
+        return Ok(()); // the planner says what is wrong with the ID
+    }
+    let name = match (record.first_name, record.last_name) {
+        (None, None) => record.name.map(str::trim).unwrap_or("").to_string(),
+        (first, last) => [first, last]
+            .into_iter()
+            .flatten()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join(" "),
+    };
+    if name.is_empty() {
+        return Err("name is empty; --provision-users needs each user's name".into());
+    }
+    let email = record.email.map(str::trim).unwrap_or("");
+    if email.is_empty() {
+        return Err("email is empty; --provision-users needs each user's e-mail".into());
+    }
+    if !is_address(email) {
+        return Err(format!("email `{}` is not an e-mail address", clip(email)));
+    }
+    let line = record.line;
+    match stats.profiles.entry(user.into()) {
+        std::collections::hash_map::Entry::Vacant(v) => {
+            v.insert(Profile {
+                name: name.into(),
+                email: email.into(),
+                line,
+            });
+            Ok(())
+        }
+        std::collections::hash_map::Entry::Occupied(known) => {
+            let known = known.get();
+            let (what, here, there) = if *known.name != name {
+                ("name", name.as_str(), &*known.name)
+            } else if !known.email.eq_ignore_ascii_case(email) {
+                ("e-mail", email, &*known.email)
+            } else {
+                return Ok(());
+            };
+            Err(format!(
+                "user {} has the {what} `{}` here but `{}` at line {}; one user has one {what}: fix the input",
+                clip(user),
+                clip(here),
+                clip(there),
+                known.line
+            ))
+        }
+    }
+}
+
+/// Whether `s` looks like an e-mail address: one `@` between a local part and a domain with a
+/// dot, no spaces or control characters.
+pub(crate) fn is_address(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    s.len() <= 254
+        && !local.is_empty()
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !domain.contains("..")
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }

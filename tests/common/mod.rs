@@ -93,8 +93,8 @@ pub fn bin_with_credentials(dir: &Path) -> Command {
 
 /// The report's columns, in their documented order (spelt out here, not taken from the
 /// library, so that a change to the contract fails the tests). `action` was appended after
-/// the first nine so that their readers keep working.
-pub const REPORT_COLUMNS: [&str; 10] = [
+/// the first nine, and `user` after it, so that their readers keep working.
+pub const REPORT_COLUMNS: [&str; 11] = [
     "organizationId",
     "organizationUserGroupId",
     "userId",
@@ -105,6 +105,7 @@ pub const REPORT_COLUMNS: [&str; 10] = [
     "attempts",
     "line",
     "action",
+    "user",
 ];
 
 pub type Row = HashMap<String, String>;

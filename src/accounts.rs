@@ -1,0 +1,207 @@
+//! Organization users (`--provision-users`): which user must be a user of which organization,
+//! with what name and e-mail, and what the run does about each. Built from the plan once the
+//! input is read; delta and mirror modes then compare it with what the organizations hold.
+
+use std::collections::HashMap;
+
+use crate::outcome::{Outcome, Status};
+use crate::plan::Plan;
+
+/// A user's name and e-mail as the input gives them, from the first record naming the user.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub name: Box<str>,
+    pub email: Box<str>,
+    /// The record it came from, for the message when a later record says otherwise.
+    pub line: u64,
+}
+
+/// What a run does about one organization user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Not known to be a user of the organization: `/v2/users/add`.
+    Create,
+    /// A user whose name or e-mail differs: `/v2/users/update`.
+    Update,
+    /// There already, with the same name and e-mail: nothing to send.
+    Keep,
+    /// A user of the organization the input does not list (`--deprovision-users`).
+    Remove,
+}
+
+/// One (organization, user).
+#[derive(Debug)]
+pub struct Account {
+    /// Index into `Accounts::orgs`.
+    pub org: u32,
+    pub user: Box<str>,
+    /// Empty for a user to remove (the input does not name it).
+    pub name: Box<str>,
+    pub email: Box<str>,
+    pub action: Action,
+}
+
+/// One organization the input names, with its accounts.
+#[derive(Debug)]
+pub struct Org {
+    pub id: Box<str>,
+    /// Indexes into `Accounts::list` of the users the input names, in order of first appearance.
+    pub users: Vec<u32>,
+    /// Indexes into `Accounts::list` of users to remove (`--deprovision-users`).
+    pub removals: Vec<u32>,
+}
+
+/// `--access-role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccessRole {
+    Viewer,
+    Editor,
+}
+
+impl AccessRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessRole::Viewer => "viewer",
+            AccessRole::Editor => "editor",
+        }
+    }
+}
+
+/// Sentinel of `Accounts::of_membership` for a membership without an account (a removal).
+pub const NO_ACCOUNT: u32 = u32::MAX;
+
+#[derive(Debug, Default)]
+pub struct Accounts {
+    pub orgs: Vec<Org>,
+    pub list: Vec<Account>,
+    /// The account of each membership of the input (`NO_ACCOUNT` for rows the server added).
+    pub of_membership: Vec<u32>,
+}
+
+impl Accounts {
+    /// One account per (organization, user) of the plan's memberships, in order of first
+    /// appearance, each with its user's profile; every account starts as `Create`.
+    pub fn build(plan: &Plan, profiles: &HashMap<Box<str>, Profile>) -> Accounts {
+        let mut accounts = Accounts::default();
+        let mut org_index: HashMap<&str, u32> = HashMap::new();
+        let mut index: HashMap<(u32, &str), u32> = HashMap::new();
+        accounts.of_membership.reserve(plan.memberships.len());
+        for m in &plan.memberships {
+            let group = plan.group_of(m);
+            let user = plan.user(m);
+            let Some(profile) = profiles.get(user) else {
+                accounts.of_membership.push(NO_ACCOUNT);
+                continue;
+            };
+            let org = *org_index.entry(&group.org).or_insert_with(|| {
+                accounts.orgs.push(Org {
+                    id: group.org.clone(),
+                    users: Vec::new(),
+                    removals: Vec::new(),
+                });
+                accounts.orgs.len() as u32 - 1
+            });
+            let list = &mut accounts.list;
+            let orgs = &mut accounts.orgs;
+            let a = *index.entry((org, user)).or_insert_with(|| {
+                list.push(Account {
+                    org,
+                    user: user.into(),
+                    name: profile.name.clone(),
+                    email: profile.email.clone(),
+                    action: Action::Create,
+                });
+                let a = list.len() as u32 - 1;
+                orgs[org as usize].users.push(a);
+                a
+            });
+            accounts.of_membership.push(a);
+        }
+        accounts
+    }
+
+    /// Adds a user of organization `org` that the input does not list, to be removed.
+    pub fn push_removal(&mut self, org: u32, user: &str) -> u32 {
+        self.list.push(Account {
+            org,
+            user: user.into(),
+            name: "".into(),
+            email: "".into(),
+            action: Action::Remove,
+        });
+        let a = self.list.len() as u32 - 1;
+        self.orgs[org as usize].removals.push(a);
+        a
+    }
+
+    pub fn org_of(&self, a: &Account) -> &str {
+        &self.orgs[a.org as usize].id
+    }
+
+    /// The account of membership `i`, if it has one.
+    pub fn of(&self, i: usize) -> Option<u32> {
+        self.of_membership
+            .get(i)
+            .copied()
+            .filter(|&a| a != NO_ACCOUNT)
+    }
+}
+
+/// The report's `user` column for an account with this outcome: what happened to the user in
+/// its organization.
+pub fn user_column(account: &Account, outcome: &Outcome) -> &'static str {
+    match outcome.status {
+        Status::Failed => "failed",
+        Status::Unconfirmed => "unconfirmed",
+        Status::NotAttempted => "not_attempted",
+        Status::Invalid => "",
+        Status::Added | Status::Planned | Status::Unchanged | Status::Removed => {
+            match account.action {
+                Action::Keep => "unchanged",
+                Action::Create if already_there(outcome) => "unchanged",
+                Action::Create => "created",
+                Action::Update => "updated",
+                Action::Remove => "removed",
+            }
+        }
+    }
+}
+
+/// Message of a confirmed add whose user the server says was there already.
+pub const ALREADY_THERE: &str = "already a user of the organization";
+
+/// Whether the server said a confirmed add's user was there already.
+pub fn already_there(outcome: &Outcome) -> bool {
+    outcome
+        .detail
+        .as_deref()
+        .is_some_and(|d| d.message == ALREADY_THERE)
+}
+
+/// Counts of what happened to organization users, for the summary and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCounts {
+    pub created: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub removed: u64,
+    /// Failed, unconfirmed or not attempted (held back or cut short).
+    pub failed: u64,
+}
+
+impl UserCounts {
+    pub fn of(accounts: &Accounts, outcomes: &[Outcome]) -> UserCounts {
+        let mut c = UserCounts::default();
+        for (a, o) in accounts.list.iter().zip(outcomes) {
+            match user_column(a, o) {
+                "created" => c.created += 1,
+                "updated" => c.updated += 1,
+                "unchanged" => c.unchanged += 1,
+                "removed" => c.removed += 1,
+                _ => c.failed += 1,
+            }
+        }
+        c
+    }
+}

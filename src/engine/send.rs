@@ -1,0 +1,196 @@
+//! Sending a reconciled plan: organization users first, then every group's adds, then
+//! removals, then organization users to remove, each phase's chunks through the shared gate,
+//! with answers landing as outcomes while the loop watches for signals.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use indicatif::ProgressBar;
+use tokio::time::Instant;
+
+use super::chunk::{Chunking, Chunks, Scope};
+use super::{Kind, Mode, Run, provision};
+use crate::interrupt::Interrupt;
+use crate::outcome::{Detail, Outcome, Status};
+use crate::plan::Plan;
+
+/// Where answers land: memberships' outcomes and organization users'.
+pub(super) struct Results<'o> {
+    pub outcomes: &'o mut [Outcome],
+    pub accounts: &'o mut [Outcome],
+}
+
+impl Results<'_> {
+    fn set(&mut self, kind: Kind, members: &[u32], outs: Vec<Outcome>) {
+        let list = if kind.about_users() {
+            &mut *self.accounts
+        } else {
+            &mut *self.outcomes
+        };
+        for (&i, o) in members.iter().zip(outs) {
+            if let Some(slot) = list.get_mut(i as usize) {
+                *slot = o;
+            }
+        }
+    }
+}
+
+/// Sends every chunk: organization users first (group calls need them), then the adds of
+/// every group, then removals, then organization users to remove, so that a run cut short has
+/// done the safe part. Returns the exit code of the signal that stopped it, if one did.
+pub(super) async fn send_all(
+    run: &Run<'_>,
+    plan: &Plan,
+    results: &mut Results<'_>,
+    progress: &ProgressBar,
+    interrupt: &Interrupt,
+) -> Option<u8> {
+    let chunking = Chunking::new(run, plan);
+    let opts = run.opts;
+    let users = plan
+        .accounts
+        .as_ref()
+        .map_or_else(Vec::new, |a| provision::pending(a, results.accounts, false));
+    // Chunk tasks may queue up to the most slots there can be; the slots themselves (see
+    // `Concurrency`) bound what is on the wire.
+    let width = opts.max_concurrency.max(opts.concurrency).max(1);
+    let phase = |pending| {
+        let chunks = Chunks {
+            pending,
+            group: 0,
+            offset: 0,
+            limit: &run.chunk_limit,
+        };
+        futures_util::stream::iter(chunks)
+            .map(|(scope, members, kind)| chunking.run_chunk(scope, members, kind))
+            .buffer_unordered(width)
+    };
+    let mut drive = Drive::default();
+    if let Some(accounts) = &plan.accounts {
+        drive
+            .run(&chunking, phase(&users), results, progress, interrupt)
+            .await;
+        if drive.aborted || drive.interrupted.is_some() || run.gate.stopping() {
+            return drive.finish(&chunking, results, interrupt);
+        }
+        provision::hold_unprovisioned(plan, accounts, results.accounts, results.outcomes);
+    }
+    let pending = |kind: Kind| -> Vec<(Scope<'_>, Vec<u32>, Kind)> {
+        plan.groups
+            .iter()
+            .filter_map(|g| {
+                let list = match kind {
+                    Kind::Remove => &g.removals,
+                    _ => &g.members,
+                };
+                let members: Vec<u32> = list
+                    .iter()
+                    .copied()
+                    .filter(|&i| results.outcomes[i as usize].still_to_send())
+                    .collect();
+                (!members.is_empty()).then_some((Scope::Group(g), members, kind))
+            })
+            .collect()
+    };
+    // A removal list adds nothing: its memberships are all removals (or unchanged).
+    let adds = if opts.mode == Mode::Remove {
+        Vec::new()
+    } else {
+        pending(Kind::Add)
+    };
+    let removals = pending(Kind::Remove);
+    let user_removals = plan
+        .accounts
+        .as_ref()
+        .map_or_else(Vec::new, |a| provision::pending(a, results.accounts, true));
+    // Every add is answered before the first removal goes, so that a run cut short has done
+    // the safe half: `chain` starts the removals only once the adds' stream has ended.
+    let answers = phase(&adds)
+        .chain(phase(&removals))
+        .chain(phase(&user_removals));
+    drive
+        .run(&chunking, answers, results, progress, interrupt)
+        .await;
+    drive.finish(&chunking, results, interrupt)
+}
+
+/// The loop that takes chunk answers as they come, and stops on signals: the first stops new
+/// requests and lets those in flight finish within `--grace`, the second stops at once.
+#[derive(Default)]
+struct Drive {
+    interrupted: Option<u8>,
+    grace_until: Option<Instant>,
+    aborted: bool,
+}
+
+impl Drive {
+    async fn run(
+        &mut self,
+        chunking: &Chunking<'_, '_>,
+        mut answers: impl futures_util::Stream<Item = u64> + Unpin,
+        results: &mut Results<'_>,
+        progress: &ProgressBar,
+        interrupt: &Interrupt,
+    ) {
+        let grace = chunking.run.opts.grace;
+        loop {
+            tokio::select! {
+                biased;
+                _ = interrupt.abort.cancelled() => {
+                    self.aborted = true;
+                    break;
+                }
+                _ = interrupt.stop.cancelled(), if self.grace_until.is_none() => {
+                    self.interrupted = interrupt.code();
+                    tracing::warn!(event = "interrupted", message = "stopping: no new requests; letting in-flight ones finish (a second signal stops at once)");
+                    self.grace_until = Some(Instant::now() + grace);
+                }
+                _ = sleep_until_opt(self.grace_until) => {
+                    tracing::warn!(event = "grace_expired", message = "requests still in flight after --grace; stopping");
+                    self.aborted = true;
+                    break;
+                }
+                next = answers.next() => {
+                    let Some(id) = next else { break };
+                    let Some(task) = chunking.tasks().remove(&id) else { continue };
+                    progress.inc(task.members.len() as u64);
+                    results.set(task.kind, &task.members, task.outs);
+                }
+            }
+        }
+    }
+
+    /// After the last phase (or a stop): tasks cut short keep what they learnt, and a request
+    /// on the wire may have been applied.
+    fn finish(
+        self,
+        chunking: &Chunking<'_, '_>,
+        results: &mut Results<'_>,
+        interrupt: &Interrupt,
+    ) -> Option<u8> {
+        if self.aborted {
+            let cut = Arc::new(Detail {
+                message: "the run stopped while this request was in flight; the server may have \
+                          applied it"
+                    .into(),
+                ..Detail::default()
+            });
+            for (_, task) in chunking.tasks().drain() {
+                let mut outs = task.outs;
+                for &p in &task.in_flight {
+                    outs[p].status = Status::Unconfirmed;
+                    outs[p].detail = Some(cut.clone());
+                }
+                results.set(task.kind, &task.members, outs);
+            }
+        }
+        self.interrupted.or_else(|| interrupt.code())
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
