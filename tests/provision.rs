@@ -569,3 +569,67 @@ async fn scim_users_give_names_and_e_mails_through_field_paths() {
     );
     assert_eq!(users_of(&emu, "acme")["ann"], "Ann Lee <ann@acme.example>");
 }
+
+/// Users confirmed created go into the `--state` journal: a run stopped among them resumes
+/// with the rest, and does not send them again.
+#[tokio::test(start_paused = true)]
+async fn a_stopped_provisioning_run_resumes_from_its_journal() {
+    use std::time::Duration;
+    use velt_group_sync::interrupt::Interrupt;
+    let emu = Emulator::in_process(EmulatorConfig {
+        latency: (Duration::from_millis(100), Duration::from_millis(100)),
+        require_org_users: true,
+        ..EmulatorConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::from("orgId,groupId,userId,name,email\n");
+    for i in 0..6 {
+        input.push_str(&format!("acme,eng,u{i},User {i},u{i}@acme.example\n"));
+    }
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    let state = dir.path().join("state");
+    let args = [
+        "--provision-users",
+        "--chunk-size",
+        "1",
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    let interrupt = Interrupt::new();
+    let stopper = interrupt.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        stopper.signal(143);
+    });
+    let first = sync_in_process_with(&emu, dir.path(), &args, interrupt).await;
+    assert_eq!(first.result.unwrap(), 143);
+    let created = count(&calls(&emu), Call::AddOrgUsers);
+    assert!(
+        (1..6).contains(&created),
+        "{created} users sent before the stop"
+    );
+    assert_eq!(emu.org_users("acme").len(), created);
+    assert_eq!(
+        count(&calls(&emu), Call::Add),
+        0,
+        "no group call before every user"
+    );
+    assert!(
+        first.rows.iter().all(|r| r["status"] == "not_attempted"),
+        "{:?}",
+        first.rows
+    );
+
+    let before = calls(&emu).len();
+    let second = sync_in_process(&emu, dir.path(), &args).await;
+    assert_eq!(second.result.unwrap(), 0);
+    let resumed = calls(&emu)[before..].to_vec();
+    assert_eq!(
+        count(&resumed, Call::AddOrgUsers),
+        6 - created,
+        "{resumed:?}"
+    );
+    assert_eq!(emu.org_users("acme").len(), 6);
+    assert_eq!(held(&emu).len(), 6);
+    assert!(second.rows.iter().all(|r| r["user"] == "created"));
+}

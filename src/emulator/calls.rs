@@ -237,17 +237,18 @@ async fn change_members(
             return group_not_found();
         }
         let members = groups.entry(key).or_default();
-        let org_users = shared.config.require_org_users.then(|| {
-            lock(&shared.org_users)
-                .get(&data.org)
-                .cloned()
-                .unwrap_or_default()
-        });
+        // Held with the groups (always taken in this order), not copied: an organization
+        // may hold many users.
+        let org_users = shared
+            .config
+            .require_org_users
+            .then(|| lock(&shared.org_users));
         for user in data.users {
             if call == Call::Add
-                && org_users
-                    .as_ref()
-                    .is_some_and(|known| !known.contains_key(&user))
+                && org_users.as_ref().is_some_and(|all| {
+                    !all.get(&data.org)
+                        .is_some_and(|known| known.contains_key(&user))
+                })
             {
                 entries.insert(
                     user,
@@ -340,19 +341,18 @@ pub(super) async fn get_users(
         users.into_iter().take(page_size + 1).collect()
     };
     let more = users.len() > page_size;
-    let known = lock(&shared.org_users)
-        .get(org)
-        .cloned()
-        .unwrap_or_default();
+    let all = lock(&shared.org_users);
+    let known = all.get(org);
     let page: Vec<Value> = users
         .iter()
         .take(page_size)
-        .map(|u| match known.get(u) {
+        .map(|u| match known.and_then(|k| k.get(u)) {
             Some(k) => json!({"userId": u, "name": k.name, "email": k.email}),
             None => json!({"userId": u, "name": u, "email": format!("{u}@example.com")}),
         })
         .collect();
     let mut result = json!({"status": "success", "message": "Users fetched.", "data": page});
+    drop(all);
     if more {
         result["nextPageToken"] = json!(format!("after:{}", users[page_size - 1]));
     }
