@@ -296,6 +296,18 @@ async fn run_once(b: &Bench) -> Figures {
             changes.push((back, share(c + 10.0, next)));
         }
     }
+    if std::env::var_os("BENCH_TIMELINE").is_some() {
+        // Accepted and throttled requests per second, for looking at what a run did.
+        let line: Vec<String> = (0..seconds.ceil() as usize)
+            .map(|i| {
+                let t = first + i as f64;
+                let all = arrivals.iter().filter(|&&a| a >= t && a < t + 1.0).count();
+                let ok = count(t, t + 1.0);
+                format!("{i}:{ok}/{}", all - ok)
+            })
+            .collect();
+        eprintln!("timeline (accepted/refused per second): {}", line.join(" "));
+    }
     Figures {
         accepted_share: share(warm, end),
         share_429: emu.throttled() as f64 / total.max(1) as f64,
