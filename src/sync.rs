@@ -225,8 +225,8 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
         output.say(
             "groups_unread",
             &format!(
-                "{} group(s) could not be read, so nothing was removed from them \
-                 (see the read_failed log lines); re-run to finish mirroring them",
+                "{} group(s) or organization(s) could not be read, so nothing was removed \
+                 from them (see the read_failed log lines); re-run to finish mirroring them",
                 execution.unread_groups
             ),
         );

@@ -170,6 +170,20 @@ async fn a_fresh_organization_is_provisioned_and_grouped_in_one_run() {
     assert_eq!(count(&order[first_add..], Call::AddOrgUsers), 0);
     let users = out.stats.users.unwrap();
     assert_eq!((users.created, users.failed), (4, 0));
+    let metrics = dir.path().join("m.prom");
+    velt_group_sync::metrics::write(
+        &metrics,
+        &out.stats,
+        0,
+        std::time::Duration::from_secs(1),
+        std::time::SystemTime::now(),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("velt_group_sync_users{result=\"created\"} 4\n"),
+        "{text}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

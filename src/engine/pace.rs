@@ -26,9 +26,16 @@
 //! - A throttle while holding means `lo` was a little high (the server's burst hid it while
 //!   searching) or the limit fell: hold 2% lower, and twice as much lower for each further
 //!   throttle that comes within 10 s of the last (2, 4, 8, 16, 32%), so a small excess costs a
-//!   small cut and a halved limit is found in five throttles. After a fall of more than 10%
-//!   the rate held before is remembered, and probes go straight back to it every 8 s for a
-//!   while, so a limit that comes back is followed within seconds.
+//!   small cut and a halved limit is found in five throttles (three once the bucket fit below
+//!   knows the server's bucket). After a fall of more than 10% the rate held before is
+//!   remembered, and probes go straight back to it every 10 s, six times, so a limit that
+//!   comes back is followed within about 10 s. Each failed return probe costs one pause (a
+//!   second of sending at `Retry-After: 1`), so the interval trades following a return fast
+//!   against holding the fallen limit: 10 s is two pauses in 20 s, about 9% of it.
+//! - **Bucket fit**: a throttled run at rate `r` that started from a refilled bucket (after a
+//!   pause) emptied it in `t` seconds; `r = L + c / t` across runs gives the limit `L` and
+//!   the bucket `c`. The controller holds 0.5% under `L`; a failed probe is one more run for
+//!   the fit, so a hold that a quick fall left low moves up to just under the new limit.
 //!
 //! Only fresh throttles count: one answering a request sent before the rate last changed says
 //! nothing about the new rate. Confirmations count requests, not time, so a run-wide pause
@@ -63,7 +70,7 @@ const FELL_BELOW: f64 = 0.9;
 const FIRST_PROBE_AFTER: Duration = Duration::from_secs(30);
 const MOST_PROBE_AFTER: Duration = Duration::from_secs(240);
 /// After a fall, probes back to the remembered rate this often, this many times.
-const RETURN_PROBE_AFTER: Duration = Duration::from_secs(6);
+const RETURN_PROBE_AFTER: Duration = Duration::from_secs(10);
 const RETURN_PROBES: u32 = 6;
 
 /// How many requests a rate must send without a fresh throttle to count as held: while
@@ -416,6 +423,14 @@ impl Pacer {
                     s.probe_after = (s.probe_after * 2).min(MOST_PROBE_AFTER);
                 }
                 s.hi = s.hi.min(tried);
+                // The probe's run is one more point for the fit: a held rate that a quick
+                // fall left well under the new limit moves up to just under it.
+                if let Some(limit) = estimate
+                    && limit < tried
+                    && limit * UNDER > s.lo
+                {
+                    s.lo = limit * UNDER;
+                }
                 self.set(s, s.lo, Phase::Hold, now);
             }
             Phase::Hold => {
@@ -475,7 +490,7 @@ impl Pacer {
 /// Runs kept for the fit.
 const RUNS_KEPT: usize = 6;
 /// How far under the fitted limit to hold.
-const UNDER: f64 = 0.985;
+const UNDER: f64 = 0.995;
 
 #[cfg(test)]
 mod tests {
