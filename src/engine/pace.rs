@@ -558,7 +558,7 @@ mod tests {
             [98.0, 94.0, 87.0, 73.0, 49.0],
             "2, 4, 8, 16, 32% cuts"
         );
-        // Six seconds on, the run probes straight back to where it was.
+        // `RETURN_PROBE_AFTER` on, the run probes straight back to where it was.
         send_for(&p, RETURN_PROBE_AFTER.as_secs_f64()).await;
         assert_eq!(
             p.rate(),
