@@ -1,0 +1,116 @@
+//! The pacer on a paused clock.
+
+use super::*;
+
+/// Advances the paused clock while sending at the pacer's rate, as the engine would:
+/// `secs` seconds of slots, each answered accepted.
+async fn send_for(p: &Pacer, secs: f64) {
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    loop {
+        // A ceiling at its rate hands out `now`: the limiter would pace at the rate.
+        let slot = p
+            .reserve()
+            .max(Instant::now() + Duration::from_secs_f64(1.0 / p.rate()));
+        if slot >= end {
+            tokio::time::sleep_until(end).await;
+            return;
+        }
+        tokio::time::sleep_until(slot).await;
+        p.on_accepted();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_doubles_then_searches_from_half_of_what_tripped() {
+    let p = Pacer::new(1000.0);
+    assert_eq!(p.rate(), 1.0);
+    send_for(&p, 3.2).await;
+    assert!(p.rate() >= 8.0, "doubling every half second: {}", p.rate());
+    let tripped = p.rate();
+    p.on_throttled(Instant::now());
+    assert_eq!(
+        p.rate(),
+        tripped / 2.0,
+        "half of what tripped, to confirm first"
+    );
+    // A throttle of a request sent before the cut answers the old rate: ignored.
+    p.on_throttled(Instant::now() - Duration::from_millis(1));
+    assert_eq!(p.rate(), tripped / 2.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_follow_the_schedule() {
+    let p = Pacer::new(10.0);
+    let a = p.reserve();
+    let b = p.reserve();
+    let c = p.reserve();
+    assert_eq!(b - a, Duration::from_secs_f64(1.0 / p.rate()));
+    assert_eq!(c - b, b - a);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttles_at_the_held_rate_cut_more_each_time_and_a_fall_is_probed_back() {
+    let p = Pacer::ceiling(100.0);
+    // Held at the ceiling for a while, then the limit halves: throttles come in a row.
+    send_for(&p, 15.0).await;
+    let mut rates = vec![];
+    for _ in 0..5 {
+        p.on_throttled(Instant::now());
+        rates.push(p.rate().round());
+        send_for(&p, 1.0).await;
+    }
+    assert_eq!(
+        rates,
+        [98.0, 94.0, 87.0, 73.0, 49.0],
+        "2, 4, 8, 16, 32% cuts"
+    );
+    // `RETURN_PROBE_AFTER` on, the run probes straight back to where it was.
+    send_for(&p, RETURN_PROBE_AFTER.as_secs_f64()).await;
+    assert_eq!(
+        p.rate(),
+        100.0,
+        "a return probe to the rate held before the fall"
+    );
+    // The limit is still low: the probe fails, back to the held rate, no cut.
+    p.on_throttled(Instant::now());
+    assert_eq!(p.rate().round(), 49.0);
+    // The limit came back: the next return probe holds, and the run stays there.
+    send_for(&p, RETURN_PROBE_AFTER.as_secs_f64() + 5.0).await;
+    assert_eq!(p.rate(), 100.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_late_throttle_costs_two_percent() {
+    let p = Pacer::ceiling(100.0);
+    send_for(&p, 20.0).await;
+    p.on_throttled(Instant::now());
+    assert_eq!(p.rate().round(), 98.0);
+    send_for(&p, 12.0).await;
+    p.on_throttled(Instant::now());
+    assert_eq!(p.rate().round(), 96.0, "not in a row: the first cut again");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ceiling_paces_only_after_a_throttle_and_lets_go_when_a_probe_reaches_it() {
+    let p = Pacer::ceiling(10.0);
+    let now = Instant::now();
+    assert_eq!(
+        (p.reserve(), p.reserve()),
+        (now, now),
+        "the limiter paces alone"
+    );
+    send_for(&p, 1.0).await;
+    p.on_throttled(Instant::now());
+    assert_eq!(p.rate(), 9.8);
+    let a = p.reserve();
+    assert!(p.reserve() > a, "engaged below the ceiling");
+    // Probes climb back to the ceiling, where the limiter takes over again.
+    send_for(&p, 200.0).await;
+    assert_eq!(p.rate(), 10.0);
+    let now = Instant::now();
+    assert_eq!(
+        (p.reserve(), p.reserve()),
+        (now, now),
+        "let go at the ceiling"
+    );
+}
