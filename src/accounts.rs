@@ -148,34 +148,22 @@ impl Accounts {
 }
 
 /// The report's `user` column for an account with this outcome: what happened to the user in
-/// its organization.
+/// its organization. `Unchanged`: there already (read in delta and mirror modes, or an add the
+/// server answered "already exists").
 pub fn user_column(account: &Account, outcome: &Outcome) -> &'static str {
     match outcome.status {
         Status::Failed => "failed",
         Status::Unconfirmed => "unconfirmed",
         Status::NotAttempted => "not_attempted",
         Status::Invalid => "",
-        Status::Added | Status::Planned | Status::Unchanged | Status::Removed => {
-            match account.action {
-                Action::Keep => "unchanged",
-                Action::Create if already_there(outcome) => "unchanged",
-                Action::Create => "created",
-                Action::Update => "updated",
-                Action::Remove => "removed",
-            }
-        }
+        Status::Unchanged => "unchanged",
+        Status::Added | Status::Planned | Status::Removed => match account.action {
+            Action::Keep => "unchanged",
+            Action::Create => "created",
+            Action::Update => "updated",
+            Action::Remove => "removed",
+        },
     }
-}
-
-/// Message of a confirmed add whose user the server says was there already.
-pub const ALREADY_THERE: &str = "already a user of the organization";
-
-/// Whether the server said a confirmed add's user was there already.
-pub fn already_there(outcome: &Outcome) -> bool {
-    outcome
-        .detail
-        .as_deref()
-        .is_some_and(|d| d.message == ALREADY_THERE)
 }
 
 /// Counts of what happened to organization users, for the summary and metrics.

@@ -20,10 +20,10 @@ Employee #,First Name,Last Name,Work Email,Department,Location,Status
 1005,Ken,Thompson,KEN@acme.example,,Remote,Active
 ";
 
-/// The nightly command line of the README's "Provisioning users", without the mode.
-fn args(extra: &[&str]) -> Vec<String> {
+/// The BambooHR export's mapping flags (as in tests/hr.rs), without provisioning.
+fn hr_args() -> Vec<String> {
     let map = samples().join("hr/bamboohr-groups.csv");
-    let mut args: Vec<String> = [
+    [
         "--org",
         "acme",
         "--user-column",
@@ -36,15 +36,26 @@ fn args(extra: &[&str]) -> Vec<String> {
         map.to_str().unwrap(),
         "--include",
         "Status=Active",
-        "--provision-users",
-        "--name-columns",
-        "First Name,Last Name",
-        "--email-column",
-        "Work Email",
     ]
     .map(String::from)
-    .to_vec();
-    args.extend(extra.iter().map(|a| a.to_string()));
+    .to_vec()
+}
+
+/// The nightly command line of the README's "Provisioning users", without the mode.
+fn args(extra: &[&str]) -> Vec<String> {
+    let mut args = hr_args();
+    args.extend(
+        [
+            "--provision-users",
+            "--name-columns",
+            "First Name,Last Name",
+            "--email-column",
+            "Work Email",
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string()),
+    );
     args
 }
 
@@ -96,26 +107,9 @@ async fn a_fresh_organization_is_provisioned_and_grouped_in_one_run() {
     let emu = Emulator::in_process(requiring_org_users());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.csv"), EXPORT).unwrap();
-    let map = samples().join("hr/bamboohr-groups.csv");
-    let plain = sync_in_process(
-        &emu,
-        dir.path(),
-        &[
-            "--org",
-            "acme",
-            "--user-column",
-            "Work Email",
-            "--user-id-case",
-            "lower",
-            "--group-column",
-            "Department,Location",
-            "--group-map",
-            map.to_str().unwrap(),
-            "--include",
-            "Status=Active",
-        ],
-    )
-    .await;
+    let plain_args = hr_args();
+    let plain_args: Vec<&str> = plain_args.iter().map(String::as_str).collect();
+    let plain = sync_in_process(&emu, dir.path(), &plain_args).await;
     assert_eq!(plain.result.unwrap(), 1);
     assert!(
         plain.rows.iter().all(|r| r["status"] == "failed"
@@ -646,4 +640,63 @@ async fn a_stopped_provisioning_run_resumes_from_its_journal() {
     assert_eq!(emu.org_users("acme").len(), 6);
     assert_eq!(held(&emu).len(), 6);
     assert!(second.rows.iter().all(|r| r["user"] == "created"));
+}
+
+/// What the summary line and the JSON report say about users, from the binary; an add of a
+/// user the server already has is `unchanged`.
+#[tokio::test]
+async fn the_summary_line_and_the_json_report_count_users() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    emu.seed_org_user("acme", "u1", "Ann", "ann@acme.example");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.csv"),
+        "orgId,groupId,userId,name,email\nacme,eng,u1,Ann,ann@acme.example\nacme,eng,u2,Bob,bob@acme.example\nacme,ops,u2,Bob,bob@acme.example\n",
+    )
+    .unwrap();
+    let mut cmd = bin_with_credentials(dir.path());
+    cmd.args([
+        "sync",
+        "in.csv",
+        "--provision-users",
+        "--report",
+        "out.json",
+    ])
+    .args(["--base-url", &emu.base_url()]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("users: 1 created, 0 updated, 1 unchanged, 0 removed, 0 failed"),
+        "{stderr}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("out.json")).unwrap()).unwrap();
+    let summary = &report["summary"]["users"];
+    assert_eq!(
+        (summary["created"].as_u64(), summary["unchanged"].as_u64()),
+        (Some(1), Some(1))
+    );
+    let users: Vec<_> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}={}",
+                r["organizationUserGroupId"], r["userId"], r["user"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        users,
+        [
+            r#""eng"/"u1"="unchanged""#,
+            r#""eng"/"u2"="created""#,
+            r#""ops"/"u2"="created""#
+        ]
+    );
 }

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::attempt::{Failure, Target, detail};
 use super::{Kind, Run};
-use crate::accounts::ALREADY_THERE;
 use crate::client::{Answer, NewUser, UserEntry};
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
@@ -354,7 +353,6 @@ impl<'r, 'a> Chunking<'r, 'a> {
         let mut added = Vec::new();
         let mut answered = 0;
         let mut details: HashMap<&str, Arc<Detail>> = HashMap::new();
-        let mut already: Option<Arc<Detail>> = None;
         {
             let mut tasks = self.tasks();
             let Some(t) = tasks.get_mut(&task) else {
@@ -373,13 +371,8 @@ impl<'r, 'a> Chunking<'r, 'a> {
                             && message
                                 .is_some_and(|m| m.to_ascii_lowercase().contains("already exist"))
                         {
-                            out.detail = Some(
-                                already
-                                    .get_or_insert_with(|| {
-                                        detail(ALREADY_THERE.into(), None, Some(http_status))
-                                    })
-                                    .clone(),
-                            );
+                            // An add whose user was there already changed nothing.
+                            out.status = Status::Unchanged;
                         }
                         if matches!(kind, Kind::Add | Kind::CreateUsers | Kind::UpdateUsers) {
                             added.push(members[p]);

@@ -5,8 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use futures_util::StreamExt;
-
 use super::attempt::{Failure, Target, detail};
 use super::chunk::Scope;
 use super::{ExecOptions, Kind, Mode, Run};
@@ -27,39 +25,16 @@ impl Run<'_> {
         accounts: &Accounts,
         interrupt: &Interrupt,
     ) -> Option<Current> {
-        let mut reads = futures_util::stream::iter(accounts.orgs.iter().enumerate())
-            .map(|(i, org)| async move {
-                let fetch = |token: Option<String>| async move {
-                    self.client
-                        .get_org_users(&org.id, self.opts.page_size, token.as_deref())
-                        .await
-                };
-                let target = Target::org("read_users_page", &org.id);
-                (i, self.read_pages(target, fetch, |u| &u.user_id).await)
-            })
-            .buffer_unordered(self.opts.max_concurrency.max(1));
-        let mut current: Vec<Option<Result<Vec<OrgUser>, Failure>>> =
-            (0..accounts.orgs.len()).map(|_| None).collect();
-        loop {
-            tokio::select! {
-                biased;
-                _ = interrupt.stop.cancelled() => {
-                    tracing::warn!(event = "interrupted", message = "stopping while reading organization users; nothing was written");
-                    self.gate.stop();
-                    return None;
-                }
-                next = reads.next() => {
-                    let Some((i, users)) = next else { break };
-                    current[i] = Some(users);
-                }
-            }
-        }
-        Some(
-            current
-                .into_iter()
-                .map(|c| c.unwrap_or(Err(Failure::Stopped)))
-                .collect(),
-        )
+        let reads = accounts.orgs.iter().map(|org| {
+            let fetch = move |token: Option<String>| async move {
+                self.client
+                    .get_org_users(&org.id, self.opts.page_size, token.as_deref())
+                    .await
+            };
+            let target = Target::org("read_users_page", &org.id);
+            self.read_pages(target, fetch, |u| &u.user_id)
+        });
+        self.read_each(reads, interrupt, "organization users").await
     }
 }
 

@@ -118,22 +118,36 @@ impl Run<'_> {
         plan: &Plan,
         interrupt: &Interrupt,
     ) -> Option<Vec<Result<Vec<String>, Failure>>> {
-        let mut reads = futures_util::stream::iter(plan.groups.iter().enumerate())
-            .map(|(i, g)| async move { (i, self.read_members(g).await) })
+        let reads = plan.groups.iter().map(|g| self.read_members(g));
+        self.read_each(reads, interrupt, "groups").await
+    }
+
+    /// Runs `reads`, at most `max_concurrency` at once, and gives their results in order;
+    /// `None` if a signal came first (reads change nothing, so they are simply dropped).
+    pub(crate) async fn read_each<T, Fut>(
+        &self,
+        reads: impl ExactSizeIterator<Item = Fut>,
+        interrupt: &Interrupt,
+        what: &str,
+    ) -> Option<Vec<Result<T, Failure>>>
+    where
+        Fut: std::future::Future<Output = Result<T, Failure>>,
+    {
+        let mut current: Vec<Option<Result<T, Failure>>> = (0..reads.len()).map(|_| None).collect();
+        let mut reads = futures_util::stream::iter(reads.enumerate())
+            .map(|(i, read)| async move { (i, read.await) })
             .buffer_unordered(self.opts.max_concurrency.max(1));
-        let mut current: Vec<Option<Result<Vec<String>, Failure>>> =
-            (0..plan.groups.len()).map(|_| None).collect();
         loop {
             tokio::select! {
                 biased;
                 _ = interrupt.stop.cancelled() => {
-                    tracing::warn!(event = "interrupted", message = "stopping while reading groups; nothing was written");
+                    tracing::warn!(event = "interrupted", message = %format!("stopping while reading {what}; nothing was written"));
                     self.gate.stop();
                     return None;
                 }
                 next = reads.next() => {
-                    let Some((i, members)) = next else { break };
-                    current[i] = Some(members);
+                    let Some((i, result)) = next else { break };
+                    current[i] = Some(result);
                 }
             }
         }

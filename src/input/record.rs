@@ -427,33 +427,31 @@ fn profile(
         return Err(format!("email `{}` is not an e-mail address", clip(email)));
     }
     let line = record.line;
-    match stats.profiles.entry(user.into()) {
-        std::collections::hash_map::Entry::Vacant(v) => {
-            v.insert(Profile {
-                name: name.into(),
-                email: email.into(),
-                line,
-            });
-            Ok(())
-        }
-        std::collections::hash_map::Entry::Occupied(known) => {
-            let known = known.get();
-            let (what, here, there) = if *known.name != name {
-                ("name", name.as_str(), &*known.name)
-            } else if !known.email.eq_ignore_ascii_case(email) {
-                ("e-mail", email, &*known.email)
-            } else {
-                return Ok(());
-            };
-            Err(format!(
-                "user {} has the {what} `{}` here but `{}` at line {}; one user has one {what}: fix the input",
-                clip(user),
-                clip(here),
-                clip(there),
-                known.line
-            ))
-        }
-    }
+    // Most records repeat a user already seen (one row per membership): look before
+    // allocating a key.
+    let Some(known) = stats.profiles.get(user) else {
+        let profile = Profile {
+            name: name.into(),
+            email: email.into(),
+            line,
+        };
+        stats.profiles.insert(user.into(), profile);
+        return Ok(());
+    };
+    let (what, here, there) = if *known.name != name {
+        ("name", name.as_str(), &*known.name)
+    } else if !known.email.eq_ignore_ascii_case(email) {
+        ("e-mail", email, &*known.email)
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "user {} has the {what} `{}` here but `{}` at line {}; one user has one {what}: fix the input",
+        clip(user),
+        clip(here),
+        clip(there),
+        known.line
+    ))
 }
 
 /// Whether `s` looks like an e-mail address: one `@` between a local part and a domain with a
