@@ -13,7 +13,8 @@
 //! - the accepted share in the first and second half of the time after the warm-up (a
 //!   downward drift shows as a lower second half).
 //!
-//! `--change AT`: the limit halves AT seconds into the run and doubles back 30 s later; for
+//! `--change AT`: the limit halves AT seconds into the run and doubles back 30 s later
+//! (`--restore-after S` to move that; the case is 30); for
 //! each change the benchmark prints how long until a 2 s window was back above 90% of the new
 //! limit, and the accepted share from 10 s after the change to the next change (or the end).
 //!
@@ -39,6 +40,8 @@ struct Bench {
     burst: f64,
     warmup: f64,
     change: Option<f64>,
+    /// How long the halved limit lasts before it doubles back (30 s).
+    restore_after: f64,
     runs: usize,
     simulate: bool,
 }
@@ -53,6 +56,7 @@ fn parse_args() -> Bench {
         burst: 5.0,
         warmup: 20.0,
         change: None,
+        restore_after: 30.0,
         runs: 1,
         simulate: false,
     };
@@ -64,6 +68,7 @@ fn parse_args() -> Bench {
             "--burst" => b.burst = value().parse().expect("--burst N"),
             "--warmup" => b.warmup = value().parse().expect("--warmup S"),
             "--change" => b.change = Some(value().parse().expect("--change AT")),
+            "--restore-after" => b.restore_after = value().parse().expect("--restore-after S"),
             "--runs" => b.runs = value().parse().expect("--runs N"),
             "--simulate" => b.simulate = true,
             _ => positional.push(a),
@@ -243,12 +248,13 @@ async fn run_once(b: &Bench) -> Figures {
     let started = tokio::time::Instant::now();
     let seconds = b.seconds;
     let change = b.change;
+    let back_after = b.restore_after;
     let limit = b.limit;
     let controller = async {
         if let Some(at) = change {
             tokio::time::sleep(Duration::from_secs_f64(at)).await;
             emu.set_rate_limit(limit / 2.0);
-            tokio::time::sleep(Duration::from_secs(30)).await;
+            tokio::time::sleep(Duration::from_secs_f64(back_after)).await;
             emu.set_rate_limit(limit);
         }
         tokio::time::sleep_until(started + Duration::from_secs_f64(seconds)).await;
@@ -266,7 +272,7 @@ async fn run_once(b: &Bench) -> Figures {
     let count = |from: f64, to: f64| accepted.iter().filter(|&&t| t >= from && t < to).count();
     // The limit at time t (after the first request), for the change scenario.
     let limit_at = |t: f64| match change {
-        Some(at) if t - first >= at && t - first < at + 30.0 => limit / 2.0,
+        Some(at) if t - first >= at && t - first < at + back_after => limit / 2.0,
         _ => limit,
     };
     let share = |from: f64, to: f64| {
@@ -286,7 +292,8 @@ async fn run_once(b: &Bench) -> Figures {
     let total = arrivals.iter().filter(|&&t| t < end).count();
     let mut changes = Vec::new();
     if let Some(at) = change {
-        for (c, next) in [(first + at, first + at + 30.0), (first + at + 30.0, end)] {
+        let back_at = first + at + back_after;
+        for (c, next) in [(first + at, back_at), (back_at, end)] {
             let new_limit = limit_at(c + 0.001);
             let back = accepted
                 .iter()

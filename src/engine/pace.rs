@@ -35,7 +35,11 @@
 //! - **Bucket fit**: a throttled run at rate `r` that started from a refilled bucket (after a
 //!   pause) emptied it in `t` seconds; `r = L + c / t` across runs gives the limit `L` and
 //!   the bucket `c`. The controller holds 0.5% under `L`; a failed probe is one more run for
-//!   the fit, so a hold that a quick fall left low moves up to just under the new limit.
+//!   the fit, so a hold that a quick fall left low moves up to just under the new limit. A
+//!   run ends at its first refused request, not at the first refusal to come back: answers
+//!   return out of order, so a refusal of an earlier request of the run that comes back
+//!   during the pause judges the run again. Throttles in a row at a held rate do not refit
+//!   the bucket: runs from before a fall and after it fit no single bucket.
 //!
 //! Only fresh throttles count: one answering a request sent before the rate last changed says
 //! nothing about the new rate. Confirmations count requests, not time, so a run-wide pause
@@ -94,7 +98,7 @@ enum Phase {
     Probe,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct PacerState {
     rate: f64,
     /// Whether the schedule holds requests back. A fixed `--rate` (a ceiling) engages it only
@@ -135,6 +139,18 @@ struct PacerState {
     runs: std::collections::VecDeque<(f64, f64)>,
     /// The size of the server's bucket, as the last fit found it.
     bucket: Option<f64>,
+    /// How to take back the last judgement of a run, should an earlier request of the same
+    /// run turn out to have been throttled too.
+    undo: Option<Undo>,
+}
+
+/// The state before a run was judged, and the run: from its first slot to the request that
+/// was judged throttled.
+#[derive(Debug, Clone)]
+struct Undo {
+    run_start: Instant,
+    ended: Instant,
+    before: Box<PacerState>,
 }
 
 impl PacerState {
@@ -207,6 +223,7 @@ impl Pacer {
                 run_start: None,
                 runs: std::collections::VecDeque::new(),
                 bucket: None,
+                undo: None,
             }),
         }
     }
@@ -379,8 +396,29 @@ impl Pacer {
         // A throttle answers an earlier rate when its request went before the rate last
         // changed, or, after a throttle, before the pause it brought was over.
         if sent_at < s.since || (s.after_pause && s.run_start.is_none_or(|r| sent_at < r)) {
+            // Answers come back in random order: a request of the run that was just judged,
+            // sent before the one that decided, ended the run sooner. While nothing has
+            // gone at the new rate (the pause), the decision is made again with it.
+            if s.sent == 0
+                && let Some(undo) = s.undo.take()
+            {
+                if sent_at >= undo.run_start && sent_at < undo.ended {
+                    *s = *undo.before;
+                    self.judge(s, sent_at, now);
+                } else {
+                    s.undo = Some(undo);
+                }
+            }
             return;
         }
+        self.judge(s, sent_at, now);
+    }
+
+    /// The throttle of a request sent at `sent_at` at the current rate.
+    fn judge(&self, s: &mut PacerState, sent_at: Instant, now: Instant) {
+        // The snapshot must not hold the one before it.
+        s.undo = None;
+        let before = s.run_start.map(|start| (start, Box::new(s.clone())));
         let tried = s.rate;
         let mut this_run = None;
         if let Some(start) = s.run_start {
@@ -391,12 +429,26 @@ impl Pacer {
                 }
                 s.runs.push_back((tried, took));
                 this_run = Some(took);
+                tracing::debug!(
+                    event = "run",
+                    rate = format!("{tried:.2}"),
+                    took = format!("{took:.3}")
+                );
             }
         }
-        let mut estimate = fit(&s.runs).map(|(limit, size)| {
-            s.bucket = Some(size);
-            limit
-        });
+        let in_a_row = s
+            .streak_at
+            .is_some_and(|t| now.saturating_duration_since(t) < STREAK_WITHIN);
+        // Throttles in a row at a held rate: the limit may have moved, and a fit across runs
+        // from before and after would mislead (the bucket's size above all).
+        let mut estimate = if s.phase == Phase::Hold && in_a_row {
+            None
+        } else {
+            fit(&s.runs).map(|(limit, size)| {
+                s.bucket = Some(size);
+                limit
+            })
+        };
         match s.phase {
             Phase::SlowStart => {
                 // The rate before held only half a second: a guess to confirm first.
@@ -434,9 +486,6 @@ impl Pacer {
                 self.set(s, s.lo, Phase::Hold, now);
             }
             Phase::Hold => {
-                let in_a_row = s
-                    .streak_at
-                    .is_some_and(|t| now.saturating_duration_since(t) < STREAK_WITHIN);
                 if !in_a_row {
                     s.streak = 0;
                     // Only a rate that held a while is worth coming back to.
@@ -476,6 +525,11 @@ impl Pacer {
         }
         // What follows starts after the pause this throttle brings.
         s.after_pause = true;
+        s.undo = before.map(|(run_start, before)| Undo {
+            run_start,
+            ended: sent_at,
+            before,
+        });
     }
 
     /// Holds just under the limit the bucket fit estimates.

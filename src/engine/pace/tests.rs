@@ -114,3 +114,49 @@ async fn a_ceiling_paces_only_after_a_throttle_and_lets_go_when_a_probe_reaches_
         "let go at the ceiling"
     );
 }
+
+/// A pacer held at 100/s for a while, throttled once (the limit fell), through the pause, then
+/// sending for a fifth of a second: the slots of that run.
+async fn fallen_and_sending(bucket: f64) -> (Pacer, Vec<Instant>) {
+    let p = Pacer::ceiling(100.0);
+    send_for(&p, 15.0).await;
+    p.on_throttled(Instant::now());
+    p.lock().bucket = Some(bucket);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut slots = vec![];
+    let end = Instant::now() + Duration::from_millis(200);
+    loop {
+        let slot = p.reserve();
+        if slot >= end {
+            break;
+        }
+        tokio::time::sleep_until(slot).await;
+        slots.push(slot);
+    }
+    (p, slots)
+}
+
+#[tokio::test(start_paused = true)]
+async fn answers_of_one_run_coming_back_out_of_order_judge_it_by_the_first_refused() {
+    // Both runs see the same two throttled requests of the run after the fall; the second
+    // gets them back out of order (latencies vary), the later-sent first.
+    let (in_order, slots) = fallen_and_sending(4.0).await;
+    let (early, late) = (slots[10], slots[16]);
+    in_order.on_throttled(early);
+    in_order.on_throttled(late);
+    let (out_of_order, slots_b) = fallen_and_sending(4.0).await;
+    assert_eq!(slots_b.len(), slots.len());
+    out_of_order.on_throttled(slots_b[16]);
+    let misjudged = out_of_order.rate();
+    out_of_order.on_throttled(slots_b[10]);
+    // The bucket of 4 emptied 10 requests into the run at 98/s: the limit is about 98 - 4 /
+    // 0.102 = 59, not the 73 that the later request alone suggests.
+    assert!(misjudged > 70.0, "{misjudged}");
+    assert_eq!(out_of_order.rate(), in_order.rate());
+    assert!((in_order.rate() - 58.6).abs() < 1.0, "{}", in_order.rate());
+    assert_eq!(
+        out_of_order.lock().runs.back(),
+        in_order.lock().runs.back(),
+        "the run ends at the first refused request"
+    );
+}
