@@ -22,7 +22,9 @@
 //!   probe that passed) the steps grow, 6%, 12%, 24%, ..., so a raised limit is found fast.
 //! - **Hold** `lo`. After `probe_after` (30 s, doubling after each failed probe up to 240 s)
 //!   **probe** 3% above it for 4 s worth of requests; a probe that passes means the limit
-//!   rose: search upwards. A failed probe costs one pause and goes back to `lo`.
+//!   rose: search upwards. A failed probe costs one pause and goes back to `lo`; the
+//!   server's bucket, refilled by the pause, goes at once (less one request), since a held
+//!   rate under the limit would leave it full for good.
 //! - A throttle while holding means `lo` was a little high (the server's burst hid it while
 //!   searching) or the limit fell: hold 2% lower, and twice as much lower for each further
 //!   throttle that comes within 10 s of the last (2, 4, 8, 16, 32%), so a small excess costs a
@@ -34,9 +36,7 @@
 //!   against holding the fallen limit: 10 s is two pauses in 20 s, about 9% of it.
 //! - **Bucket fit**: a throttled run at rate `r` that started from a refilled bucket (after a
 //!   pause) emptied it in `t` seconds; `r = L + c / t` across runs gives the limit `L` and
-//!   the bucket `c`. The controller holds 0.5% under `L`; a failed probe is one more run for
-//!   the fit, so a hold that a quick fall left low moves up to just under the new limit. A
-//!   run ends at its first refused request, not at the first refusal to come back: answers
+//!   the bucket `c`. The controller holds 0.5% under `L`. A run ends at its first refused request, not at the first refusal to come back: answers
 //!   return out of order, so a refusal of an earlier request of the run that comes back
 //!   during the pause judges the run again. Throttles in a row at a held rate do not refit
 //!   the bucket: runs from before a fall and after it fit no single bucket.
@@ -137,8 +137,14 @@ struct PacerState {
     /// (rate, seconds from a refilled bucket to the throttle) of recent runs that ended in a
     /// throttle: what `fit` estimates the limit from.
     runs: std::collections::VecDeque<(f64, f64)>,
-    /// The size of the server's bucket, as the last fit found it.
+    /// The size of the server's bucket and its limit, as the last fit found them.
     bucket: Option<f64>,
+    fitted: Option<f64>,
+    /// Requests that go at once when the pause after a failed probe ends, on top of the
+    /// schedule: the server's bucket, refilled by the pause, which the held rate would leave
+    /// full. A run that began so did not start from a full bucket: it is not one for the fit.
+    burst: u32,
+    burst_sent: bool,
     /// How to take back the last judgement of a run, should an earlier request of the same
     /// run turn out to have been throttled too.
     undo: Option<Undo>,
@@ -223,6 +229,9 @@ impl Pacer {
                 run_start: None,
                 runs: std::collections::VecDeque::new(),
                 bucket: None,
+                fitted: None,
+                burst: 0,
+                burst_sent: false,
                 undo: None,
             }),
         }
@@ -246,7 +255,12 @@ impl Pacer {
         }
         s.sent += 1;
         let slot = s.next.max(now);
-        s.next = slot + Duration::from_secs_f64(1.0 / s.rate);
+        if s.after_pause && s.burst > 0 {
+            s.burst -= 1;
+            s.burst_sent = true;
+        } else {
+            s.next = slot + Duration::from_secs_f64(1.0 / s.rate);
+        }
         s.last_slot = Some(slot);
         if s.after_pause && s.run_start.is_none() {
             s.run_start = Some(slot);
@@ -269,6 +283,8 @@ impl Pacer {
         s.sent = 0;
         s.after_pause = false;
         s.run_start = None;
+        s.burst = 0;
+        s.burst_sent = false;
         // A ceiling lets the limiter pace alone while it holds the ceiling.
         let engaged = !(self.ceiling && phase == Phase::Hold && s.rate >= self.max_rate);
         if engaged && !s.engaged {
@@ -421,9 +437,14 @@ impl Pacer {
         let before = s.run_start.map(|start| (start, Box::new(s.clone())));
         let tried = s.rate;
         let mut this_run = None;
-        if let Some(start) = s.run_start {
+        if let Some(start) = s.run_start.filter(|_| !s.burst_sent) {
             let took = sent_at.saturating_duration_since(start).as_secs_f64();
             if took > 0.0 {
+                if s.fitted.is_some_and(|limit| tried < limit) {
+                    // Throttled below the limit the runs so far fit: the limit moved, and
+                    // they no longer describe it.
+                    s.runs.clear();
+                }
                 if s.runs.len() == RUNS_KEPT {
                     s.runs.pop_front();
                 }
@@ -446,6 +467,7 @@ impl Pacer {
         } else {
             fit(&s.runs).map(|(limit, size)| {
                 s.bucket = Some(size);
+                s.fitted = Some(limit);
                 limit
             })
         };
@@ -475,15 +497,11 @@ impl Pacer {
                     s.probe_after = (s.probe_after * 2).min(MOST_PROBE_AFTER);
                 }
                 s.hi = s.hi.min(tried);
-                // The probe's run is one more point for the fit: a held rate that a quick
-                // fall left well under the new limit moves up to just under it.
-                if let Some(limit) = estimate
-                    && limit < tried
-                    && limit * UNDER > s.lo
-                {
-                    s.lo = limit * UNDER;
-                }
                 self.set(s, s.lo, Phase::Hold, now);
+                // Back to a rate that held: the bucket the pause refills can go at once.
+                s.burst = s
+                    .bucket
+                    .map_or(0, |size| (size.floor() as u32).saturating_sub(1));
             }
             Phase::Hold => {
                 if !in_a_row {
@@ -505,6 +523,9 @@ impl Pacer {
                         let limit = tried - size / took;
                         (limit > 0.2 * tried && limit < tried).then_some(limit)
                     });
+                    if estimate.is_some() {
+                        s.fitted = estimate;
+                    }
                 }
                 let cut = (FIRST_CUT * 2f64.powi(s.streak as i32 - 1)).min(MOST_CUT);
                 s.lo = tried * (1.0 - cut);

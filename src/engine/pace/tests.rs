@@ -160,3 +160,34 @@ async fn answers_of_one_run_coming_back_out_of_order_judge_it_by_the_first_refus
         "the run ends at the first refused request"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn after_a_failed_probe_the_bucket_the_pause_refilled_goes_at_once() {
+    let p = Pacer::ceiling(100.0);
+    send_for(&p, 15.0).await;
+    for _ in 0..5 {
+        p.on_throttled(Instant::now());
+        send_for(&p, 1.0).await;
+    }
+    let held = p.rate();
+    send_for(&p, RETURN_PROBE_AFTER.as_secs_f64()).await;
+    assert_eq!(p.rate(), 100.0, "a return probe");
+    // The server's bucket, as a fit would have found it: 4 requests beyond the limit.
+    p.lock().bucket = Some(4.0);
+    p.on_throttled(Instant::now());
+    assert_eq!(p.rate(), held, "back to the held rate");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let now = Instant::now();
+    let slots: Vec<Instant> = (0..6).map(|_| p.reserve()).collect();
+    let gap = Duration::from_secs_f64(1.0 / held);
+    assert_eq!(
+        slots,
+        [now, now, now, now, now + gap, now + 2 * gap],
+        "three at once (the bucket less one), beside the first of the schedule"
+    );
+    // A run that began with a burst did not start from a full bucket: no point for the fit.
+    let runs = p.lock().runs.len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    p.on_throttled(Instant::now());
+    assert_eq!(p.lock().runs.len(), runs);
+}
