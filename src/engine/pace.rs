@@ -29,7 +29,10 @@
 //!   searching) or the limit fell: hold 2% lower, and twice as much lower for each further
 //!   throttle that comes within 10 s of the last (2, 4, 8, 16, 32%), so a small excess costs a
 //!   small cut and a halved limit is found in five throttles (three once the bucket fit below
-//!   knows the server's bucket). After a fall of more than 10% the rate held before is
+//!   knows the server's bucket: the run of each throttle in a row then tells the new limit;
+//!   a run too short to tell it to 1% is read high on purpose, so that the next throttle
+//!   comes in a longer run that tells it exactly, rather than a low reading being held for
+//!   good). After a fall of more than 10% the rate held before is
 //!   remembered, and probes go straight back to it every 10 s, six times, so a limit that
 //!   comes back is followed within about 10 s. Each failed return probe costs one pause (a
 //!   second of sending at `Retry-After: 1`), so the interval trades following a return fast
@@ -73,6 +76,9 @@ const STREAK_WITHIN: Duration = Duration::from_secs(10);
 const FELL_BELOW: f64 = 0.9;
 const FIRST_PROBE_AFTER: Duration = Duration::from_secs(30);
 const MOST_PROBE_AFTER: Duration = Duration::from_secs(240);
+/// How much longer than measured a run after a fall is taken to have lasted: a slot's
+/// sending jitter, so that its reading of the new limit errs high.
+const RUN_SLACK: Duration = Duration::from_millis(10);
 /// After a fall, probes back to the remembered rate this often, this many times.
 const RETURN_PROBE_AFTER: Duration = Duration::from_secs(10);
 const RETURN_PROBES: u32 = 6;
@@ -520,7 +526,15 @@ impl Pacer {
                         s.runs.pop_front();
                     }
                     estimate = s.bucket.zip(this_run).and_then(|(size, took)| {
-                        let limit = tried - size / took;
+                        // The bucket emptied between the slot before and this one: read
+                        // the middle. A run too short for that to be exact (a big fall) is
+                        // read high on purpose: a limit read too high costs one more throttle,
+                        // in a longer run that reads it exactly; one read too low is held,
+                        // and nothing says so until the next probe.
+                        let slot = 1.0 / tried;
+                        let middle = tried - size / (took - slot / 2.0).max(slot / 2.0);
+                        let high = tried - size / (took + RUN_SLACK.as_secs_f64());
+                        let limit = if high > middle * 1.01 { high } else { middle };
                         (limit > 0.2 * tried && limit < tried).then_some(limit)
                     });
                     if estimate.is_some() {

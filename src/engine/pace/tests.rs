@@ -149,11 +149,12 @@ async fn answers_of_one_run_coming_back_out_of_order_judge_it_by_the_first_refus
     out_of_order.on_throttled(slots_b[16]);
     let misjudged = out_of_order.rate();
     out_of_order.on_throttled(slots_b[10]);
-    // The bucket of 4 emptied 10 requests into the run at 98/s: the limit is about 98 - 4 /
-    // 0.102 = 59, not the 73 that the later request alone suggests.
+    // The bucket of 4 emptied 10 requests into the run at 98/s: a run that short is read
+    // high on purpose, 98 - 4 / (0.102 + 0.010) = 62 (held 0.5% under), not the 75 that the
+    // later request alone suggests.
     assert!(misjudged > 70.0, "{misjudged}");
     assert_eq!(out_of_order.rate(), in_order.rate());
-    assert!((in_order.rate() - 58.6).abs() < 1.0, "{}", in_order.rate());
+    assert!((in_order.rate() - 62.0).abs() < 0.5, "{}", in_order.rate());
     assert_eq!(
         out_of_order.lock().runs.back(),
         in_order.lock().runs.back(),
