@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The `--rate auto` and known-rate figures of the README, in real time against the built-in
 # emulator (token bucket of burst 5, 20-80 ms latency, Retry-After: 1): each case 3 times,
-# medians printed last. About 45 minutes; two cases run side by side.
+# medians printed last. About 30 minutes; two cases run side by side.
 #   bash benches/rate.sh [OUT_DIR]
 set -euo pipefail
 out=${1:-target/bench-rate}
