@@ -32,17 +32,19 @@
 //!   knows the server's bucket: the run of each throttle in a row then tells the new limit;
 //!   a run too short to tell it to 1% is read high on purpose, so that the next throttle
 //!   comes in a longer run that tells it exactly, rather than a low reading being held for
-//!   good). After a fall of more than 10% the rate held before is
-//!   remembered, and probes go straight back to it every 10 s, six times, so a limit that
-//!   comes back is followed within about 10 s. Each failed return probe costs one pause (a
+//!   good). After a fall of more than 10% the rate held before is remembered, and probes go
+//!   straight back to it every 10 s, six times, so a limit that comes back is followed
+//!   within about 10 s. Each failed return probe costs one pause (a
 //!   second of sending at `Retry-After: 1`), so the interval trades following a return fast
 //!   against holding the fallen limit: 10 s is two pauses in 20 s, about 9% of it.
 //! - **Bucket fit**: a throttled run at rate `r` that started from a refilled bucket (after a
 //!   pause) emptied it in `t` seconds; `r = L + c / t` across runs gives the limit `L` and
-//!   the bucket `c`. The controller holds 0.5% under `L`. A run ends at its first refused request, not at the first refusal to come back: answers
-//!   return out of order, so a refusal of an earlier request of the run that comes back
-//!   during the pause judges the run again. Throttles in a row at a held rate do not refit
-//!   the bucket: runs from before a fall and after it fit no single bucket.
+//!   the bucket `c`. The controller holds 0.5% under `L`. A run ends at its first refused
+//!   request, not at the first refusal to come back: answers return out of order, so a
+//!   refusal of an earlier request of the run that comes back during the pause judges the
+//!   run again. A throttle below the fitted limit starts the fit afresh, and throttles in a
+//!   row at a held rate do not refit the bucket: runs from before a fall and after it fit no
+//!   single bucket.
 //!
 //! Only fresh throttles count: one answering a request sent before the rate last changed says
 //! nothing about the new rate. Confirmations count requests, not time, so a run-wide pause
@@ -143,8 +145,9 @@ struct PacerState {
     /// (rate, seconds from a refilled bucket to the throttle) of recent runs that ended in a
     /// throttle: what `fit` estimates the limit from.
     runs: std::collections::VecDeque<(f64, f64)>,
-    /// The size of the server's bucket and its limit, as the last fit found them.
+    /// The size of the server's bucket, as the last fit found it.
     bucket: Option<f64>,
+    /// The limit last found: by the fit, or by a throttle in a row after a fall.
     fitted: Option<f64>,
     /// Requests that go at once when the pause after a failed probe ends, on top of the
     /// schedule: the server's bucket, refilled by the pause, which the held rate would leave

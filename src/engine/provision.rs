@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::attempt::{Failure, Target, detail};
 use super::chunk::Scope;
+use super::reconcile::Guard;
 use super::{ExecOptions, Kind, Mode, Run};
 use crate::accounts::{Accounts, Action};
 use crate::client::OrgUser;
@@ -133,20 +134,16 @@ pub(crate) fn reconcile(
 
 /// Why removing `removals` of an organization's `current` users is refused, if it is.
 fn refusal(org: &str, removals: usize, current: usize, opts: &ExecOptions) -> Option<Arc<Detail>> {
-    let limit = opts.max_user_removals.limit(current);
-    let message = if removals == current && !opts.allow_empty {
-        format!(
-            "not removed: deprovisioning would remove every one of the organization's {current} users \
-             (the input lists none of them); check the input, or pass --allow-empty"
-        )
-    } else if removals > limit {
-        format!(
-            "not removed: the organization needs {removals} user removals of {current} users, more \
-             than --max-user-removals allows ({limit}); check the input, or raise --max-user-removals"
-        )
-    } else {
-        return None;
+    let guard = Guard {
+        limit: opts.max_user_removals,
+        allow_empty: opts.allow_empty,
+        flag: "--max-user-removals",
+        doing: "deprovisioning",
+        holder: "organization",
+        held: "users",
+        removals: "user removals",
     };
+    let (message, limit) = guard.refusal(removals, current)?;
     tracing::error!(
         event = "user_removals_refused",
         organizationId = org,

@@ -230,13 +230,7 @@ pub(crate) fn reconcile(
         if extra.is_empty() {
             continue;
         }
-        let refused = refusal(
-            group,
-            extra.len(),
-            current.len(),
-            opts.max_removals,
-            opts.allow_empty,
-        );
+        let refused = refusal(group, extra.len(), current.len(), opts);
         for user in extra {
             changes
                 .removals
@@ -264,17 +258,63 @@ fn remove_listed(
     if there.is_empty() {
         return;
     }
-    match refusal(
-        group,
-        there.len(),
-        current.len(),
-        opts.max_removals,
-        opts.allow_empty,
-    ) {
+    match refusal(group, there.len(), current.len(), opts) {
         Some(why) => changes
             .held
             .extend(there.into_iter().map(|i| (i, why.clone()))),
         None => changes.remove.extend(there.into_iter().map(|i| (g, i))),
+    }
+}
+
+/// A safety limit on removals: at most `limit` of what is there now, and never all of it
+/// without `--allow-empty`. The same for a group's members (`--max-removals`) and an
+/// organization's users (`--max-user-removals`); only the words of its messages differ.
+pub(super) struct Guard {
+    pub limit: MaxRemovals,
+    pub allow_empty: bool,
+    /// The flag that sets the limit.
+    pub flag: &'static str,
+    /// What removes ("mirroring"), from what ("group"), what it holds ("current members"),
+    /// and what one removal is ("removals").
+    pub doing: &'static str,
+    pub holder: &'static str,
+    pub held: &'static str,
+    pub removals: &'static str,
+}
+
+impl Guard {
+    /// `--max-removals` on a group's members.
+    pub(super) fn members(opts: &ExecOptions) -> Guard {
+        Guard {
+            limit: opts.max_removals,
+            allow_empty: opts.allow_empty,
+            flag: "--max-removals",
+            doing: "mirroring",
+            holder: "group",
+            held: "current members",
+            removals: "removals",
+        }
+    }
+
+    /// Why removing `removals` of `current` is refused, if it is (with the limit that refused).
+    pub(super) fn refusal(&self, removals: usize, current: usize) -> Option<(String, usize)> {
+        let limit = self.limit.limit(current);
+        let message = if removals == current && !self.allow_empty {
+            format!(
+                "not removed: {} would remove every one of the {}'s {current} {} (the input \
+                 lists none of them); check the input, or pass --allow-empty",
+                self.doing, self.holder, self.held
+            )
+        } else if removals > limit {
+            format!(
+                "not removed: the {} needs {removals} {} of {current} {}, more than {} allows \
+                 ({limit}); check the input, or raise {}",
+                self.holder, self.removals, self.held, self.flag, self.flag
+            )
+        } else {
+            return None;
+        };
+        Some((message, limit))
     }
 }
 
@@ -283,23 +323,9 @@ fn refusal(
     group: &Group,
     removals: usize,
     current: usize,
-    max_removals: MaxRemovals,
-    allow_empty: bool,
+    opts: &ExecOptions,
 ) -> Option<Arc<Detail>> {
-    let limit = max_removals.limit(current);
-    let message = if removals == current && !allow_empty {
-        format!(
-            "not removed: mirroring would remove every one of the group's {current} current members \
-             (the input lists none of them); check the input, or pass --allow-empty"
-        )
-    } else if removals > limit {
-        format!(
-            "not removed: the group needs {removals} removals of {current} current members, more than \
-             --max-removals allows ({limit}); check the input, or raise --max-removals"
-        )
-    } else {
-        return None;
-    };
+    let (message, limit) = Guard::members(opts).refusal(removals, current)?;
     tracing::error!(
         event = "removals_refused",
         organizationId = &*group.org,
