@@ -298,6 +298,14 @@ impl VeltClient {
 
     /// One attempt, bounded whole by the timeout. A redirect or an over-long body is a
     /// rejection; no answer at all is a transport failure.
+    /// A write: the answer read, or the transport failure as one.
+    async fn write<T: Serialize>(&self, url: &str, data: T) -> Answer {
+        match self.post(url, data).await {
+            Ok(raw) => raw.read(),
+            Err(transport) => transport,
+        }
+    }
+
     async fn post<T: Serialize>(&self, url: &str, data: T) -> Result<Raw, Answer> {
         let body = match serde_json::to_vec(&Body { data }) {
             Ok(b) => b,
@@ -350,10 +358,7 @@ impl VeltClient {
             organization_user_group_id: group,
             user_ids,
         };
-        match self.post(url, data).await {
-            Ok(raw) => raw.read(),
-            Err(transport) => transport,
-        }
+        self.write(url, data).await
     }
 
     /// One page of a group's members (get users, filtered by one group). An answer that is not
@@ -418,10 +423,7 @@ impl VeltClient {
             organization_id: org,
             users,
         };
-        match self.post(url, data).await {
-            Ok(raw) => raw.read(),
-            Err(transport) => transport,
-        }
+        self.write(url, data).await
     }
 
     /// Removes users from an organization; answered per user.
@@ -430,10 +432,7 @@ impl VeltClient {
             organization_id: org,
             user_ids,
         };
-        match self.post(&self.delete_org_users_url, data).await {
-            Ok(raw) => raw.read(),
-            Err(transport) => transport,
-        }
+        self.write(&self.delete_org_users_url, data).await
     }
 
     /// Creates one group. `Ok(Err(message))`: the server answered, and refused this group.
