@@ -4,11 +4,12 @@
 //!
 //! Format: a header line that ties the journal to its input and target, then one membership
 //! index per line (`u` and an index for an organization user created or updated by
-//! `--provision-users`), and `complete` once the run that wrote it settled every membership (such a
-//! journal, like one for another input, is set aside, never resumed). A run holds the
-//! journal's advisory lock (`flock`) from open to exit. Indexes are positions in the plan, which the fingerprint pins down: the same
-//! memberships in the same order, sent to the same base URL and API version. A torn last line
-//! (the process died mid-write) is dropped when the journal is opened again.
+//! `--provision-users`), and `complete` once the run that wrote it settled every membership
+//! (such a journal, like one for another input, is set aside, never resumed). A run holds the
+//! journal's advisory lock (`flock`) from open to exit. Indexes are positions in the plan,
+//! which the fingerprint pins down: the same memberships (and users) in the same order, sent
+//! to the same base URL and API version. A torn last line (the process died mid-write) is
+//! dropped when the journal is opened again.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -187,7 +188,7 @@ impl Journal {
                     .filter(|&i| (i as usize) < len)
                     .ok_or_else(|| {
                         Error::Config(format!(
-                            "{shown}:{}: not a membership index; the state file is damaged: delete it to start over",
+                            "{shown}:{}: not an index of this run's memberships or users; the state file is damaged: delete it to start over",
                             n + 2
                         ))
                     })?;
