@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{Call, EmulatorConfig, Shared, lock};
+use super::{Call, EmulatorConfig, ListingFault, Shared, lock};
 
 pub(super) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     (
@@ -308,15 +308,30 @@ pub(super) async fn get_users(
             _ => return invalid("pageSize must be a number from 1 to 1000"),
         },
     };
-    // The token is the last user ID of the previous page: each page is read from there, so
-    // paging through a large group costs a page's work per call, not the whole group's.
-    let after: Option<String> = match data.get("pageToken") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => match t.strip_prefix("after:") {
-            Some(last) => Some(last.to_string()),
+    // The token is the page's number and the last user ID of the page before: each page is
+    // read from there, so paging through a large group costs a page's work per call, not the
+    // whole group's.
+    let (number, after): (u64, Option<String>) = match data.get("pageToken") {
+        None | Some(Value::Null) => (1, None),
+        Some(Value::String(t)) => match t
+            .strip_prefix("after:")
+            .and_then(|t| t.split_once(':'))
+            .and_then(|(n, last)| Some((n.parse().ok()?, last)))
+        {
+            Some((n, last)) => (n, Some(last.to_string())),
             None => return invalid("pageToken is not one this server handed out"),
         },
         Some(_) => return invalid("pageToken must be a string"),
+    };
+    let fault = shared.config.listing_fault;
+    if let Some(ListingFault::FailPage(p, status)) = fault
+        && p == number
+    {
+        return error(status_code(status), status, "The listing failed.");
+    }
+    let size = match fault {
+        Some(ListingFault::Oversize) => page_size * 2,
+        _ => page_size,
     };
     let users: Vec<String> = {
         let groups = shared.groups();
@@ -328,7 +343,7 @@ pub(super) async fn get_users(
         for ((o, g), members) in groups.iter() {
             if o == org && (group_ids.is_empty() || group_ids.contains(g)) {
                 let range = members.range((from.clone(), Bound::Unbounded));
-                users.extend(range.take(page_size + 1).cloned());
+                users.extend(range.take(size + 1).cloned());
             }
         }
         // The organization's own users (`/users/add`) count when no group narrows the read.
@@ -336,16 +351,26 @@ pub(super) async fn get_users(
             && let Some(known) = lock(&shared.org_users).get(org)
         {
             let range = known.range::<String, _>((from.clone(), Bound::Unbounded));
-            users.extend(range.take(page_size + 1).map(|(u, _)| u.clone()));
+            users.extend(range.take(size + 1).map(|(u, _)| u.clone()));
         }
-        users.into_iter().take(page_size + 1).collect()
+        users.into_iter().take(size + 1).collect()
     };
-    let more = users.len() > page_size;
+    let mut more = users.len() > size;
+    if let Some(ListingFault::EndAfterPage(last)) = fault
+        && number >= last
+    {
+        more = false;
+    }
+    let repeat = match fault {
+        Some(ListingFault::Repeat(n)) => n.max(1),
+        _ => 1,
+    };
     let all = lock(&shared.org_users);
     let known = all.get(org);
     let page: Vec<Value> = users
         .iter()
-        .take(page_size)
+        .take(size)
+        .flat_map(|u| std::iter::repeat_n(u, repeat))
         .map(|u| match known.and_then(|k| k.get(u)) {
             Some(k) => json!({"userId": u, "name": k.name, "email": k.email}),
             None => json!({"userId": u, "name": u, "email": format!("{u}@example.com")}),
@@ -354,9 +379,32 @@ pub(super) async fn get_users(
     let mut result = json!({"status": "success", "message": "Users fetched.", "data": page});
     drop(all);
     if more {
-        result["nextPageToken"] = json!(format!("after:{}", users[page_size - 1]));
+        let last = match fault {
+            Some(ListingFault::Overlap(k)) => size.saturating_sub(1 + k),
+            _ => size - 1,
+        };
+        let token = match (fault, &after) {
+            (Some(ListingFault::RepeatToken), Some(after)) => format!("after:{number}:{after}"),
+            _ => format!("after:{}:{}", number + 1, users[last]),
+        };
+        result["nextPageToken"] = json!(token);
     }
     success(&shared, &passed, result)
+}
+
+/// The HTTP status the callable protocol gives an error status.
+fn status_code(status: &str) -> StatusCode {
+    match status {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => StatusCode::BAD_REQUEST,
+        "UNAUTHENTICATED" => StatusCode::UNAUTHORIZED,
+        "PERMISSION_DENIED" => StatusCode::FORBIDDEN,
+        "NOT_FOUND" => StatusCode::NOT_FOUND,
+        "ALREADY_EXISTS" | "ABORTED" => StatusCode::CONFLICT,
+        "RESOURCE_EXHAUSTED" => StatusCode::TOO_MANY_REQUESTS,
+        "UNAVAILABLE" => StatusCode::SERVICE_UNAVAILABLE,
+        "DEADLINE_EXCEEDED" => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 pub(super) async fn create_groups(

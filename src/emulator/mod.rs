@@ -69,6 +69,27 @@ pub struct EmulatorConfig {
     /// answered, for that user, `success: false` "User is not part of the organization.".
     /// Whether Velt does so is not documented; this shows what provisioning changes.
     pub require_org_users: bool,
+    /// A broken or hostile `/users/get` listing (group members and organization users alike),
+    /// for the tests of what removals may trust.
+    pub listing_fault: Option<ListingFault>,
+}
+
+/// How a listing goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListingFault {
+    /// Every entry of a page is listed this many times.
+    Repeat(usize),
+    /// Each page after the first starts this many entries before where the one before ended
+    /// (a cursor bug).
+    Overlap(usize),
+    /// The listing ends after this many pages, without a token, however much is left.
+    EndAfterPage(u64),
+    /// This page (1 is the first) is answered with this error (`NOT_FOUND`, `INTERNAL`, ...).
+    FailPage(u64, &'static str),
+    /// Every page holds twice as many entries as asked for.
+    Oversize,
+    /// Every page hands back the first page's token.
+    RepeatToken,
 }
 
 /// A user of an organization, as `/users/add` and `/users/update` set it.
