@@ -122,6 +122,8 @@ async fn run_once(users: usize, limit: f64) -> Figures {
                 "--mode",
                 mode,
                 "--provision-users",
+                // The first run provisions a fresh organization.
+                "--create-organization",
                 "--chunk-size",
                 "100",
                 "--rate",

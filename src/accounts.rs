@@ -157,6 +157,7 @@ pub fn user_column(account: &Account, outcome: &Outcome) -> &'static str {
         Status::NotAttempted => "not_attempted",
         Status::Invalid => "",
         Status::Unchanged => "unchanged",
+        Status::Protected => "protected",
         Status::Added | Status::Planned | Status::Removed => match account.action {
             Action::Keep => "unchanged",
             Action::Create => "created",
@@ -174,6 +175,8 @@ pub struct UserCounts {
     pub updated: u64,
     pub unchanged: u64,
     pub removed: u64,
+    /// Users `--protect-users` kept from being deprovisioned.
+    pub protected: u64,
     /// Failed, unconfirmed or not attempted (held back or cut short).
     pub failed: u64,
 }
@@ -187,6 +190,7 @@ impl UserCounts {
                 "updated" => c.updated += 1,
                 "unchanged" => c.unchanged += 1,
                 "removed" => c.removed += 1,
+                "protected" => c.protected += 1,
                 _ => c.failed += 1,
             }
         }

@@ -267,6 +267,36 @@ pub struct SyncArgs {
           value_parser = MaxRemovals::parse, env = "VELT_MAX_USER_REMOVALS")]
     pub max_user_removals: MaxRemovals,
 
+    /// Never remove these users from a group nor from their organization (accounts HR does
+    /// not own: contractors, service accounts, admins). A glob on the user ID or the e-mail
+    /// (`*@contractor.example`, `svc-*`; letters compared without case), or `@FILE` with one
+    /// pattern a line (`#` starts a comment). Repeatable; `;` separates them in the variable.
+    /// Their rows say `protected`.
+    #[arg(
+        long,
+        value_name = "PATTERN|@FILE",
+        value_delimiter = ';',
+        env = "VELT_PROTECT_USERS"
+    )]
+    pub protect_users: Vec<String>,
+
+    /// Never remove anyone from these groups (mirror and remove modes): a glob on the group
+    /// ID, or `@FILE`. Repeatable; `;` separates them in the variable. Their rows say
+    /// `protected`.
+    #[arg(
+        long,
+        value_name = "PATTERN|@FILE",
+        value_delimiter = ';',
+        env = "VELT_PROTECT_GROUPS"
+    )]
+    pub protect_groups: Vec<String>,
+
+    /// --provision-users: allow provisioning into an organization that holds no users yet
+    /// (Velt creates it). Without it such a run sends nothing and exits 2, so that a typo in
+    /// --org never makes a second organization. For the first run of a new organization.
+    #[arg(long, env = "VELT_CREATE_ORGANIZATION", value_parser = BoolishValueParser::new())]
+    pub create_organization: bool,
+
     /// When an add answers that the group does not exist (NOT_FOUND), create it once
     /// (named from --group-name-column, or its ID) and send its users again.
     #[arg(long, env = "VELT_CREATE_MISSING_GROUPS", value_parser = BoolishValueParser::new())]

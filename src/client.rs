@@ -361,7 +361,7 @@ impl VeltClient {
         self.write(url, data).await
     }
 
-    /// One page of a group's members (get users, filtered by one group). An answer that is not
+    /// One page of a group's members (get users, filtered by one group), with their e-mails. An answer that is not
     /// a page comes back as `Err`, to be classified like an add's.
     pub async fn get_members(
         &self,
@@ -369,18 +369,19 @@ impl VeltClient {
         group: &str,
         page_size: u32,
         page_token: Option<&str>,
-    ) -> Result<Page, Answer> {
+    ) -> Result<Page<OrgUser>, Answer> {
         let data = GetUsersData {
             organization_id: org,
             organization_user_group_ids: [group],
             page_size,
             page_token,
         };
-        let page = self.get_page(data).await?;
-        Ok(Page {
-            users: page.users.into_iter().map(|u| u.user_id).collect(),
-            next_page_token: page.next_page_token,
-        })
+        let mut page = self.get_page(data).await?;
+        // The name is not needed for a member; the e-mail is, for --protect-users.
+        for u in &mut page.users {
+            u.name = None;
+        }
+        Ok(page)
     }
 
     /// One page of an organization's users, with their names and e-mails (get users with

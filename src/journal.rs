@@ -20,9 +20,10 @@ use crate::plan::Plan;
 
 const MAGIC: &str = "velt-group-sync state v1";
 
-/// FNV-1a over the target and every membership in plan order: stable across builds and
-/// platforms, which `std`'s hashers do not promise.
-pub fn fingerprint(plan: &Plan, base_url: &str, api_version: &str) -> u64 {
+/// FNV-1a over the target, `terms` (what else changes what a line means: the API version,
+/// the mode, what is sent about users) and every membership in plan order: stable across
+/// builds and platforms, which `std`'s hashers do not promise.
+pub fn fingerprint(plan: &Plan, base_url: &str, terms: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for &b in bytes {
@@ -32,7 +33,7 @@ pub fn fingerprint(plan: &Plan, base_url: &str, api_version: &str) -> u64 {
     };
     eat(base_url.trim_end_matches('/').as_bytes());
     eat(b"\0");
-    eat(api_version.as_bytes());
+    eat(terms.as_bytes());
     for m in &plan.memberships {
         let g = plan.group_of(m);
         eat(b"\n");

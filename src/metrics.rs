@@ -141,6 +141,7 @@ fn render(
         ("added", c.added),
         ("unchanged", c.unchanged),
         ("removed", c.removed),
+        ("protected", c.protected),
         ("failed", c.failed),
         ("unconfirmed", c.unconfirmed),
         ("invalid", c.invalid),
@@ -192,6 +193,7 @@ fn render(
             ("updated", u.updated),
             ("unchanged", u.unchanged),
             ("removed", u.removed),
+            ("protected", u.protected),
             ("failed", u.failed),
         ]
         .iter()

@@ -15,6 +15,8 @@ pub enum Status {
     Unchanged,
     /// A member the input does not list, removed (`--mode mirror`).
     Removed,
+    /// A removal `--protect-users` or `--protect-groups` kept from being sent.
+    Protected,
 }
 
 impl Status {
@@ -28,6 +30,7 @@ impl Status {
             Status::Planned => "planned",
             Status::Unchanged => "unchanged",
             Status::Removed => "removed",
+            Status::Protected => "protected",
         }
     }
 
@@ -35,7 +38,11 @@ impl Status {
     pub fn is_success(self) -> bool {
         matches!(
             self,
-            Status::Added | Status::Planned | Status::Unchanged | Status::Removed
+            Status::Added
+                | Status::Planned
+                | Status::Unchanged
+                | Status::Removed
+                | Status::Protected
         )
     }
 }
@@ -99,6 +106,7 @@ pub struct Counts {
     pub planned: u64,
     pub unchanged: u64,
     pub removed: u64,
+    pub protected: u64,
 }
 
 impl Counts {
@@ -112,6 +120,7 @@ impl Counts {
             Status::Planned => &mut self.planned,
             Status::Unchanged => &mut self.unchanged,
             Status::Removed => &mut self.removed,
+            Status::Protected => &mut self.protected,
         } += 1;
     }
 
@@ -125,6 +134,7 @@ impl Counts {
             + self.planned
             + self.unchanged
             + self.removed
+            + self.protected
     }
 
     pub fn all_succeeded(&self) -> bool {

@@ -82,6 +82,9 @@ pub fn summary_line(s: &Summary, path: &str) -> String {
     if s.removed > 0 {
         line.push_str(&format!("{} removed, ", s.removed));
     }
+    if s.protected > 0 {
+        line.push_str(&format!("{} protected, ", s.protected));
+    }
     line.push_str(&format!(
         "{} failed, {} unconfirmed, {} invalid",
         s.failed, s.unconfirmed, s.invalid
@@ -100,6 +103,9 @@ pub fn summary_line(s: &Summary, path: &str) -> String {
             "; users: {} created, {} updated, {} unchanged, {} removed, {} failed",
             u.created, u.updated, u.unchanged, u.removed, u.failed
         ));
+        if u.protected > 0 {
+            line.push_str(&format!(", {} protected", u.protected));
+        }
     }
     let path = if path == "-" { "<stdout>" } else { path };
     line.push_str(&format!(

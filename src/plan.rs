@@ -92,6 +92,9 @@ pub struct Plan {
     pub unmapped_skipped: u64,
     /// Group values the group map does not list: ((group column, value), records), most first.
     pub unmapped: Vec<((String, String), u64)>,
+    /// Users named by records with a group value the map does not list (`--unmapped skip`):
+    /// (organization, "" when the record names none; user). Never removed: see `engine::keep`.
+    pub partly_unmapped: Vec<(Box<str>, Box<str>)>,
     /// `--provision-users`: the organization users the run makes sure of.
     pub accounts: Option<crate::accounts::Accounts>,
     /// Every unique user ID, end to end.
@@ -126,6 +129,17 @@ impl Plan {
         let index = self.push_membership(g, user, Origin::Server);
         self.groups[g as usize].removals.push(index);
         index
+    }
+
+    /// Spells membership `i`'s user as the server does (`--user-id-case lower`): the same ID
+    /// but for the case of ASCII letters, so of the same length. Another spelling is ignored.
+    pub fn respell(&mut self, i: u32, spelling: &str) {
+        let m = &self.memberships[i as usize];
+        let at = m.user_at as usize;
+        let span = at..at + m.user_len as usize;
+        if self.ids[span.clone()].eq_ignore_ascii_case(spelling) {
+            self.ids.replace_range(span, spelling);
+        }
     }
 
     /// Stores a membership (the user ID in the arena) and returns its index.

@@ -83,6 +83,8 @@ pub struct Summary {
     pub planned: u64,
     pub unchanged: u64,
     pub removed: u64,
+    /// Removals `--protect-users` / `--protect-groups` kept from being sent.
+    pub protected: u64,
     pub duplicates: u64,
     /// Records left out by `--include` / `--exclude` (not rows of the report).
     pub filtered: u64,
@@ -109,6 +111,7 @@ impl Summary {
             planned: counts.planned,
             unchanged: counts.unchanged,
             removed: counts.removed,
+            protected: counts.protected,
             duplicates,
             filtered: 0,
             unmapped_skipped: 0,

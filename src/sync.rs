@@ -109,14 +109,17 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
         return finish(&plan, outcomes, 0, report, started, output, stats);
     }
 
+    let opts = exec_options(args)?;
     let Some(client) = &session.client else {
         return Err(Error::Config(format!(
             "{API_KEY_ENV} / {AUTH_TOKEN_ENV} are needed to send"
         )));
     };
-    let (mut journal, already_added) = match &args.state {
+    // A dry run never writes the journal: it would close an interrupted night's.
+    let state = args.state.as_ref().filter(|_| !args.dry_run);
+    let (mut journal, already_added) = match state {
         Some(path) => {
-            let fp = journal::fingerprint(&plan, client.base_url(), args.api_version.path());
+            let fp = journal::fingerprint(&plan, client.base_url(), &journal_terms(args));
             let accounts = plan.accounts.as_ref().map_or(0, |a| a.list.len());
             let (j, done) = Journal::open(path, fp, plan.memberships.len(), accounts)?;
             if !done.is_empty() {
@@ -131,7 +134,6 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
         None => (None, journal::Confirmed::default()),
     };
     let progress = progress_bar(output, plan.memberships.len() as u64);
-    let opts = exec_options(args);
     let execution = execute(
         &mut plan,
         client,
@@ -143,6 +145,9 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
     )
     .await;
     progress.finish_and_clear();
+    if let Some(why) = execution.refused {
+        return Err(Error::Config(why));
+    }
     let mut execution = execution;
     if let Some(j) = journal.as_mut()
         && settled(&plan, &execution)
@@ -269,6 +274,20 @@ pub async fn publish_metrics(
     code
 }
 
+/// What, beside the plan and the base URL, changes what a journal line means: the API
+/// version, the mode (an add run's confirmed line is no removal), and what is sent about users.
+fn journal_terms(args: &SyncArgs) -> String {
+    format!(
+        "{} mode={:?} provision={} deprovision={} access-role={} case={:?}",
+        args.api_version.path(),
+        args.mode,
+        args.input.provision_users,
+        args.deprovision_users,
+        args.access_role.map_or("", |r| r.as_str()),
+        args.input.user_id_case,
+    )
+}
+
 /// Whether the run left nothing to resume: not cut short, and every membership has a
 /// definite outcome (a removal that a safety limit refused counts as one).
 fn settled(plan: &Plan, execution: &crate::engine::Execution) -> bool {
@@ -296,9 +315,9 @@ fn settled(plan: &Plan, execution: &crate::engine::Execution) -> bool {
         })
 }
 
-/// The engine's options from the command line.
-fn exec_options(args: &SyncArgs) -> ExecOptions {
-    ExecOptions {
+/// The engine's options from the command line; reads `--protect-users @FILE` lists.
+fn exec_options(args: &SyncArgs) -> Result<ExecOptions, Error> {
+    Ok(ExecOptions {
         chunk_size: args.chunk_size as usize,
         rate: match args.rate {
             RateArg::Fixed(r) => r,
@@ -322,8 +341,42 @@ fn exec_options(args: &SyncArgs) -> ExecOptions {
         access_role: args.access_role,
         deprovision_users: args.deprovision_users,
         max_user_removals: args.max_user_removals,
+        fold_user_ids: args.input.user_id_case == UserIdCase::Lower,
+        protect_users: patterns(&args.protect_users, "--protect-users")?,
+        protect_groups: patterns(&args.protect_groups, "--protect-groups")?,
+        create_organization: args.create_organization,
         ..ExecOptions::default()
+    })
+}
+
+/// `--protect-users` / `--protect-groups`: the patterns given, with each `@FILE` read as one
+/// pattern a line (blank lines and `#` comments left out).
+fn patterns(given: &[String], flag: &str) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for p in given.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        let Some(path) = p.strip_prefix('@') else {
+            out.push(p.to_string());
+            continue;
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "{path}: cannot read the {flag} list ({e}); check the path after `@`"
+            ))
+        })?;
+        let before = out.len();
+        out.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
+        if out.len() == before {
+            return Err(Error::Config(format!(
+                "{path}: the {flag} list holds no pattern; add one a line, or drop the flag"
+            )));
+        }
     }
+    Ok(out)
 }
 
 /// The provisioning flags that make no sense together, before anything is read.
@@ -452,6 +505,27 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
         );
     }
     let mut plan = planner.finish();
+    // Every record left out by a filter or an incomplete map is as empty an input as none:
+    // a typo in `--include Status=Actve` must not pass as a good night, nor mirror on nothing.
+    let left_out = read.filtered + read.unmapped_skipped;
+    if plan.memberships.is_empty() && plan.invalid.is_empty() && left_out > 0 && !args.allow_empty {
+        let name = args.input.display().to_string();
+        return Err(Error::Config(format!(
+            "{}: no record passed the filters: {} record(s) left out by --include / --exclude, \
+             {} membership(s) whose group the group map does not list (--unmapped skip); check \
+             the filters' values and the map (`validate` lists the unmapped values), or pass \
+             --allow-empty",
+            if name == "-" { "<stdin>" } else { &name },
+            read.filtered,
+            read.unmapped_skipped,
+        )));
+    }
+    let default_org = args.org.as_deref().map_or("", str::trim);
+    plan.partly_unmapped = read
+        .partly_unmapped
+        .into_iter()
+        .map(|(org, user)| (org.unwrap_or_else(|| default_org.into()), user))
+        .collect();
     plan.filtered = read.filtered;
     plan.unmapped_skipped = read.unmapped_skipped;
     let mut unmapped: Vec<_> = read.unmapped.into_iter().collect();
@@ -507,6 +581,7 @@ fn finish(
             planned = summary.planned,
             unchanged = summary.unchanged,
             removed = summary.removed,
+            protected = summary.protected,
             requests = summary.requests,
             elapsed_ms = summary.elapsed_ms,
             throttled_ms = summary.throttled_ms,
@@ -516,6 +591,7 @@ fn finish(
             users_updated = summary.users.map(|u| u.updated),
             users_unchanged = summary.users.map(|u| u.unchanged),
             users_removed = summary.users.map(|u| u.removed),
+            users_protected = summary.users.map(|u| u.protected),
             users_failed = summary.users.map(|u| u.failed),
             report = path.as_str(),
         );

@@ -65,6 +65,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// `--user-id-case lower`: a user ID with its ASCII letters lower-cased. Only ASCII: e-mail
+/// domains are ASCII (or punycode), and full Unicode folding would merge distinct IDs (the
+/// Kelvin sign `\u{212A}` into `k`) and change an ID's length.
+pub fn fold_id(id: &str) -> Cow<'_, str> {
+    if id.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(id.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(id)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

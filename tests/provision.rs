@@ -47,6 +47,7 @@ fn args(extra: &[&str]) -> Vec<String> {
     args.extend(
         [
             "--provision-users",
+            "--create-organization",
             "--name-columns",
             "First Name,Last Name",
             "--email-column",
@@ -363,6 +364,7 @@ async fn mirror_deprovisions_exactly_the_leavers_under_its_guard() {
             "--mode",
             "mirror",
             "--provision-users",
+            "--create-organization",
             "--deprovision-users",
             "--max-user-removals",
             "100%",
@@ -455,7 +457,12 @@ acme,ops,u1,Ann Lee,ann.lee@acme.example
 acme,ops,u4,,dee@acme.example
 ";
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
-    let out = sync_in_process(&emu, dir.path(), &["--provision-users"]).await;
+    let out = sync_in_process(
+        &emu,
+        dir.path(),
+        &["--provision-users", "--create-organization"],
+    )
+    .await;
     assert_eq!(out.result.unwrap(), 1);
     let lines: Vec<_> = out
         .rows
@@ -491,7 +498,12 @@ acme,ops,u4,,dee@acme.example
         "orgId,groupId,userId,name,email\nacme,eng,u1,A,a@x.example\nacme,eng,bad-1,B,b@x.example\nacme,ops,bad-1,B,b@x.example\n",
     )
     .unwrap();
-    let out = sync_in_process(&emu, dir.path(), &["--provision-users"]).await;
+    let out = sync_in_process(
+        &emu,
+        dir.path(),
+        &["--provision-users", "--create-organization"],
+    )
+    .await;
     assert_eq!(out.result.unwrap(), 1);
     let bad: Vec<_> = out.rows.iter().filter(|r| r["userId"] == "bad-1").collect();
     assert_eq!(bad.len(), 2);
@@ -519,7 +531,12 @@ acme,ops,u4,,dee@acme.example
         "orgId,groupId,userId,name\nacme,eng,u1,A\n",
     )
     .unwrap();
-    let out = sync_in_process(&emu, dir.path(), &["--provision-users"]).await;
+    let out = sync_in_process(
+        &emu,
+        dir.path(),
+        &["--provision-users", "--create-organization"],
+    )
+    .await;
     let err = out.result.unwrap_err().to_string();
     assert!(
         err.contains("no e-mail column (looked for email, mail"),
@@ -559,6 +576,7 @@ async fn scim_users_give_names_and_e_mails_through_field_paths() {
             "--email-column",
             "emails[0].value",
             "--provision-users",
+            "--create-organization",
         ],
     )
     .await;
@@ -598,6 +616,7 @@ async fn a_stopped_provisioning_run_resumes_from_its_journal() {
     let state = dir.path().join("state");
     let args = [
         "--provision-users",
+        "--create-organization",
         "--chunk-size",
         "1",
         "--state",
@@ -659,6 +678,7 @@ async fn the_summary_line_and_the_json_report_count_users() {
         "sync",
         "in.csv",
         "--provision-users",
+        "--create-organization",
         "--report",
         "out.json",
     ])

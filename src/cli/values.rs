@@ -107,7 +107,7 @@ pub(super) fn parse_delimiter(s: &str) -> Result<u8, String> {
 }
 
 pub(super) fn parse_status(s: &str) -> Result<String, String> {
-    const KNOWN: [&str; 8] = [
+    const KNOWN: [&str; 9] = [
         "added",
         "failed",
         "unconfirmed",
@@ -116,6 +116,7 @@ pub(super) fn parse_status(s: &str) -> Result<String, String> {
         "planned",
         "unchanged",
         "removed",
+        "protected",
     ];
     let s = s.trim();
     if KNOWN.contains(&s) {

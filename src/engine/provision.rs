@@ -2,18 +2,20 @@
 //! which users to create, update or (`--deprovision-users`) remove, and after the users' calls
 //! hold back the memberships of users who could not be provisioned.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::attempt::{Failure, Target, detail};
 use super::chunk::Scope;
-use super::reconcile::Guard;
+use super::keep::Keep;
+use super::reconcile::{self, Guard};
 use super::{ExecOptions, Kind, Mode, Run};
 use crate::accounts::{Accounts, Action};
 use crate::client::OrgUser;
 use crate::interrupt::Interrupt;
 use crate::outcome::{Detail, Outcome, Status};
-use crate::plan::{Invalid, Plan};
+use crate::plan::Plan;
 
 /// Every organization's users, in `Accounts::orgs` order.
 type Current = Vec<Result<Vec<OrgUser>, Failure>>;
@@ -37,17 +39,48 @@ impl Run<'_> {
         });
         self.read_each(reads, interrupt, "organization users").await
     }
+
+    /// Add mode, which reads nothing else: whether each organization holds a user, from one
+    /// page of one user. `None` if a signal came first.
+    pub(crate) async fn probe_orgs(
+        &self,
+        accounts: &Accounts,
+        interrupt: &Interrupt,
+    ) -> Option<Current> {
+        let reads = accounts.orgs.iter().map(|org| async move {
+            let target = Target::org("read_users_page", &org.id);
+            let page = self
+                .attempt(
+                    target,
+                    || self.client.get_org_users(&org.id, 1, None),
+                    |_| {},
+                )
+                .await;
+            match page {
+                Ok(page) => Ok(page.users),
+                Err(Failure::Refused { detail, .. })
+                    if detail.error_status.as_deref() == Some("NOT_FOUND") =>
+                {
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(e),
+            }
+        });
+        self.read_each(reads, interrupt, "organizations").await
+    }
 }
 
 /// Compares each organization's users with the input: users there with the same name and
 /// e-mail are kept, others updated or created; with `--deprovision-users` in mirror mode,
-/// users the input does not list become removals unless the guard refuses them. Returns how
-/// many organizations could not be read while their removals were asked for.
+/// users the input does not list become removals unless the guard refuses them or they are
+/// protected. Under `--user-id-case lower` a user is matched without case and keeps the
+/// server's spelling. Returns how many organizations could not be read while their removals
+/// were asked for.
 pub(crate) fn reconcile(
     accounts: &mut Accounts,
     outcomes: &mut Vec<Outcome>,
     current: Current,
-    invalid: &[Invalid],
+    keep: &Keep<'_>,
     opts: &ExecOptions,
 ) -> u64 {
     let deprovision = opts.deprovision_users && opts.mode == Mode::Mirror;
@@ -74,54 +107,75 @@ pub(crate) fn reconcile(
                 continue;
             }
         };
-        let by_id: HashMap<&str, &OrgUser> =
-            users.iter().map(|u| (u.user_id.as_str(), u)).collect();
+        let mut by_key: HashMap<Cow<'_, str>, &OrgUser> = HashMap::with_capacity(users.len());
+        for u in &users {
+            // Of two spellings of one folded ID, the one the input has (folded) wins.
+            let key = keep.key(&u.user_id);
+            if *key == *u.user_id || !by_key.contains_key(&key) {
+                by_key.insert(key, u);
+            }
+        }
         for &a in &accounts.orgs[o].users {
             let account = &mut accounts.list[a as usize];
-            if let Some(there) = by_id.get(&*account.user) {
-                let same_name = there.name.as_deref().map(str::trim) == Some(&*account.name);
-                let same_email = there
-                    .email
-                    .as_deref()
-                    .is_some_and(|e| e.trim().eq_ignore_ascii_case(&account.email));
-                account.action = if same_name && same_email {
-                    Action::Keep
-                } else {
-                    Action::Update
-                };
-                let out = &mut outcomes[a as usize];
-                if account.action == Action::Keep && out.still_to_send() {
-                    out.status = Status::Unchanged;
-                }
+            let Some(&there) = by_key.get(&*keep.key(&account.user)) else {
+                continue;
+            };
+            if *there.user_id != *account.user {
+                account.user = there.user_id.as_str().into();
+            }
+            let same_name = there.name.as_deref().map(str::trim) == Some(&*account.name);
+            let same_email = there
+                .email
+                .as_deref()
+                .is_some_and(|e| e.trim().eq_ignore_ascii_case(&account.email));
+            account.action = if same_name && same_email {
+                Action::Keep
+            } else {
+                Action::Update
+            };
+            let out = &mut outcomes[a as usize];
+            if account.action == Action::Keep && out.still_to_send() {
+                out.status = Status::Unchanged;
             }
         }
         if !deprovision {
             continue;
         }
-        let listed: HashSet<&str> = accounts.orgs[o]
+        let listed: HashSet<Cow<'_, str>> = accounts.orgs[o]
             .users
             .iter()
-            .map(|&a| &*accounts.list[a as usize].user)
+            .map(|&a| {
+                keep.key(&accounts.list[a as usize].user)
+                    .into_owned()
+                    .into()
+            })
             .collect();
-        // A user the input names only in invalid records is not a leaver: the input is wrong.
-        let named: HashSet<&str> = invalid
-            .iter()
-            .filter(|bad| bad.org == *org_id)
-            .map(|bad| bad.user.as_str())
-            .collect();
-        let mut seen = HashSet::new();
-        let extra: Vec<String> = users
-            .iter()
-            .map(|u| u.user_id.as_str())
-            .filter(|u| !listed.contains(u) && !named.contains(u) && seen.insert(*u))
-            .map(str::to_string)
-            .collect();
-        if extra.is_empty() {
+        // Users no record names: a user named only by a record the input could not use is
+        // not a leaver (the input is wrong, not the user gone).
+        let mut once = HashSet::new();
+        let extra = users.iter().filter(|u| {
+            once.insert(u.user_id.as_str())
+                && !listed.contains(&keep.key(&u.user_id))
+                && !keep.named(&org_id, &u.user_id)
+        });
+        let mut candidates = Vec::new();
+        for u in extra {
+            match keep.protected(&org_id, None, &u.user_id, u.email.as_deref()) {
+                Some(kept) => {
+                    accounts.push_removal(o as u32, &u.user_id);
+                    let mut out = Outcome::new(Status::Protected);
+                    out.detail = Some(detail(kept.message(), None, None));
+                    outcomes.push(out);
+                }
+                None => candidates.push(u.user_id.as_str()),
+            }
+        }
+        if candidates.is_empty() {
             continue;
         }
-        let refused = refusal(&org_id, extra.len(), users.len(), opts);
-        for user in extra {
-            accounts.push_removal(o as u32, &user);
+        let refused = refusal(&org_id, candidates.len(), reconcile::distinct(&users), opts);
+        for user in candidates {
+            accounts.push_removal(o as u32, user);
             let mut out = Outcome::new(Status::NotAttempted);
             if let Some(why) = &refused {
                 out.hold(why.clone());
@@ -130,6 +184,29 @@ pub(crate) fn reconcile(
         }
     }
     unread
+}
+
+/// The organizations provisioning would create: those whose listing holds no user at all
+/// (`/v2/users/add` creates a missing organization, so a typo in `--org` would make a new
+/// one). One that could not be read is not counted: the read failed for a reason of its own
+/// (NOT_FOUND reads as empty), and is reported as such. `None` when every one holds users.
+pub(crate) fn would_create(accounts: &Accounts, current: &Current) -> Option<String> {
+    let empty: Vec<String> = accounts
+        .orgs
+        .iter()
+        .zip(current)
+        .filter(|(_, users)| users.as_ref().is_ok_and(Vec::is_empty))
+        .map(|(org, _)| crate::text::clip(&org.id).into_owned())
+        .collect();
+    if empty.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "organization(s) {} hold no users, so provisioning would create them; nothing was \
+         sent. Check --org (or the organization column); for the first run of a new \
+         organization, pass --create-organization",
+        empty.join(", ")
+    ))
 }
 
 /// Why removing `removals` of an organization's `current` users is refused, if it is.

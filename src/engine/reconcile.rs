@@ -4,14 +4,16 @@
 //! Working out (`reconcile`) and applying (`apply`) are apart, so that the plan and the
 //! outcomes grow in one place, together.
 
-use std::collections::HashSet;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 
 use super::attempt::{Failure, Target, detail};
+use super::keep::Keep;
 use super::{ExecOptions, MaxRemovals, Mode, Run};
-use crate::client::{Answer, Page};
+use crate::client::{Answer, OrgUser, Page};
 use crate::interrupt::Interrupt;
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
@@ -30,26 +32,32 @@ pub(crate) struct Changes {
     /// Memberships not to be sent, and why (a removal a safety limit refused, a group that
     /// could not be read in remove mode).
     pub held: Vec<(u32, Arc<Detail>)>,
-    /// Members to remove: (group index, user, the reason a safety limit refused it).
-    pub removals: Vec<(u32, String, Option<Arc<Detail>>)>,
+    /// `--mode remove`: memberships `--protect-users` / `--protect-groups` keep, and why.
+    pub protected: Vec<(u32, Arc<Detail>)>,
+    /// Members to remove: (group index, user, its outcome before sending: not attempted,
+    /// held back by a safety limit, or protected).
+    pub removals: Vec<(u32, String, Outcome)>,
     /// Mirror mode: groups that could not be read, so their removals are unknown.
     pub unread: u64,
 }
 
 impl Run<'_> {
     /// Every member of a group, page by page. A group the server does not know has none.
-    async fn read_members(&self, group: &Group) -> Result<Vec<String>, Failure> {
+    async fn read_members(&self, group: &Group) -> Result<Vec<OrgUser>, Failure> {
         let fetch = |token: Option<String>| async move {
             self.client
                 .get_members(&group.org, &group.id, self.opts.page_size, token.as_deref())
                 .await
         };
-        self.read_pages(Target::group("read_page", group), fetch, |u| u.as_str())
+        self.read_pages(Target::group("read_page", group), fetch, |u| &u.user_id)
             .await
     }
 
-    /// Every item of a paged listing. What the server does not know (NOT_FOUND) holds none;
-    /// a server that pages without end, or hands back a token twice, is a failure.
+    /// Every item of a paged listing. What the server does not know (NOT_FOUND on the first
+    /// page) holds none. A listing that does not end normally is a failure, so that it is
+    /// never a source of removals: an error on a later page, an ID listed twice (a repeat, or
+    /// pages that overlap), a page larger than asked for, a token handed back twice, or more
+    /// pages than a listing can hold.
     pub(crate) async fn read_pages<T, F, Fut>(
         &self,
         target: Target<'_>,
@@ -65,25 +73,49 @@ impl Run<'_> {
         let mut tokens = HashSet::new();
         let mut seen: HashSet<String> = HashSet::new();
         let mut pages = 0u64;
-        let most_pages = MAX_GROUP_MEMBERS.div_ceil(u64::from(self.opts.page_size.max(1)));
+        let page_size = self.opts.page_size.max(1);
+        let largest_page = page_size as usize;
+        let most_pages = MAX_GROUP_MEMBERS.div_ceil(u64::from(page_size));
+        let unreadable = |problem: String| Failure::Refused {
+            detail: detail(format!("{problem}; cannot read it"), None, None),
+            invalid_argument: false,
+        };
         loop {
             let page = self.attempt(target, || fetch(token.clone()), |_| {}).await;
             let page = match page {
                 Ok(p) => p,
                 Err(Failure::Refused { detail, .. })
-                    if detail.error_status.as_deref() == Some("NOT_FOUND") =>
+                    if pages == 0 && detail.error_status.as_deref() == Some("NOT_FOUND") =>
                 {
                     return Ok(items);
+                }
+                Err(Failure::Refused { detail, .. }) if pages > 0 => {
+                    return Err(unreadable(format!(
+                        "the listing failed on page {} ({}), so it is incomplete",
+                        pages + 1,
+                        detail.message
+                    )));
                 }
                 Err(e) => return Err(e),
             };
             pages += 1;
-            let before = items.len();
-            items.extend(page.users);
-            let mut brought_new = false;
-            for item in &items[before..] {
-                brought_new |= seen.insert(key(item).to_string());
+            if page.users.len() > largest_page {
+                return Err(unreadable(format!(
+                    "the server returned {} entries on page {pages}, more than the {largest_page} asked for (--page-size)",
+                    page.users.len()
+                )));
             }
+            for item in &page.users {
+                if !seen.insert(key(item).to_string()) {
+                    return Err(unreadable(format!(
+                        "the server listed `{}` twice (page {pages}): a listing that repeats \
+                         entries or pages that overlap may leave others out",
+                        crate::text::escape_controls(&crate::text::shorten(key(item)))
+                    )));
+                }
+            }
+            let empty = page.users.is_empty();
+            items.extend(page.users);
             let Some(next) = page.next_page_token else {
                 return Ok(items);
             };
@@ -91,21 +123,17 @@ impl Run<'_> {
             // keep the run reading for ever.
             let problem = if !tokens.insert(next.clone()) {
                 Some("the server returned a page token it had returned before".to_string())
-            } else if !brought_new {
-                Some("the server returned a page with no member it had not returned before, and another page token".to_string())
+            } else if empty {
+                Some("the server returned an empty page, and another page token".to_string())
             } else if pages >= most_pages {
                 Some(format!(
-                    "the server keeps returning pages: {pages} pages of {} exceed the {MAX_GROUP_MEMBERS} members a listing is taken to hold at most",
-                    self.opts.page_size
+                    "the server keeps returning pages: {pages} pages of {page_size} exceed the {MAX_GROUP_MEMBERS} members a listing is taken to hold at most",
                 ))
             } else {
                 None
             };
             if let Some(problem) = problem {
-                return Err(Failure::Refused {
-                    detail: detail(format!("{problem}; cannot read it"), None, None),
-                    invalid_argument: false,
-                });
+                return Err(unreadable(problem));
             }
             token = Some(next);
         }
@@ -117,7 +145,7 @@ impl Run<'_> {
         &self,
         plan: &Plan,
         interrupt: &Interrupt,
-    ) -> Option<Vec<Result<Vec<String>, Failure>>> {
+    ) -> Option<Vec<Result<Vec<OrgUser>, Failure>>> {
         let reads = plan.groups.iter().map(|g| self.read_members(g));
         self.read_each(reads, interrupt, "groups").await
     }
@@ -160,11 +188,13 @@ impl Run<'_> {
     }
 }
 
-/// Compares each group's current members with the input and says what to change.
+/// Compares each group's current members with the input and says what to change. The
+/// guard counts distinct members: a listing that repeats one is never read as complete.
 pub(crate) fn reconcile(
     plan: &Plan,
-    current: Vec<Result<Vec<String>, Failure>>,
+    current: Vec<Result<Vec<OrgUser>, Failure>>,
     opts: &ExecOptions,
+    keep: &Keep<'_>,
 ) -> Changes {
     let mut changes = Changes::default();
     for (g, members) in current.into_iter().enumerate() {
@@ -172,93 +202,143 @@ pub(crate) fn reconcile(
         let members = match members {
             Ok(m) => m,
             Err(e) => {
-                let why = e
-                    .detail()
-                    .map_or_else(|| "the run stopped".to_string(), |d| d.message.clone());
-                if matches!(opts.mode, Mode::Mirror | Mode::Remove) {
-                    changes.unread += 1;
-                }
-                if opts.mode == Mode::Remove {
-                    let held = detail(
-                        format!(
-                            "not removed: the group could not be read ({why}); re-run to remove"
-                        ),
-                        None,
-                        None,
-                    );
-                    changes
-                        .held
-                        .extend(group.members.iter().map(|&i| (i, held.clone())));
-                }
-                tracing::error!(
-                    event = "read_failed",
-                    organizationId = &*group.org,
-                    organizationUserGroupId = &*group.id,
-                    message = %why,
-                    consequence = match opts.mode {
-                        Mode::Mirror => "its users are added as in add mode; nothing is removed from it",
-                        Mode::Remove => "nothing is removed from it",
-                        _ => "its users are added as in add mode",
-                    },
-                );
+                unreadable(group, &e, opts, &mut changes);
                 continue;
             }
         };
-        let current: HashSet<&str> = members.iter().map(String::as_str).collect();
+        let current: HashMap<Cow<'_, str>, &OrgUser> =
+            members.iter().map(|m| (keep.key(&m.user_id), m)).collect();
         if opts.mode == Mode::Remove {
-            remove_listed(plan, g as u32, &current, opts, &mut changes);
+            remove_listed(
+                plan,
+                g as u32,
+                &current,
+                distinct(&members),
+                opts,
+                keep,
+                &mut changes,
+            );
             continue;
         }
         let mut listed = HashSet::with_capacity(group.members.len());
         for &i in &group.members {
-            let user = plan.user_at(i);
-            listed.insert(user);
-            if current.contains(user) {
+            let user = keep.key(plan.user_at(i));
+            if current.contains_key(&user) {
                 changes.unchanged.push(i);
             }
+            listed.insert(user);
         }
         if opts.mode != Mode::Mirror {
             continue;
         }
-        // Members the input does not list, in the server's order, each once.
-        let mut seen = HashSet::new();
-        let extra: Vec<&str> = members
-            .iter()
-            .map(String::as_str)
-            .filter(|u| !listed.contains(u) && seen.insert(*u))
-            .collect();
-        if extra.is_empty() {
+        // Members the input does not list, in the server's order, unless a record the input
+        // could not use names them.
+        let mut once = HashSet::new();
+        let extra = members.iter().filter(|m| {
+            once.insert(m.user_id.as_str())
+                && !listed.contains(&keep.key(&m.user_id))
+                && !keep.named(&group.org, &m.user_id)
+        });
+        let mut candidates = Vec::new();
+        for m in extra {
+            match keep.protected(&group.org, Some(&group.id), &m.user_id, m.email.as_deref()) {
+                Some(kept) => {
+                    let mut o = Outcome::new(Status::Protected);
+                    o.detail = Some(detail(kept.message(), None, None));
+                    changes.removals.push((g as u32, m.user_id.clone(), o));
+                }
+                None => candidates.push(m.user_id.as_str()),
+            }
+        }
+        if candidates.is_empty() {
             continue;
         }
-        let refused = refusal(group, extra.len(), current.len(), opts);
-        for user in extra {
-            changes
-                .removals
-                .push((g as u32, user.to_string(), refused.clone()));
+        let refused = refusal(group, candidates.len(), distinct(&members), opts);
+        for user in candidates {
+            let mut o = Outcome::new(Status::NotAttempted);
+            if let Some(why) = &refused {
+                o.hold(why.clone());
+            }
+            changes.removals.push((g as u32, user.to_string(), o));
         }
     }
     changes
 }
 
+/// How many distinct users a listing holds: what the guards measure against, whatever the
+/// listing repeats.
+pub(super) fn distinct(listing: &[OrgUser]) -> usize {
+    let ids: HashSet<&str> = listing.iter().map(|u| u.user_id.as_str()).collect();
+    ids.len()
+}
+
+/// A group that could not be read: nothing is removed from it (mirror), its listed removals
+/// are held back (remove mode), and the run says so.
+fn unreadable(group: &Group, e: &Failure, opts: &ExecOptions, changes: &mut Changes) {
+    let why = e
+        .detail()
+        .map_or_else(|| "the run stopped".to_string(), |d| d.message.clone());
+    if matches!(opts.mode, Mode::Mirror | Mode::Remove) {
+        changes.unread += 1;
+    }
+    if opts.mode == Mode::Remove {
+        let held = detail(
+            format!("not removed: the group could not be read ({why}); re-run to remove"),
+            None,
+            None,
+        );
+        changes
+            .held
+            .extend(group.members.iter().map(|&i| (i, held.clone())));
+    }
+    tracing::error!(
+        event = "read_failed",
+        organizationId = &*group.org,
+        organizationUserGroupId = &*group.id,
+        message = %why,
+        consequence = match opts.mode {
+            Mode::Mirror => "its users are added as in add mode; nothing is removed from it",
+            Mode::Remove => "nothing is removed from it",
+            _ => "its users are added as in add mode",
+        },
+    );
+}
+
 /// `--mode remove`: the group's listed members that are members now are to go (under the
-/// same safety limits as mirror's); the others are `unchanged`.
+/// same safety limits as mirror's, protected ones kept); the others are `unchanged`.
 fn remove_listed(
     plan: &Plan,
     g: u32,
-    current: &HashSet<&str>,
+    current: &HashMap<Cow<'_, str>, &OrgUser>,
+    members: usize,
     opts: &ExecOptions,
+    keep: &Keep<'_>,
     changes: &mut Changes,
 ) {
     let group = &plan.groups[g as usize];
-    let (there, absent): (Vec<u32>, Vec<u32>) = group
-        .members
-        .iter()
-        .partition(|&&i| current.contains(plan.user_at(i)));
-    changes.unchanged.extend(absent);
+    let mut there = Vec::new();
+    for &i in &group.members {
+        let user = plan.user_at(i);
+        let Some(member) = current.get(&keep.key(user)) else {
+            changes.unchanged.push(i);
+            continue;
+        };
+        match keep.protected(
+            &group.org,
+            Some(&group.id),
+            &member.user_id,
+            member.email.as_deref(),
+        ) {
+            Some(kept) => changes
+                .protected
+                .push((i, detail(kept.message(), None, None))),
+            None => there.push(i),
+        }
+    }
     if there.is_empty() {
         return;
     }
-    match refusal(group, there.len(), current.len(), opts) {
+    match refusal(group, there.len(), members, opts) {
         Some(why) => changes
             .held
             .extend(there.into_iter().map(|i| (i, why.clone()))),
@@ -339,7 +419,7 @@ fn refusal(
 }
 
 /// Applies the changes: `unchanged` outcomes, and each removal as a row of the plan with its
-/// outcome beside it (held back when refused).
+/// outcome beside it (held back when refused, kept when protected).
 pub(crate) fn apply(plan: &mut Plan, outcomes: &mut Vec<Outcome>, changes: Changes) {
     for i in changes.unchanged {
         let o = &mut outcomes[i as usize];
@@ -350,15 +430,16 @@ pub(crate) fn apply(plan: &mut Plan, outcomes: &mut Vec<Outcome>, changes: Chang
     for (i, why) in changes.held {
         outcomes[i as usize].hold(why);
     }
+    for (i, why) in changes.protected {
+        let o = &mut outcomes[i as usize];
+        o.status = Status::Protected;
+        o.detail = Some(why);
+    }
     for (g, i) in changes.remove {
         plan.groups[g as usize].removals.push(i);
     }
-    for (g, user, refused) in changes.removals {
+    for (g, user, outcome) in changes.removals {
         plan.push_removal(g, &user);
-        let mut o = Outcome::new(Status::NotAttempted);
-        if let Some(reason) = refused {
-            o.hold(reason);
-        }
-        outcomes.push(o);
+        outcomes.push(outcome);
     }
 }

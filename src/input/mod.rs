@@ -116,6 +116,10 @@ pub struct InputStats {
     pub unmapped: HashMap<(String, String), u64>,
     /// `--provision-users`: each user's name and e-mail, from the first record naming it.
     pub profiles: HashMap<Box<str>, crate::accounts::Profile>,
+    /// Users named by records with a group value the map does not list and `--unmapped skip`
+    /// left out: (the record's organization, if it names one; the user). What those records
+    /// meant is unknown, so these users are never removed.
+    pub partly_unmapped: Vec<(Option<Box<str>>, Box<str>)>,
 }
 
 impl InputStats {
@@ -128,6 +132,7 @@ impl InputStats {
             unmapped_skipped: 0,
             unmapped: HashMap::new(),
             profiles: HashMap::new(),
+            partly_unmapped: Vec::new(),
         }
     }
 }

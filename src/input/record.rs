@@ -268,8 +268,8 @@ impl<'o> Mapper<'o> {
         }
         if mapping.lower_user_ids {
             for u in &mut users {
-                if u.chars().any(char::is_uppercase) {
-                    *u = Cow::Owned(u.to_lowercase());
+                if let Cow::Owned(folded) = crate::text::fold_id(u) {
+                    *u = Cow::Owned(folded);
                 }
             }
         }
@@ -338,6 +338,13 @@ impl<'o> Mapper<'o> {
             return;
         }
         stats.unmapped_skipped += skipped * users.len() as u64;
+        if skipped > 0 {
+            let org: Option<Box<str>> =
+                org.map(str::trim).filter(|o| !o.is_empty()).map(Into::into);
+            for u in &users {
+                stats.partly_unmapped.push((org.clone(), u.trim().into()));
+            }
+        }
         if skipped > 0 && targets.is_empty() {
             return; // every group value was unmapped and skipped: counted above
         }
