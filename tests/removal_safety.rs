@@ -796,3 +796,43 @@ async fn the_readme_nightly_command_deletes_nobody_it_should_keep() {
         assert!(!members_of(&emu, "eng").contains("ada.lovelace@acme.example"));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_removal_list_against_a_broken_listing_removes_nothing() {
+    for fault in [
+        ListingFault::Repeat(3),
+        ListingFault::Overlap(2),
+        ListingFault::FailPage(2, "NOT_FOUND"),
+        ListingFault::Oversize,
+        ListingFault::RepeatToken,
+    ] {
+        let emu = emulator(Some(fault));
+        let all = ids(30);
+        emu.seed("acme", "eng", &all);
+        let dir = tempfile::tempdir().unwrap();
+        let rows: String = all[..3].iter().map(|u| format!("eng,{u}\n")).collect();
+        std::fs::write(dir.path().join("in.csv"), format!("groupId,userId\n{rows}")).unwrap();
+        let args = [
+            "--org",
+            "acme",
+            "--mode",
+            "remove",
+            "--page-size",
+            "10",
+            "--max-removals",
+            "100%",
+        ];
+        let run = sync_in_process(&emu, dir.path(), &args).await;
+        assert_eq!(code(&run), 1, "{fault:?}");
+        assert_eq!(emu.calls(Call::Delete), 0, "{fault:?}");
+        assert_eq!(members_of(&emu, "eng").len(), 30, "{fault:?}");
+        for r in &run.rows {
+            assert_eq!(r["status"], "not_attempted", "{fault:?}");
+            assert!(
+                r["message"].starts_with("not removed: the group could not be read ("),
+                "{fault:?}: {}",
+                r["message"]
+            );
+        }
+    }
+}
