@@ -427,7 +427,12 @@ pub struct SyncArgs {
     /// Push the same metrics to this Prometheus Pushgateway at the end of every run (PUT
     /// URL/metrics/job/JOB/...); a gateway that cannot be reached is a warning, never a
     /// failure of the run.
-    #[arg(long, value_name = "URL", env = "VELT_METRICS_PUSH")]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "VELT_METRICS_PUSH",
+        hide_env_values = true
+    )]
     pub metrics_push: Option<String>,
 
     /// The job the pushed metrics are grouped under.

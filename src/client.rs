@@ -121,6 +121,10 @@ struct AddData<'a> {
 /// The largest answer body read; a larger one is a failed request, read no further.
 pub const MAX_BODY: usize = 16 << 20;
 
+/// What one entry of a listing page may take: an ID of at most 1 KB, a name and an e-mail.
+/// A page of `pageSize` entries is read up to that many times this (and 64 KB more).
+const PAGE_ENTRY_BYTES: usize = 4 << 10;
+
 /// How requests travel: over HTTP, or straight into an in-process emulator (tests on a
 /// paused clock, where no socket may wait on real time).
 #[derive(Clone)]
@@ -300,13 +304,14 @@ impl VeltClient {
     /// rejection; no answer at all is a transport failure.
     /// A write: the answer read, or the transport failure as one.
     async fn write<T: Serialize>(&self, url: &str, data: T) -> Answer {
-        match self.post(url, data).await {
+        match self.post(url, data, MAX_BODY).await {
             Ok(raw) => raw.read(),
             Err(transport) => transport,
         }
     }
 
-    async fn post<T: Serialize>(&self, url: &str, data: T) -> Result<Raw, Answer> {
+    /// One attempt, its answer read up to `cap` bytes.
+    async fn post<T: Serialize>(&self, url: &str, data: T, cap: usize) -> Result<Raw, Answer> {
         let body = match serde_json::to_vec(&Body { data }) {
             Ok(b) => b,
             Err(e) => {
@@ -319,9 +324,9 @@ impl VeltClient {
         };
         let attempt = async {
             match &self.transport {
-                Transport::Http(http) => post_http(http, url, body).await,
+                Transport::Http(http) => post_http(http, url, body, cap).await,
                 Transport::InProcess { router, headers } => {
-                    post_in_process(router, headers, url, body).await
+                    post_in_process(router, headers, url, body, cap).await
                 }
             }
         };
@@ -376,7 +381,7 @@ impl VeltClient {
             page_size,
             page_token,
         };
-        let mut page = self.get_page(data).await?;
+        let mut page = self.get_page(data, page_size).await?;
         // The name is not needed for a member; the e-mail is, for --protect-users.
         for u in &mut page.users {
             u.name = None;
@@ -392,16 +397,26 @@ impl VeltClient {
         page_size: u32,
         page_token: Option<&str>,
     ) -> Result<Page<OrgUser>, Answer> {
-        self.get_page(OrgUsersPageData {
-            organization_id: org,
+        self.get_page(
+            OrgUsersPageData {
+                organization_id: org,
+                page_size,
+                page_token,
+            },
             page_size,
-            page_token,
-        })
+        )
         .await
     }
 
-    async fn get_page<T: Serialize>(&self, data: T) -> Result<Page<OrgUser>, Answer> {
-        let raw = self.post(&self.get_users_url, data).await?;
+    /// One page of at most `page_size` users, read up to what that many can take (a hostile
+    /// server's huge page is cut off, not parsed).
+    async fn get_page<T: Serialize>(
+        &self,
+        data: T,
+        page_size: u32,
+    ) -> Result<Page<OrgUser>, Answer> {
+        let cap = (PAGE_ENTRY_BYTES * page_size as usize + (64 << 10)).min(MAX_BODY);
+        let raw = self.post(&self.get_users_url, data, cap).await?;
         if raw.is_success()
             && let Ok(page) = serde_json::from_slice::<PageBody>(&raw.body)
         {
@@ -451,7 +466,7 @@ impl VeltClient {
                 group_name: name,
             }],
         };
-        let raw = self.post(&self.create_groups_url, data).await?;
+        let raw = self.post(&self.create_groups_url, data, MAX_BODY).await?;
         match raw.read() {
             Answer::PerUser { entries, .. } => Ok(match entries.get(group) {
                 Some(UserEntry {
@@ -476,8 +491,13 @@ impl VeltClient {
     }
 }
 
-/// The answer head, then its body up to [`MAX_BODY`].
-async fn post_http(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<Raw, Answer> {
+/// The answer head, then its body up to `cap` bytes.
+async fn post_http(
+    http: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    cap: usize,
+) -> Result<Raw, Answer> {
     let mut response = match http.post(url).body(body).send().await {
         Ok(r) => r,
         Err(e) => return Err(transport_error(&e)),
@@ -490,8 +510,8 @@ async fn post_http(http: &reqwest::Client, url: &str, body: Vec<u8>) -> Result<R
     loop {
         match response.chunk().await {
             Ok(Some(chunk)) => {
-                if raw.body.len() + chunk.len() > MAX_BODY {
-                    return Err(too_large(raw.http_status));
+                if raw.body.len() + chunk.len() > cap {
+                    return Err(too_large(raw.http_status, cap));
                 }
                 raw.body.extend_from_slice(&chunk);
             }
@@ -506,6 +526,7 @@ async fn post_in_process(
     headers: &HeaderMap,
     url: &str,
     body: Vec<u8>,
+    cap: usize,
 ) -> Result<Raw, Answer> {
     use tower::ServiceExt;
     let path = url
@@ -532,21 +553,24 @@ async fn post_in_process(
         response.headers(),
         std::time::SystemTime::now(),
     );
-    raw.body = axum::body::to_bytes(response.into_body(), MAX_BODY)
+    // An in-memory body fails only by passing the cap.
+    raw.body = axum::body::to_bytes(response.into_body(), cap)
         .await
-        .map_err(|e| failed(error_chain(&e)))?
+        .map_err(|_| too_large(raw.http_status, cap))?
         .to_vec();
     Ok(raw)
 }
 
-fn too_large(http_status: u16) -> Answer {
+fn too_large(http_status: u16, cap: usize) -> Answer {
+    let size = if cap >= 1 << 20 {
+        format!("{} MB", cap >> 20)
+    } else {
+        format!("{} KB", cap >> 10)
+    };
     Answer::Rejected {
         http_status,
         error_status: None,
-        message: format!(
-            "HTTP {http_status}: the answer is larger than {} MB; read no further",
-            MAX_BODY >> 20
-        ),
+        message: format!("HTTP {http_status}: the answer is larger than {size}; read no further"),
         retry_after: None,
     }
 }

@@ -139,26 +139,71 @@ pub fn check_transport_security(base_url: &str, allow_insecure_http: bool) -> Re
     let Ok(url) = reqwest::Url::parse(base_url.trim_end_matches('/')) else {
         return Ok(()); // `VeltClient::new` says what is wrong with it.
     };
-    if url.scheme() != "http" || allow_insecure_http {
-        return Ok(());
-    }
-    let host = url.host_str().unwrap_or("");
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    let local = match bare.parse::<std::net::IpAddr>() {
-        Ok(ip) => ip.is_loopback(),
-        Err(_) => {
-            let name = bare.trim_end_matches('.').to_ascii_lowercase();
-            name == "localhost" || name.ends_with(".localhost")
-        }
-    };
-    if local {
+    if url.scheme() != "http" || allow_insecure_http || is_loopback(&url) {
         return Ok(());
     }
     Err(Error::Config(format!(
         "--base-url `{}` is plain http to another host: the API key and token would travel \
          unencrypted; use https://, or pass --allow-insecure-http if the network is trusted",
-        crate::text::clip(base_url)
+        crate::text::clip(&redact_url(base_url))
     )))
+}
+
+/// Refuses a `--metrics-push` URL that carries a user and password (sent as Basic auth) over
+/// plain http to a host other than this machine's loopback, as `--base-url` would be refused.
+/// A gateway without credentials may be plain http: metrics are no secret.
+pub fn check_push_security(push: &str, allow_insecure_http: bool) -> Result<(), Error> {
+    let Ok(url) = reqwest::Url::parse(push) else {
+        return Err(Error::Config(format!(
+            "--metrics-push `{}` is not a URL; give http(s)://HOST:PORT",
+            crate::text::clip(&redact_url(push))
+        )));
+    };
+    let has_credentials = !url.username().is_empty() || url.password().is_some();
+    if url.scheme() != "http" || !has_credentials || allow_insecure_http || is_loopback(&url) {
+        return Ok(());
+    }
+    Err(Error::Config(format!(
+        "--metrics-push `{}` sends its user and password over plain http to another host; use \
+         https://, or pass --allow-insecure-http if the network is trusted",
+        redact_url(push)
+    )))
+}
+
+/// A URL as it may be shown: its user and password (`http://user:pass@host`) replaced by
+/// `***`. Text that is not a URL is shown with anything before an `@` in its authority hidden.
+pub fn redact_url(text: &str) -> String {
+    match reqwest::Url::parse(text) {
+        Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+            let _ = url.set_username("***");
+            let _ = url.set_password(None);
+            url.to_string()
+        }
+        Ok(_) => text.to_string(),
+        Err(_) => match text.split_once("://") {
+            Some((scheme, rest)) => {
+                let authority_end = rest.find('/').unwrap_or(rest.len());
+                match rest[..authority_end].rfind('@') {
+                    Some(at) => format!("{scheme}://***@{}", &rest[at + 1..]),
+                    None => text.to_string(),
+                }
+            }
+            None => text.to_string(),
+        },
+    }
+}
+
+/// Whether a URL's host is this machine's loopback.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or("");
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    match bare.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip.is_loopback(),
+        Err(_) => {
+            let name = bare.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+    }
 }
 
 #[cfg(test)]

@@ -94,6 +94,9 @@ async fn prepare(
     if !args.emulator {
         client::check_transport_security(&args.base_url, args.allow_insecure_http)?;
     }
+    if let Some(push) = &args.metrics_push {
+        crate::credentials::check_push_security(push, args.allow_insecure_http)?;
+    }
     // From here a signal is counted, not fatal: even while the input is read.
     interrupt.watch_signals()?;
     let version = args.api_version;

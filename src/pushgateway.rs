@@ -88,22 +88,54 @@ pub async fn push(
         .body(body)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| without_url(&e))?;
     if response.status().is_success() {
         return Ok(());
     }
     let status = response.status();
-    let text = response.text().await.unwrap_or_default();
+    let text = read_capped(response, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
     Err(format!(
         "the gateway answered HTTP {status}: {}",
         crate::text::clip(text.trim())
     ))
 }
 
+/// Most of a refusal's body read (for its first words).
+const MAX_ERROR_BODY: usize = 64 << 10;
+/// Most of the gateway's `/metrics` read: enough for many thousands of groups.
+const MAX_METRICS_BODY: usize = 16 << 20;
+
+/// A request error without its URL, which may carry the gateway's user and password.
+fn without_url(e: &reqwest::Error) -> String {
+    let mut message = e.to_string();
+    if let Some(url) = e.url() {
+        message = message.replace(url.as_str(), &crate::credentials::redact_url(url.as_str()));
+    }
+    message
+}
+
+/// A body as text, read up to `cap` bytes; `None` past that, or when it breaks off.
+async fn read_capped(mut response: reqwest::Response, cap: usize) -> Option<String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.ok()? {
+        if body.len() + chunk.len() > cap {
+            let room = cap - body.len();
+            body.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
 /// The last success time the gateway holds for this grouping key, if any.
 async fn previous_last_success(http: &reqwest::Client, target: &Target) -> Option<f64> {
     let url = format!("{}/metrics", target.url.trim_end_matches('/'));
-    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    let response = http.get(url).send().await.ok()?;
+    // A body cut off at the cap is still read for the series before the cut.
+    let text = read_capped(response, MAX_METRICS_BODY).await?;
     text.lines().find_map(|line| {
         let rest = line.strip_prefix(LAST_SUCCESS)?.strip_prefix('{')?;
         let (labels, value) = rest.rsplit_once("} ")?;

@@ -267,7 +267,10 @@ pub async fn publish_metrics(
         if let Err(e) = crate::pushgateway::push(&target, stats, code, elapsed, now).await {
             output.say(
                 "metrics_push_failed",
-                &format!("warning: could not push the metrics to {url}: {e}"),
+                &format!(
+                    "warning: could not push the metrics to {}: {e}",
+                    crate::credentials::redact_url(url)
+                ),
             );
         }
     }

@@ -18,9 +18,10 @@ use crate::interrupt::Interrupt;
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
 
-/// The most members a group is taken to hold when reading it: a server that pages past this
-/// is taken to be paging without end.
-const MAX_GROUP_MEMBERS: u64 = 10_000_000;
+/// The most members a listing (a group's, or an organization's users) is taken to hold: a
+/// server that lists more is taken to be listing without end. Bounds the memory a hostile
+/// server can make a run take (about 150 bytes a member).
+const MAX_LISTED: usize = 2_000_000;
 
 /// What reading the groups changes.
 #[derive(Debug, Default)]
@@ -75,7 +76,6 @@ impl Run<'_> {
         let mut pages = 0u64;
         let page_size = self.opts.page_size.max(1);
         let largest_page = page_size as usize;
-        let most_pages = MAX_GROUP_MEMBERS.div_ceil(u64::from(page_size));
         let unreadable = |problem: String| Failure::Refused {
             detail: detail(format!("{problem}; cannot read it"), None, None),
             invalid_argument: false,
@@ -99,6 +99,11 @@ impl Run<'_> {
                 Err(e) => return Err(e),
             };
             pages += 1;
+            if items.len() + page.users.len() > MAX_LISTED {
+                return Err(unreadable(format!(
+                    "the server lists more than {MAX_LISTED} entries, more than a listing is taken to hold"
+                )));
+            }
             if page.users.len() > largest_page {
                 return Err(unreadable(format!(
                     "the server returned {} entries on page {pages}, more than the {largest_page} asked for (--page-size)",
@@ -125,9 +130,9 @@ impl Run<'_> {
                 Some("the server returned a page token it had returned before".to_string())
             } else if empty {
                 Some("the server returned an empty page, and another page token".to_string())
-            } else if pages >= most_pages {
+            } else if pages >= MAX_LISTED.div_ceil(largest_page) as u64 {
                 Some(format!(
-                    "the server keeps returning pages: {pages} pages of {page_size} exceed the {MAX_GROUP_MEMBERS} members a listing is taken to hold at most",
+                    "the server keeps returning pages: {pages} pages of {page_size} exceed the {MAX_LISTED} entries a listing is taken to hold"
                 ))
             } else {
                 None
