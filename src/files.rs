@@ -16,6 +16,11 @@ use tempfile::NamedTempFile;
 /// Temporary files of ours older than this, beside a new one, are from a killed run.
 const STALE_AFTER: Duration = Duration::from_secs(3600);
 
+/// A new file that holds e-mail addresses (the report, the journal): its owner only.
+pub const PRIVATE: u32 = 0o600;
+/// A new file others must read (the metrics file, for node_exporter).
+pub const READABLE: u32 = 0o644;
+
 /// A file to be written at the end of the run.
 #[derive(Debug)]
 pub enum Destination {
@@ -31,7 +36,9 @@ pub enum Destination {
 impl Destination {
     /// Checks that `path` can take the file, and makes the temporary file now, so that a bad
     /// path fails the run before anything is sent. `prefix` names our temporary files.
-    pub fn prepare(path: &Path, prefix: &str) -> io::Result<Destination> {
+    /// `mode`: the permissions of a new file (`0o600` for what holds e-mail addresses); an
+    /// existing file keeps its own, so an operator's `chmod` is never undone.
+    pub fn prepare(path: &Path, prefix: &str, mode: u32) -> io::Result<Destination> {
         match std::fs::metadata(path) {
             Ok(m) if m.is_dir() => Err(io::Error::new(
                 io::ErrorKind::IsADirectory,
@@ -44,19 +51,19 @@ impl Destination {
                 }
                 Ok(Destination::InPlace(path.to_path_buf()))
             }
-            Ok(_) => {
+            Ok(m) => {
                 let target = std::fs::canonicalize(path)?;
-                Destination::beside(target, prefix)
+                Destination::beside(target, prefix, mode_of(&m).unwrap_or(mode))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                Destination::beside(path.to_path_buf(), prefix)
+                Destination::beside(path.to_path_buf(), prefix, mode)
             }
             Err(e) => Err(e),
         }
     }
 
-    fn beside(target: PathBuf, prefix: &str) -> io::Result<Destination> {
-        let temp = temp_beside(&target, prefix)?;
+    fn beside(target: PathBuf, prefix: &str, mode: u32) -> io::Result<Destination> {
+        let temp = temp_beside(&target, prefix, mode)?;
         remove_stale(&target, prefix, &temp);
         Ok(Destination::Replace { target, temp })
     }
@@ -108,15 +115,39 @@ fn is_fifo(meta: &std::fs::Metadata) -> bool {
 /// A temporary file in `path`'s directory, so that renaming it onto `path` is atomic, with an
 /// ordinary file's mode (0666 minus the umask), not the 0600 of temporary files: other users
 /// (a metrics collector, an auditor) may need to read the result.
-pub(crate) fn temp_beside(path: &Path, prefix: &str) -> io::Result<NamedTempFile> {
+pub(crate) fn temp_beside(path: &Path, prefix: &str, mode: u32) -> io::Result<NamedTempFile> {
     let mut builder = tempfile::Builder::new();
     builder.prefix(prefix).suffix(".tmp");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        builder.permissions(std::fs::Permissions::from_mode(0o666));
+        builder.permissions(std::fs::Permissions::from_mode(mode & 0o600));
     }
-    builder.tempfile_in(directory_of(path))
+    let temp = builder.tempfile_in(directory_of(path))?;
+    // Exactly `mode`, whatever the umask (an existing file's mode, kept as it was).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        temp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))?;
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    Ok(temp)
+}
+
+/// A file's permission bits.
+fn mode_of(meta: &std::fs::Metadata) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        Some(meta.permissions().mode() & 0o7777)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = meta;
+        None
+    }
 }
 
 fn directory_of(path: &Path) -> &Path {
@@ -187,19 +218,19 @@ mod tests {
         std::fs::write(&real, "old").unwrap();
         let link = dir.path().join("link.csv");
         std::os::unix::fs::symlink(&real, &link).unwrap();
-        write(Destination::prepare(&link, ".t").unwrap(), "new");
+        write(Destination::prepare(&link, ".t", 0o600).unwrap(), "new");
         assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
         assert_eq!(std::fs::read_to_string(&real).unwrap(), "new");
     }
 
     #[test]
     fn a_device_is_written_in_place_and_a_directory_refused() {
-        let d = Destination::prepare(Path::new("/dev/null"), ".t").unwrap();
+        let d = Destination::prepare(Path::new("/dev/null"), ".t", 0o600).unwrap();
         assert!(matches!(d, Destination::InPlace(_)));
         write(d, "gone");
         assert!(!std::fs::metadata("/dev/null").unwrap().is_file());
         let dir = tempfile::tempdir().unwrap();
-        let err = Destination::prepare(dir.path(), ".t").unwrap_err();
+        let err = Destination::prepare(dir.path(), ".t", 0o600).unwrap_err();
         assert!(err.to_string().contains("directory"), "{err}");
     }
 
@@ -221,7 +252,7 @@ mod tests {
                 .set_modified(two_hours_ago)
                 .unwrap();
         }
-        let d = Destination::prepare(&dir.path().join("r.csv"), ".t").unwrap();
+        let d = Destination::prepare(&dir.path().join("r.csv"), ".t", 0o600).unwrap();
         assert!(!stale.exists());
         assert!(recent.exists() && other.exists());
         write(d, "ok");

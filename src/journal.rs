@@ -78,15 +78,18 @@ impl Confirmed {
 
 /// Opens (or creates) the journal file and takes its advisory lock, or says who holds it.
 fn open_locked(path: &Path) -> Result<File, Error> {
-    let file = OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let mut options = OpenOptions::new();
+    options.read(true).append(true).create(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // New journals hold membership indexes only, but beside the report they stay private.
+        options.mode(crate::files::PRIVATE);
+    }
+    let file = options.open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
@@ -136,11 +139,21 @@ impl Journal {
             path: path.to_path_buf(),
             source,
         };
-        // A device or FIFO (`/dev/null`) is written in place and never read: there is no
-        // earlier run in it, and reading `/dev/zero` would never end.
-        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
-            let file = OpenOptions::new().write(true).open(path).map_err(io_err)?;
-            return Ok((Journal::with(path, file), Confirmed::default()));
+        // A FIFO would block the run before it sends (deaf to SIGTERM), a device would never
+        // hold an earlier run, a directory is a mistake: only a regular file is a journal.
+        if let Ok(m) = std::fs::metadata(path)
+            && !m.is_file()
+        {
+            return Err(Error::Config(format!(
+                "{}: --state must be a regular file, or a path that does not exist yet (this is \
+                 a {}); give the journal a path of its own",
+                path.display(),
+                if m.is_dir() {
+                    "directory"
+                } else {
+                    "FIFO, socket or device"
+                }
+            )));
         }
         let header = format!("{MAGIC} fingerprint={fingerprint:016x} memberships={memberships}\n");
         let mut file = open_locked(path)?;

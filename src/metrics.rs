@@ -65,7 +65,7 @@ pub fn write(
             format!("cannot write the metrics file: {source}; check --metrics-file"),
         ),
     };
-    Destination::prepare(path, TEMP_PREFIX)
+    Destination::prepare(path, TEMP_PREFIX, crate::files::READABLE)
         .and_then(|d| d.commit(|out| out.write_all(text.as_bytes())))
         .map_err(io_err)
 }
@@ -95,7 +95,7 @@ pub(crate) fn text(
 
 /// Fails now, before anything is sent, if the metrics file's directory cannot take it.
 pub fn check_writable(path: &Path) -> Result<(), Error> {
-    Destination::prepare(path, TEMP_PREFIX)
+    Destination::prepare(path, TEMP_PREFIX, crate::files::READABLE)
         .map(drop)
         .map_err(|source| Error::Io {
             path: path.to_path_buf(),

@@ -258,8 +258,8 @@ impl ReportTarget {
                 file: None,
             });
         }
-        let file =
-            Destination::prepare(path, ".velt-group-sync-report").map_err(|source| Error::Io {
+        let file = Destination::prepare(path, ".velt-group-sync-report", crate::files::PRIVATE)
+            .map_err(|source| Error::Io {
                 path: path.to_path_buf(),
                 source: io::Error::new(
                     source.kind(),
@@ -323,12 +323,22 @@ fn format_for(path: &Path) -> ReportFormat {
 
 /// One CSV record (RFC 4180): a field is quoted only when it holds a comma, a quote or a line
 /// break. Written by hand because the csv crate's general writer was a fifth of a large
-/// dry run's time.
+/// dry run's time. A field a spreadsheet would run as a formula gets a `'` before it (what
+/// OWASP advises; admins open the report in Excel), which re-feeding the report takes off.
 fn write_csv_record<W: Write>(out: &mut W, fields: &[&str]) -> io::Result<()> {
-    for (i, field) in fields.iter().enumerate() {
+    let mut guarded = String::new();
+    for (i, &field) in fields.iter().enumerate() {
         if i > 0 {
             out.write_all(b",")?;
         }
+        let field = if crate::text::looks_like_formula(field) {
+            guarded.clear();
+            guarded.push('\'');
+            guarded.push_str(field);
+            guarded.as_str()
+        } else {
+            field
+        };
         let bytes = field.as_bytes();
         if bytes
             .iter()

@@ -76,6 +76,22 @@ pub fn fold_id(id: &str) -> Cow<'_, str> {
     }
 }
 
+/// A cell a spreadsheet would run as a formula (`=HYPERLINK(...)`, `+1`, `@SUM`, a leading tab
+/// or carriage return): the OWASP list of CSV-injection starts.
+pub fn looks_like_formula(cell: &str) -> bool {
+    cell.as_bytes()
+        .first()
+        .is_some_and(|b| matches!(b, b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r'))
+}
+
+/// A value the CSV report wrote with a `'` before it (see [`looks_like_formula`]), as it was.
+pub fn unquote_formula(cell: &str) -> &str {
+    match cell.strip_prefix('\'') {
+        Some(rest) if looks_like_formula(rest) => rest,
+        _ => cell,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

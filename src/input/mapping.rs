@@ -93,20 +93,38 @@ pub struct GroupMap {
 }
 
 const SOURCE: &str = "source";
+/// The largest group map read: some 2 million rows.
+const MAX_MAP_BYTES: u64 = 128 << 20;
 const TARGETS: &[&str] = &["organizationUserGroupId", "groupId"];
 
 impl GroupMap {
     /// Reads a map file: a CSV whose header names `source` and `organizationUserGroupId` (or
     /// `groupId`), optionally `name` and `column`. Every fault is `file:line: what is wrong`.
     pub fn load(path: &Path) -> Result<GroupMap, Error> {
+        use std::io::Read;
         let name = path.display().to_string();
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+        let io_err = |source: std::io::Error| Error::Io {
             path: path.to_path_buf(),
             source: std::io::Error::new(
                 source.kind(),
                 format!("cannot read the group map: {source}; check --group-map"),
             ),
-        })?;
+        };
+        // Bounded like an input: a wrong file (`/dev/zero`, a dump) cannot fill the memory.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_MAP_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(io_err)?;
+        if bytes.len() as u64 > MAX_MAP_BYTES {
+            return Err(Error::input(
+                &name,
+                1,
+                format!(
+                    "the group map is larger than {} MiB: is this the right file? check --group-map",
+                    MAX_MAP_BYTES >> 20
+                ),
+            ));
+        }
         let bytes = bytes.strip_prefix(super::BOM).unwrap_or(&bytes);
         let Ok(text) = std::str::from_utf8(bytes) else {
             return Err(Error::input(
@@ -181,14 +199,15 @@ impl GroupMap {
             if record.iter().all(|f| f.trim().is_empty()) {
                 continue;
             }
-            let line = line_at(record.position());
+            // Counted only for a message: counting for every row was quadratic.
+            let line = || line_at(record.position());
             let cell = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::trim);
             let source = cell(Some(source_col)).unwrap_or("");
             let id = cell(Some(target_col)).unwrap_or("");
             if record.len() != headers.len() {
                 return Err(Error::input(
                     name,
-                    line,
+                    line(),
                     format!(
                         "row has {} fields but the header has {} (quote values that hold the delimiter)",
                         record.len(),
@@ -199,14 +218,14 @@ impl GroupMap {
             if source.is_empty() {
                 return Err(Error::input(
                     name,
-                    line,
+                    line(),
                     "`source` is empty; give the group value as the export writes it",
                 ));
             }
             if id.is_empty() {
                 return Err(Error::input(
                     name,
-                    line,
+                    line(),
                     format!(
                         "no group ID for `{}`; fill in `{}`",
                         clip(source),

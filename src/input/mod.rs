@@ -17,6 +17,7 @@ use batch::{Batch, Batcher};
 mod batch;
 mod columns;
 mod csv;
+mod decode;
 mod json;
 mod json_record;
 mod mapping;

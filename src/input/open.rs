@@ -33,10 +33,14 @@ impl std::error::Error for TooLong {}
 
 /// A read error as an input error: at the over-long line when that is what it is.
 pub(crate) fn read_error(name: &str, line: u64, e: &io::Error) -> Error {
-    match e.get_ref().and_then(|i| i.downcast_ref::<TooLong>()) {
-        Some(t) => Error::input(name, t.line, t.to_string()),
-        None => Error::input(name, line, format!("cannot read: {e}")),
+    let inner = e.get_ref();
+    if let Some(t) = inner.and_then(|i| i.downcast_ref::<TooLong>()) {
+        return Error::input(name, t.line, t.to_string());
     }
+    if let Some(m) = inner.and_then(|i| i.downcast_ref::<super::decode::Malformed>()) {
+        return Error::input(name, m.line, m.to_string());
+    }
+    Error::input(name, line, format!("cannot read: {e}"))
 }
 
 /// Fails the read once a line runs past `max` bytes, so that no reader above it (the CSV
@@ -137,13 +141,10 @@ pub(super) fn read_path_into(
     };
     let text: Box<dyn Read> = if opts.encoding.is_some() || utf16_bom {
         // Decoded to UTF-8 as it streams; a BOM overrides --encoding, as browsers do.
-        Box::new(bounded(Box::new(
-            encoding_rs_io::DecodeReaderBytesBuilder::new()
-                .encoding(opts.encoding)
-                .bom_override(true)
-                .strip_bom(true)
-                .build(raw),
-        ) as Box<dyn Read>))
+        let encoding = opts.encoding.unwrap_or(encoding_rs::UTF_16LE);
+        Box::new(bounded(
+            Box::new(super::decode::Decoding::new(raw, encoding)) as Box<dyn Read>,
+        ))
     } else {
         Box::new(bounded(Box::new(raw) as Box<dyn Read>))
     };

@@ -56,7 +56,39 @@ pub(crate) struct Record<'a> {
     pub problem: Option<String>,
 }
 
+impl Values<'_> {
+    /// Each value as the CSV report had it before guarding it against spreadsheet formulas.
+    fn unquote_formulas(&mut self) {
+        let unquote = |v: &mut Cow<'_, str>| {
+            let bare = crate::text::unquote_formula(v);
+            if bare.len() != v.len() {
+                *v = Cow::Owned(bare.to_string());
+            }
+        };
+        match self {
+            Values::One(v) => unquote(v),
+            Values::Many(list) => list.iter_mut().flatten().for_each(unquote),
+            Values::Missing => {}
+        }
+    }
+}
+
 impl<'a> Record<'a> {
+    /// A previous report's row (`--only-status`): its IDs as they were before the report
+    /// guarded them against spreadsheet formulas.
+    fn unquote_formulas(&mut self) {
+        if let Some(org) = &mut self.org {
+            let bare = crate::text::unquote_formula(org);
+            if bare.len() != org.len() {
+                *org = Cow::Owned(bare.to_string());
+            }
+        }
+        for cell in &mut self.groups {
+            cell.values.unquote_formulas();
+        }
+        self.users.unquote_formulas();
+    }
+
     pub fn new(line: u64) -> Record<'a> {
         Record {
             line,
@@ -178,7 +210,7 @@ impl<'o> Mapper<'o> {
     }
 
     /// Turns `record` into memberships, an invalid row, or nothing.
-    pub fn take(&mut self, record: Record<'_>, sink: &mut impl Sink, stats: &mut InputStats) {
+    pub fn take(&mut self, mut record: Record<'_>, sink: &mut impl Sink, stats: &mut InputStats) {
         let opts = self.opts;
         let line = record.line;
         if let Some(wanted) = &opts.only_status
@@ -207,6 +239,9 @@ impl<'o> Mapper<'o> {
             }
         }
         stats.records += 1;
+        if opts.only_status.is_some() {
+            record.unquote_formulas();
+        }
         let mapping = &opts.mapping;
         // A record whose fields cannot be trusted is reported, never filtered on them.
         if record.problem.is_none()
@@ -395,6 +430,26 @@ impl<'o> Mapper<'o> {
 /// `--provision-users`: checks the record's name and e-mail and keeps them as its user's
 /// profile; the reason the record is invalid if they are missing, malformed, or differ from
 /// what an earlier record said about the same user.
+/// Longest name or e-mail sent, in characters.
+const MAX_PROFILE_CHARS: usize = 256;
+
+/// Why a name or e-mail cannot be sent as it is: a control character, a bidirectional
+/// override (`U+202E` makes `moc.liame` read as `email.com`), or more than 256 characters.
+fn unprintable(what: &str, value: &str) -> Option<String> {
+    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}');
+    if let Some(c) = value.chars().find(|&c| c.is_control() || bidi(c)) {
+        return Some(format!(
+            "{what} `{}` holds the invisible character U+{:04X}; fix the input",
+            clip(value),
+            u32::from(c)
+        ));
+    }
+    let chars = value.chars().count();
+    (chars > MAX_PROFILE_CHARS).then(|| {
+        format!("{what} is {chars} characters long, more than {MAX_PROFILE_CHARS}; fix the input")
+    })
+}
+
 fn profile(
     record: &Record<'_>,
     users: &[Cow<'_, str>],
@@ -426,9 +481,15 @@ fn profile(
     if name.is_empty() {
         return Err("name is empty; --provision-users needs each user's name".into());
     }
+    if let Some(why) = unprintable("name", &name) {
+        return Err(why);
+    }
     let email = record.email.map(str::trim).unwrap_or("");
     if email.is_empty() {
         return Err("email is empty; --provision-users needs each user's e-mail".into());
+    }
+    if let Some(why) = unprintable("email", email) {
+        return Err(why);
     }
     if !is_address(email) {
         return Err(format!("email `{}` is not an e-mail address", clip(email)));

@@ -12,6 +12,7 @@ use super::record::{Layout, Mapper};
 use super::{InputOptions, InputStats};
 use crate::error::Error;
 use crate::plan::Sink;
+use crate::text::clip;
 
 /// The largest workbook read: calamine needs the whole file in memory.
 const MAX_WORKBOOK: u64 = 1 << 30;
@@ -53,8 +54,13 @@ pub(crate) fn read_workbook<R: Read>(
                     name,
                     0,
                     format!(
-                        "no sheet named `{wanted}` (sheets: {}); check --sheet",
-                        sheets.join(", ")
+                        "no sheet named `{}` (sheets: {}); check --sheet",
+                        clip(wanted),
+                        sheets
+                            .iter()
+                            .map(|s| clip(s))
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 )
             })?,
@@ -63,9 +69,12 @@ pub(crate) fn read_workbook<R: Read>(
             .cloned()
             .ok_or_else(|| Error::input(name, 0, "the workbook has no sheets"))?,
     };
+    // A sheet's name is the file's text: escaped wherever it is shown, so a newline in it
+    // cannot forge a line of the log.
+    let shown = clip(&sheet).into_owned();
     let range = book
         .worksheet_range(&sheet)
-        .map_err(|e| Error::input(name, 0, format!("cannot read sheet `{sheet}`: {e}")))?;
+        .map_err(|e| Error::input(name, 0, format!("cannot read sheet `{shown}`: {e}")))?;
     // The sheet's own row numbers: the range starts where its first used cell is.
     let first_row = u64::from(range.start().map_or(0, |(row, _)| row)) + 1;
     let mut rows = range
@@ -105,14 +114,14 @@ pub(crate) fn read_workbook<R: Read>(
             return Err(Error::input(
                 name,
                 n,
-                format!("--header-row {n}: sheet `{sheet}` has no row {n} with anything in it"),
+                format!("--header-row {n}: sheet `{shown}` has no row {n} with anything in it"),
             ));
         }
         (None, None) if top.is_empty() => {
             return Err(Error::input(
                 name,
                 first_row,
-                format!("sheet `{sheet}` is empty"),
+                format!("sheet `{shown}` is empty"),
             ));
         }
         (None, None) => 0,
