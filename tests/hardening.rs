@@ -166,18 +166,17 @@ async fn device_paths_are_written_in_place_and_the_input_is_never_the_report() {
     assert_eq!(emu.requests(), requests, "nothing was sent");
 }
 
-/// The peak resident memory of the largest child this test process has waited for, in MB.
-fn children_peak_mb() -> f64 {
-    // SAFETY: getrusage fills the struct we hand it.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
-    assert_eq!(rc, 0);
-    usage.ru_maxrss as f64 / 1024.0
+/// `cmd` run to the end on a blocking thread, with its own peak memory in MB.
+async fn measured(cmd: std::process::Command) -> (std::process::Output, f64) {
+    tokio::task::spawn_blocking(move || output_with_peak(cmd))
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn endless_inputs_and_secrets_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
+    let mut peak: f64 = 0.0;
     for (format, what) in [
         ("csv", "line 1 is longer"),
         ("jsonl", "line 1 is longer"),
@@ -185,18 +184,16 @@ async fn endless_inputs_and_secrets_are_bounded() {
     ] {
         let mut cmd = process(dir.path());
         cmd.args(["validate", "/dev/zero", "--format", format]);
-        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-            .await
-            .unwrap();
+        let (out, mb) = measured(cmd).await;
+        peak = peak.max(mb);
         assert_eq!(out.status.code(), Some(2), "{format}");
         assert!(stderr(&out).contains(what), "{format}: {}", stderr(&out));
     }
     let zero = std::fs::File::open("/dev/zero").unwrap();
     let mut cmd = process(dir.path());
     cmd.args(["sync", "-", "--dry-run"]).stdin(zero);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let (out, mb) = measured(cmd).await;
+    peak = peak.max(mb);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("<stdin>:1: line 1 is longer than 1048576 bytes"),
@@ -214,16 +211,14 @@ async fn endless_inputs_and_secrets_are_bounded() {
         "/dev/zero",
     ])
     .env("VELT_AUTH_TOKEN", AUTH_TOKEN);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let (out, mb) = measured(cmd).await;
+    peak = peak.max(mb);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("larger than 64 KB"),
         "{}",
         stderr(&out)
     );
-    let peak = children_peak_mb();
     assert!(peak < 300.0, "a child peaked at {peak:.0} MB");
 }
 
@@ -240,7 +235,19 @@ async fn huge_and_slow_answers_are_cut_off() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path());
-    let out = sync(dir.path(), &api.uri(), &["--max-retries", "2"]).await;
+    let mut cmd = process(dir.path());
+    cmd.env("VELT_API_KEY", API_KEY)
+        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
+        .args([
+            "sync",
+            "in.csv",
+            "--base-url",
+            &api.uri(),
+            "--max-retries",
+            "2",
+        ])
+        .stdin(Stdio::null());
+    let (out, peak) = measured(cmd).await;
     assert_eq!(out.status.code(), Some(1));
     let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
     for r in &rows {
@@ -252,8 +259,7 @@ async fn huge_and_slow_answers_are_cut_off() {
             r["message"]
         );
     }
-    let peak = children_peak_mb();
-    assert!(peak < 300.0, "a child peaked at {peak:.0} MB");
+    assert!(peak < 300.0, "the run peaked at {peak:.0} MB");
 
     let slow = MockServer::start().await;
     Mock::given(method("POST"))
@@ -367,10 +373,11 @@ async fn files_that_cannot_be_written_at_the_end_fail_the_run() {
     .await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("metrics file"), "{}", stderr(&out));
+    // A journal must be a regular file: a device is refused before anything is sent.
     let out = sync(dir.path(), &emu.base_url(), &["--state", "/dev/full"]).await;
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("could not write the journal /dev/full"),
+        stderr(&out).contains("/dev/full: --state must be a regular file"),
         "{}",
         stderr(&out)
     );

@@ -192,3 +192,84 @@ fn spawn_night(dir: &Path, args: &[String]) -> std::process::Child {
         .spawn()
         .unwrap()
 }
+
+/// The crontab's `sh -c` as written, with an env file of plain `KEY=value` lines (as an admin
+/// writes one, and as systemd's `EnvironmentFile` takes it): the job sees every one of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_crontab_reads_an_env_file_of_plain_key_value_lines() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_export(dir.path(), &(0..5).collect());
+    let env = dir.path().join("env");
+    std::fs::write(
+        &env,
+        format!(
+            "VELT_API_KEY={API_KEY}\nVELT_AUTH_TOKEN={AUTH_TOKEN}\nVELT_BASE_URL={}\n",
+            emu.base_url()
+        ),
+    )
+    .unwrap();
+    let crontab = std::fs::read_to_string(samples().join("deploy/crontab")).unwrap();
+    let line = crontab.lines().find(|l| l.starts_with("15 2 ")).unwrap();
+    let (_, script) = line.split_once("sh -c '").expect("the crontab's sh -c");
+    let (script, _) = script.split_once('\'').unwrap();
+    let mut script = script
+        .replace("/etc/velt-group-sync/env", env.to_str().unwrap())
+        .replace(
+            "/usr/local/bin/velt-group-sync",
+            env!("CARGO_BIN_EXE_velt-group-sync"),
+        )
+        .replace("/srv/hr/export.csv", "export.csv");
+    for path in [
+        "/var/lib/velt-group-sync/",
+        "/var/lib/node_exporter/textfile/",
+    ] {
+        script = script.replace(path, "");
+    }
+    let cmd = std::process::Command::new("sh")
+        .current_dir(dir.path())
+        .args(["-c", &script])
+        .env_remove("VELT_API_KEY")
+        .env_remove("VELT_AUTH_TOKEN")
+        .output();
+    let out = tokio::task::spawn_blocking(move || cmd)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(emu.memberships().len(), 5);
+}
+
+/// The CronJob runs as the image's user on a volume it can write (fsGroup), reads its secrets
+/// from mounted files rather than environment variables, and keeps no capability or syscall
+/// it does not need; the systemd unit writes its metrics where node_exporter can read them.
+#[test]
+fn the_samples_run_with_least_privilege() {
+    let read = |name: &str| std::fs::read_to_string(samples().join("deploy").join(name)).unwrap();
+    let cronjob = read("cronjob.yaml");
+    let containerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Containerfile"))
+            .unwrap();
+    assert!(containerfile.contains("USER 65532:65532"));
+    for line in [
+        "fsGroup: 65532",
+        "runAsUser: 65532",
+        "seccompProfile: {type: RuntimeDefault}",
+        "capabilities: {drop: [\"ALL\"]}",
+        "{name: VELT_API_KEY_FILE, value: /run/secrets/velt/api-key}",
+        "{name: VELT_AUTH_TOKEN_FILE, value: /run/secrets/velt/auth-token}",
+        "secretName: velt-credentials",
+    ] {
+        assert!(cronjob.contains(line), "cronjob: {line}");
+    }
+    assert!(!cronjob.contains("secretKeyRef"), "no secret as a variable");
+    let service = read("velt-group-sync.service");
+    assert!(!service.contains("DynamicUser=yes"));
+    assert!(service.contains("Environment=VELT_METRICS_FILE=/var/lib/node_exporter/textfile/"));
+    assert!(service.contains("ReadWritePaths=/var/lib/node_exporter/textfile"));
+}

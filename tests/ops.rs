@@ -388,7 +388,15 @@ fn deploy_samples_use_only_real_options_and_variables() {
             // Flags of other commands in the comments (kubectl, systemctl, cargo).
             if let Some(flag) = word.strip_prefix("--")
                 && !flag.is_empty()
-                && !["from-literal", "now", "release", "failed"].contains(&flag)
+                && ![
+                    "from-literal",
+                    "now",
+                    "release",
+                    "failed",
+                    "system",
+                    "no-create-home",
+                ]
+                .contains(&flag)
             {
                 assert!(
                     known.contains(&format!("--{flag} ")) || known.contains(&format!("--{flag},")),
@@ -401,7 +409,8 @@ fn deploy_samples_use_only_real_options_and_variables() {
                 && word != "VELT_AUTH_TOKEN"
             {
                 assert!(
-                    known.contains(&format!("env: {word}=")),
+                    known.contains(&format!("env: {word}="))
+                        || known.contains(&format!("env: {word}]")),
                     "{name}: {word} is no option's variable"
                 );
             }

@@ -253,3 +253,34 @@ pub fn rows_with(rows: &[Row], status: &str) -> std::collections::BTreeSet<Strin
         .map(|r| format!("{}/{}", r["organizationUserGroupId"], r["userId"]))
         .collect()
 }
+
+/// Runs `cmd` to the end as `output()` does, and gives the peak resident memory of that child
+/// alone, in MB (from `wait4`), so that children of tests running beside it cannot change
+/// the figure (`getrusage(RUSAGE_CHILDREN)` takes the largest child of the whole process).
+pub fn output_with_peak(mut cmd: std::process::Command) -> (std::process::Output, f64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("binary starts");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            pipe.read_to_end(&mut bytes).expect("pipe read");
+            bytes
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    let mut status = 0;
+    // SAFETY: wait4(2) on our own child, which std has not waited for; it fills `usage`.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid, "wait4");
+    let output = std::process::Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout: stdout.join().expect("stdout thread"),
+        stderr: stderr.join().expect("stderr thread"),
+    };
+    (output, usage.ru_maxrss as f64 / 1024.0)
+}
