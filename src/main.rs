@@ -5,6 +5,15 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    use velt_group_sync::input::sheet;
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == sheet::WORKER_ARG) {
+        // A child reading a workbook under its limits (see `input::sheet`).
+        return sheet::worker_main(args.next().and_then(|s| s.into_string().ok()));
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        sheet::use_worker(exe);
+    }
     let cli = velt_group_sync::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

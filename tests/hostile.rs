@@ -324,7 +324,7 @@ fn a_sheet_name_cannot_forge_a_log_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
-        err.contains("sheet `Roster\\nvelt-group-sync: 0 memberships` is empty"),
+        err.contains("in.xlsx:Roster\\nvelt-group-sync: 0 memberships:1: the sheet is empty"),
         "{err}"
     );
     assert!(
@@ -465,4 +465,79 @@ async fn a_fifo_as_the_journal_is_refused() {
         stderr(&out)
     );
     assert_eq!(emu.calls(Call::Add), 0, "nothing sent");
+}
+
+#[test]
+fn minified_json_is_bounded_by_element_not_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    // Graph's answer on one line of 3 MB, with a skipped member holding a 200 KB string.
+    let users: Vec<String> = (0..100_000)
+        .map(|i| format!(r#"{{"userId":"user-{i:06}","groupId":"g{}"}}"#, i % 7))
+        .collect();
+    let json = format!(
+        r#"{{"@odata.context":"{}","value":[{}]}}"#,
+        "c".repeat(200_000),
+        users.join(",")
+    );
+    assert!(json.len() > 3 << 20 && !json.contains('\n'));
+    std::fs::write(dir.path().join("graph.json"), &json).unwrap();
+    let out = bin(dir.path())
+        .args(["validate", "graph.json", "--org", "acme"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("100000 memberships"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // One element past --max-record-bytes is still refused, at its line.
+    std::fs::write(
+        dir.path().join("long.json"),
+        format!(
+            r#"{{"value":[{{"userId":"a","groupId":"g"}},{{"userId":"{}","groupId":"g"}}]}}"#,
+            "b".repeat(2000)
+        ),
+    )
+    .unwrap();
+    let out = bin(dir.path())
+        .args([
+            "validate",
+            "long.json",
+            "--org",
+            "acme",
+            "--max-record-bytes",
+            "1024",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("long.json:1: the record starting here is longer than 1024 bytes"),
+        "{}",
+        stderr(&out)
+    );
+    // Two arrays under the records path: which holds the records is unclear.
+    std::fs::write(
+        dir.path().join("twice.json"),
+        r#"{"value":[{"userId":"a","groupId":"g"}],"value":[{"userId":"evil","groupId":"g"}]}"#,
+    )
+    .unwrap();
+    let out = bin(dir.path())
+        .args([
+            "validate",
+            "twice.json",
+            "--org",
+            "acme",
+            "--records-path",
+            "value",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("the object holds `value` twice"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -244,6 +244,12 @@ impl<R: BufRead> Scanner<'_, R> {
             let Some(value_start) = value_start else {
                 return Err(self.error("unexpected end of input: the object is not closed"));
             };
+            if path.first() == Some(&key.as_str()) && found.is_some() {
+                return Err(self.error(&format!(
+                    "the object holds `{}` twice; which one holds the records is unclear: fix the export",
+                    clip(&key)
+                )));
+            }
             let end = match (path.first(), value_start) {
                 (Some(want), b'[') if path.len() == 1 && key == *want => {
                     self.stream_array(None, opts, records, planner, stats)?;
@@ -329,12 +335,30 @@ impl<R: BufRead> Scanner<'_, R> {
             .map_err(|e| self.error(&format!("invalid JSON: {}", strip_position(&e))))
     }
 
+    /// Skips the rest of a string whose opening `"` was read, however long (a value that is
+    /// not a record is skipped, not kept).
+    fn skip_string(&mut self) -> Result<(), Error> {
+        let mut escaped = false;
+        loop {
+            let Some(b) = self.next_byte()? else {
+                return Err(self.error("unexpected end of input inside a string"));
+            };
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                return Ok(());
+            }
+        }
+    }
+
     /// Skips a value that began with `first`. A scalar is only known to end at the byte
     /// after it, which is returned then (`Some`); a string, object or array ends on its own
     /// closing byte (`None`).
     fn skip_value(&mut self, first: u8) -> Result<Option<u8>, Error> {
         match first {
-            b'"' => self.read_string().map(|_| None),
+            b'"' => self.skip_string().map(|()| None),
             b'{' | b'[' => self.skip_nested(1).map(|()| None),
             _ => loop {
                 match self.next_byte()? {
@@ -350,9 +374,7 @@ impl<R: BufRead> Scanner<'_, R> {
     /// Skips an array of which `[` and the first non-blank byte `first` were read.
     fn skip_rest_of_array(&mut self, first: u8) -> Result<Option<u8>, Error> {
         match first {
-            b'"' => {
-                self.read_string()?;
-            }
+            b'"' => self.skip_string()?,
             b'{' | b'[' => self.skip_nested(1)?,
             _ => {}
         }
@@ -365,9 +387,7 @@ impl<R: BufRead> Scanner<'_, R> {
         while depth > 0 {
             match self.next_byte()? {
                 None => return Err(self.error("unexpected end of input: a value is not closed")),
-                Some(b'"') => {
-                    self.read_string()?;
-                }
+                Some(b'"') => self.skip_string()?,
                 Some(b'{' | b'[') => depth += 1,
                 Some(b'}' | b']') => depth -= 1,
                 Some(_) => {}

@@ -23,6 +23,7 @@ mod json_record;
 mod mapping;
 mod open;
 mod record;
+pub mod sheet;
 mod xlsx;
 
 pub use mapping::{Filter, GroupMap, Mapping};
@@ -171,11 +172,24 @@ pub fn read_path(
 
 /// Reads one input stream into the planner; `name` is used in messages.
 pub fn read<R: BufRead>(
+    reader: R,
+    name: &str,
+    path: Option<&Path>,
+    opts: &InputOptions,
+    planner: &mut impl Sink,
+) -> Result<InputStats, Error> {
+    read_bounded(reader, name, path, opts, planner, None)
+}
+
+/// `read`, with the line limit of the stream below, which a JSON array lifts: it is bounded
+/// per element instead.
+fn read_bounded<R: BufRead>(
     mut reader: R,
     name: &str,
     path: Option<&Path>,
     opts: &InputOptions,
     planner: &mut impl Sink,
+    line_limit: Option<&std::sync::atomic::AtomicU64>,
 ) -> Result<InputStats, Error> {
     let io_err = |e: io::Error| read_error(name, 1, &e);
     let format = match opts.format {
@@ -188,6 +202,11 @@ pub fn read<R: BufRead>(
             None => sniff(reader.fill_buf().map_err(io_err)?),
         },
     };
+    if format == Format::Json
+        && let Some(limit) = line_limit
+    {
+        limit.store(u64::MAX, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut stats = InputStats::new(format);
     match format {
         Format::Csv => csv::read_csv(reader, name, opts, planner, &mut stats)?,

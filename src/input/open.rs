@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
-use super::{BOM, Format, InputOptions, InputStats, read, xlsx};
+use super::{BOM, Format, InputOptions, InputStats, read_bounded, xlsx};
 use crate::cli::FormatArg;
 use crate::error::Error;
 use crate::plan::Sink;
@@ -48,7 +48,9 @@ pub(crate) fn read_error(name: &str, line: u64, e: &io::Error) -> Error {
 /// `/dev/zero`.
 struct Bounded<R> {
     inner: R,
-    max: u64,
+    /// Shared with the reader above, which lifts it for a JSON array (bounded per element,
+    /// not per line: Graph, SCIM and Workday write one line of many megabytes).
+    max: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Bytes since the last LF.
     run: u64,
     /// LFs passed.
@@ -58,9 +60,10 @@ struct Bounded<R> {
 impl<R: Read> Read for Bounded<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
+        let max = self.max.load(std::sync::atomic::Ordering::Relaxed);
         let mut start = 0;
         for lf in memchr::memchr_iter(b'\n', &buf[..n]) {
-            if self.run + (lf - start) as u64 > self.max {
+            if self.run + (lf - start) as u64 > max {
                 break;
             }
             self.run = 0;
@@ -68,12 +71,12 @@ impl<R: Read> Read for Bounded<R> {
             start = lf + 1;
         }
         self.run += (n - start) as u64;
-        if self.run > self.max {
+        if self.run > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 TooLong {
                     line: self.lines + 1,
-                    max: self.max,
+                    max,
                 },
             ));
         }
@@ -133,9 +136,10 @@ pub(super) fn read_path_into(
             "this looks like UTF-16 text without a byte order mark; give --encoding utf-16le (or utf-16be)",
         ));
     }
+    let line_limit = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(opts.max_record_bytes));
     let bounded = |inner| Bounded {
         inner,
-        max: opts.max_record_bytes,
+        max: line_limit.clone(),
         run: 0,
         lines: 0,
     };
@@ -149,7 +153,8 @@ pub(super) fn read_path_into(
         Box::new(bounded(Box::new(raw) as Box<dyn Read>))
     };
     let reader = BufReader::with_capacity(256 * 1024, text);
-    read(reader, &name, path, opts, sink).map_err(|e| explain_not_utf8(e, &head))
+    read_bounded(reader, &name, path, opts, sink, Some(&line_limit))
+        .map_err(|e| explain_not_utf8(e, &head))
 }
 
 /// How many bytes are looked at to tell what a stream is.

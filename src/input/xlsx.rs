@@ -2,20 +2,25 @@
 //! every cell as text (an integer-valued number as its digits, a date as ISO 8601), with the
 //! header found as in CSV and the sheet's row numbers as line numbers.
 
-use std::io::{Cursor, Read};
-
-use calamine::{Data, Reader};
+use std::io::Read;
 
 use super::columns::Resolver;
 use super::csv::{HEADER_SEARCH, is_example};
 use super::record::{Layout, Mapper};
+use super::sheet;
 use super::{InputOptions, InputStats};
 use crate::error::Error;
 use crate::plan::Sink;
 use crate::text::clip;
 
-/// The largest workbook read: calamine needs the whole file in memory.
-const MAX_WORKBOOK: u64 = 1 << 30;
+/// The largest workbook read: calamine needs the whole file in memory, and so does its
+/// bounded reader (1 GiB in all).
+const MAX_WORKBOOK: u64 = 256 << 20;
+
+/// What the reader thread hands over: a row of the sheet (named).
+type Item = (String, u64, Vec<String>);
+/// Why the reader stopped when the table stopped taking rows.
+const STOPPED: &str = "stopped: the table took no more rows";
 
 pub(crate) fn read_workbook<R: Read>(
     reader: R,
@@ -33,61 +38,80 @@ pub(crate) fn read_workbook<R: Read>(
         return Err(Error::input(
             name,
             0,
-            "the workbook is larger than 1 GiB; export the sheet as CSV",
+            format!(
+                "the workbook is larger than {} MiB; export the sheet as CSV",
+                MAX_WORKBOOK >> 20
+            ),
         ));
     }
-    let mut book = calamine::open_workbook_auto_from_rs(Cursor::new(bytes)).map_err(|e| {
-        Error::input(
-            name,
-            0,
-            format!("cannot read the workbook: {e}; is it an Excel or OpenDocument file?"),
-        )
-    })?;
-    let sheets = book.sheet_names();
-    let sheet = match &opts.sheet {
-        Some(wanted) => sheets
-            .iter()
-            .find(|s| s.eq_ignore_ascii_case(wanted.trim()))
-            .cloned()
-            .ok_or_else(|| {
-                Error::input(
-                    name,
-                    0,
-                    format!(
-                        "no sheet named `{}` (sheets: {}); check --sheet",
-                        clip(wanted),
-                        sheets
-                            .iter()
-                            .map(|s| clip(s))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                )
-            })?,
-        None => sheets
-            .first()
-            .cloned()
-            .ok_or_else(|| Error::input(name, 0, "the workbook has no sheets"))?,
-    };
-    // A sheet's name is the file's text: escaped wherever it is shown, so a newline in it
-    // cannot forge a line of the log.
-    let shown = clip(&sheet).into_owned();
-    let range = book
-        .worksheet_range(&sheet)
-        .map_err(|e| Error::input(name, 0, format!("cannot read sheet `{shown}`: {e}")))?;
-    // The sheet's own row numbers: the range starts where its first used cell is.
-    let first_row = u64::from(range.start().map_or(0, |(row, _)| row)) + 1;
-    let mut rows = range
-        .rows()
-        .enumerate()
-        .map(|(i, cells)| {
-            (
-                first_row + i as u64,
-                cells.iter().map(text).collect::<Vec<_>>(),
-            )
+    // The sheet is read on a thread of its own (in a bounded child process, see `sheet`),
+    // its rows taken here as they come; dropping `rows` stops it.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Item>(1024);
+    let wanted = opts.sheet.clone();
+    let reader = std::thread::spawn(move || {
+        sheet::read_rows(bytes, wanted.as_deref(), &mut |sheet, line, cells| {
+            tx.send((sheet.to_string(), line, cells))
+                .map_err(|_| sheet::SheetError {
+                    sheet: None,
+                    row: line,
+                    message: STOPPED.into(),
+                })
         })
-        .filter(|(_, cells)| cells.iter().any(|c| !c.trim().is_empty()));
+    });
+    let mut shown = String::new();
+    let result = read_table(
+        rx.iter().map(|(sheet, line, cells)| {
+            if shown.is_empty() {
+                shown = clip(&sheet).into_owned();
+            }
+            (line, cells)
+        }),
+        opts,
+        sink,
+        stats,
+    );
+    drop(rx);
+    let read = reader.join().unwrap_or_else(|_| {
+        Err(sheet::SheetError {
+            sheet: None,
+            row: 1,
+            message: "the workbook reader failed".into(),
+        })
+    });
+    // The reader's own failure is the cause of anything the table then missed; a reader
+    // stopped because the table failed is not.
+    let sheet_name = match read {
+        Ok(sheet) => sheet,
+        Err(e) if e.message == STOPPED => e.sheet.unwrap_or(shown),
+        Err(e) => {
+            let at = match &e.sheet {
+                Some(s) => format!("{name}:{}", clip(s)),
+                None => name.to_string(),
+            };
+            return Err(Error::input(&at, e.row, e.message));
+        }
+    };
+    let located = format!("{name}:{}", clip(&sheet_name));
+    result.map_err(|problem| match problem {
+        Table::At(line, message) => Error::input(&located, line, message),
+        Table::Empty => Error::input(&located, 1, "the sheet is empty"),
+    })
+}
 
+/// Why a sheet's table cannot be read: at a row, or because it holds nothing.
+enum Table {
+    At(u64, String),
+    Empty,
+}
+
+/// The sheet's rows as a table: the header found as in CSV, then each row a record.
+fn read_table(
+    rows: impl Iterator<Item = (u64, Vec<String>)>,
+    opts: &InputOptions,
+    sink: &mut impl Sink,
+    stats: &mut InputStats,
+) -> Result<(), Table> {
+    let mut rows = rows;
     let resolver = Resolver::new(opts);
     // The header: `--header-row`, or the first of the first 20 rows that names the columns
     // the run needs, or else the first (whose message says what is missing).
@@ -111,19 +135,12 @@ pub(crate) fn read_workbook<R: Read>(
     let at = match (chosen, opts.header_row) {
         (Some(at), _) => at,
         (None, Some(n)) => {
-            return Err(Error::input(
-                name,
+            return Err(Table::At(
                 n,
-                format!("--header-row {n}: sheet `{shown}` has no row {n} with anything in it"),
+                format!("--header-row {n}: the sheet has no row {n} with anything in it"),
             ));
         }
-        (None, None) if top.is_empty() => {
-            return Err(Error::input(
-                name,
-                first_row,
-                format!("sheet `{shown}` is empty"),
-            ));
-        }
+        (None, None) if top.is_empty() => return Err(Table::Empty),
         (None, None) => 0,
     };
     let (header_at, names) = top.swap_remove(at);
@@ -137,10 +154,10 @@ pub(crate) fn read_workbook<R: Read>(
     }
     let found = resolver.positions(names.iter().map(String::as_str));
     if let Some(message) = resolver.missing(&found, &names, opts) {
-        return Err(Error::input(name, header_at, message));
+        return Err(Table::At(header_at, message));
     }
     let layout = Layout::new(&resolver, &found, &names, opts)
-        .ok_or_else(|| Error::input(name, header_at, "no user column"))?;
+        .ok_or_else(|| Table::At(header_at, "no user column".into()))?;
     let mut mapper = Mapper::new(opts);
     let mut first_data = true;
     for (line, cells) in rows {
@@ -158,25 +175,4 @@ pub(crate) fn read_workbook<R: Read>(
         mapper.take(record, sink, stats);
     }
     Ok(())
-}
-
-/// A cell as the text a CSV export would hold.
-fn text(cell: &Data) -> String {
-    match cell {
-        Data::Empty => String::new(),
-        Data::String(s) | Data::DateTimeIso(s) | Data::DurationIso(s) => s.clone(),
-        Data::Int(i) => i.to_string(),
-        Data::Float(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", *f as i64),
-        Data::Float(f) => f.to_string(),
-        Data::Bool(b) => b.to_string(),
-        Data::DateTime(d) => {
-            let (y, mo, day, h, mi, s, _) = d.to_ymd_hms_milli();
-            if d.is_datetime() && (h, mi, s) != (0, 0, 0) {
-                format!("{y:04}-{mo:02}-{day:02}T{h:02}:{mi:02}:{s:02}")
-            } else {
-                format!("{y:04}-{mo:02}-{day:02}")
-            }
-        }
-        Data::Error(e) => format!("#{e:?}"),
-    }
 }

@@ -257,6 +257,8 @@ pub fn rows_with(rows: &[Row], status: &str) -> std::collections::BTreeSet<Strin
 /// Runs `cmd` to the end as `output()` does, and gives the peak resident memory of that child
 /// alone, in MB (from `wait4`), so that children of tests running beside it cannot change
 /// the figure (`getrusage(RUSAGE_CHILDREN)` takes the largest child of the whole process).
+// The child is reaped by wait4 below, which clippy does not see.
+#[allow(clippy::zombie_processes)]
 pub fn output_with_peak(mut cmd: std::process::Command) -> (std::process::Output, f64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;
