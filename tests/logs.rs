@@ -66,6 +66,43 @@ async fn the_inferred_quota_and_the_raised_concurrency_are_said_once_at_info_lev
         said[0]
     );
 
+    // Windows met at a bad phase (a wall-clock minute that ends 1.5 s into the run, each
+    // request counted 20-60 ms after it leaves): the first throttle sees 50 accepted in a
+    // minute, but what is said, once, is the allowance the windows then confirm.
+    use velt_group_sync::emulator::WindowShape;
+    for shape in [
+        WindowShape::Aligned(Duration::from_millis(58_500)),
+        WindowShape::Anchored,
+        WindowShape::Sliding,
+        WindowShape::Bucket,
+    ] {
+        let before = logs.0.lock().unwrap().len();
+        let emu = Emulator::in_process(EmulatorConfig {
+            window_limit: Some((30, Duration::from_secs(60))),
+            window_shape: shape,
+            count_delay: (Duration::from_millis(20), Duration::from_millis(60)),
+            seed: Some(7),
+            omit_retry_after: true,
+            ..EmulatorConfig::default()
+        });
+        write_groups(dir.path(), 1, 130);
+        let run = sync_in_process(&emu, dir.path(), &["--chunk-size", "1"]).await;
+        assert_eq!(run.result.unwrap(), 0, "{shape:?}");
+        let text = String::from_utf8_lossy(&logs.0.lock().unwrap()[before..]).into_owned();
+        let said: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("quota_inferred"))
+            .collect();
+        assert_eq!(said.len(), 1, "{shape:?}: {text}");
+        let n: f64 = said[0]
+            .split("allows about ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .expect("a number");
+        assert!((27.0..=33.0).contains(&n), "{shape:?}: {}", said[0]);
+    }
+
     // 20 requests/s at 20-400 ms need more than the one slot the run starts with; the slots
     // grow step by step as the latency average moves, and the log says so once.
     let slow = Emulator::in_process(EmulatorConfig {

@@ -207,7 +207,13 @@ async fn past_the_throttle_budget_the_rest_is_not_attempted_never_failed() {
         assert!(d.message.contains("--max-throttle-wait"), "{}", d.message);
     }
     // Two one-minute pauses fit in 150 s, a third does not: the run stops instead of waiting.
-    assert_eq!(r.execution.throttled_for, Duration::from_secs(120));
+    // (A throttle of a learned window's first request first moves the window by its guard,
+    // a fraction of a second each, in case the window's phase was misjudged.)
+    let waited = r.execution.throttled_for;
+    assert!(
+        waited >= Duration::from_secs(120) && waited < Duration::from_secs(125),
+        "{waited:?}"
+    );
     assert!(r.elapsed < Duration::from_secs(125), "{:?}", r.elapsed);
 }
 
@@ -227,4 +233,105 @@ async fn auto_rate_against_thirty_a_minute_learns_the_window_too() {
     // Slow start from 1 request a second reaches the quota in the first window.
     let least = least_time(100, 30, Duration::from_secs(60), 10.0);
     assert_within_quota_figures(&r, 9_800, least);
+}
+
+/// The four window shapes real quota systems use, each counting a request 20-60 ms after it
+/// leaves (as a real server does, and a job's clock cannot see); aligned windows met at
+/// several phases.
+fn shapes() -> Vec<velt_group_sync::emulator::WindowShape> {
+    use velt_group_sync::emulator::WindowShape;
+    vec![
+        WindowShape::Anchored,
+        WindowShape::Aligned(Duration::ZERO),
+        WindowShape::Aligned(Duration::from_millis(30_000)),
+        WindowShape::Aligned(Duration::from_millis(58_500)),
+        WindowShape::Sliding,
+        WindowShape::Bucket,
+    ]
+}
+
+fn shaped(
+    shape: velt_group_sync::emulator::WindowShape,
+    per_minute: u32,
+    seed: u64,
+) -> EmulatorConfig {
+    EmulatorConfig {
+        window_limit: Some((per_minute, Duration::from_secs(60))),
+        window_shape: shape,
+        count_delay: (Duration::from_millis(20), Duration::from_millis(60)),
+        latency: (Duration::ZERO, Duration::from_millis(20)),
+        seed: Some(seed),
+        ..EmulatorConfig::default()
+    }
+}
+
+/// Issue 25's figures: default flags, 8,000 memberships in 30 groups (90 requests), every one
+/// added, in at most 1.25 times the least time plus 20 s, with at most 20% of requests 429.
+fn assert_shape_figures(r: &Run, what: &str, least: Duration) {
+    let by = statuses(&r.execution);
+    eprintln!(
+        "{what}: {:.1} s (least {:.1} s), {} of {} requests throttled",
+        r.elapsed.as_secs_f64(),
+        least.as_secs_f64(),
+        r.throttled,
+        r.requests
+    );
+    assert_eq!(by.get("added"), Some(&8_010), "{what}: {by:?}");
+    assert_eq!(r.held, 8_010, "{what}");
+    let bound = 1.25 * least.as_secs_f64() + 20.0;
+    assert!(
+        r.elapsed.as_secs_f64() <= bound,
+        "{what}: took {:.1} s, bound {bound:.1} s",
+        r.elapsed.as_secs_f64()
+    );
+    assert!(
+        r.throttled as f64 <= 0.2 * r.requests as f64,
+        "{what}: {} of {} requests throttled",
+        r.throttled,
+        r.requests
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn thirty_a_minute_without_retry_after_in_every_window_shape() {
+    for (i, shape) in shapes().into_iter().enumerate() {
+        for seed in [1, 2, 3] {
+            let config = EmulatorConfig {
+                omit_retry_after: true,
+                ..shaped(shape, 30, seed + 10 * i as u64)
+            };
+            let r = run(config, plan(30, 267), ExecOptions::default()).await;
+            let least = least_time(90, 30, Duration::from_secs(60), 10.0);
+            assert_shape_figures(&r, &format!("{shape:?}, seed {seed}"), least);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_and_twenty_a_minute_with_retry_after_60_in_every_window_shape() {
+    for (i, shape) in shapes().into_iter().enumerate() {
+        for seed in [1, 2, 3] {
+            let config = EmulatorConfig {
+                retry_after_secs: Some(60),
+                ..shaped(shape, 120, seed + 10 * i as u64)
+            };
+            // 400 requests: past the first window, so the quota is met.
+            let r = run(config, plan(400, 100), ExecOptions::default()).await;
+            let least = least_time(400, 120, Duration::from_secs(60), 10.0);
+            let by = statuses(&r.execution);
+            assert_eq!(by.get("added"), Some(&40_000), "{shape:?}: {by:?}");
+            let bound = 1.25 * least.as_secs_f64() + 20.0;
+            assert!(
+                r.elapsed.as_secs_f64() <= bound,
+                "{shape:?}, seed {seed}: took {:.1} s, bound {bound:.1} s",
+                r.elapsed.as_secs_f64()
+            );
+            assert!(
+                r.throttled as f64 <= 0.2 * r.requests as f64,
+                "{shape:?}: {} of {} throttled",
+                r.throttled,
+                r.requests
+            );
+        }
+    }
 }

@@ -44,10 +44,14 @@ pub(super) async fn gate(
     shared.requests.fetch_add(1, Ordering::Relaxed);
     lock(&shared.arrivals).push(arrived.duration_since(shared.started));
     lock(&shared.calls).push((call, version.to_string()));
-    let throttled = shared.throttle(arrived);
-    let (lo, hi) = shared.config.latency;
-    if hi > Duration::ZERO {
-        let wait = lo + (hi - lo).mul_f64(fastrand::f64());
+    // Counted by the quota a moment after arriving, as real servers do.
+    if shared.config.count_delay.1 > Duration::ZERO {
+        let delay = shared.draw(shared.config.count_delay);
+        tokio::time::sleep(delay).await;
+    }
+    let throttled = shared.throttle(Instant::now());
+    if shared.config.latency.1 > Duration::ZERO {
+        let wait = shared.draw(shared.config.latency);
         tokio::time::sleep(wait).await;
     }
     if version != "v1" && version != "v2" {
@@ -88,7 +92,7 @@ pub(super) async fn gate(
         return Err(r);
     }
     // One draw decides which fault, if any, this request meets.
-    let draw = fastrand::f64();
+    let draw = lock(&shared.rng).f64();
     let mut edge = config.unavailable_fraction;
     if draw < edge {
         return Err(error(

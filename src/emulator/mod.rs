@@ -43,6 +43,15 @@ pub struct EmulatorConfig {
     /// endpoints: the rest of a window get 429 `RESOURCE_EXHAUSTED` "Rate limit exceeded.
     /// Please try again after 1 minute.", with `Retry-After` until the window ends.
     pub window_limit: Option<(u32, Duration)>,
+    /// How `window_limit`'s windows lie (real quota systems differ; see [`WindowShape`]).
+    pub window_shape: WindowShape,
+    /// Each request is counted by the quota this long after it arrives (drawn evenly from the
+    /// range, before the answer's `latency`): the time between a request leaving and being
+    /// counted that real servers have, and a job's clock cannot see.
+    pub count_delay: (Duration, Duration),
+    /// Seeds the emulator's draws (latencies, faults), so that a test meets the same ones
+    /// every run; `None` draws a fresh seed.
+    pub seed: Option<u64>,
     /// Leave `Retry-After` out of 429 answers.
     pub omit_retry_after: bool,
     /// Most `userIds` in one add request.
@@ -72,6 +81,27 @@ pub struct EmulatorConfig {
     /// A broken or hostile `/users/get` listing (group members and organization users alike),
     /// for the tests of what removals may trust.
     pub listing_fault: Option<ListingFault>,
+}
+
+/// The windows of a `window_limit` quota of N requests per window of length L.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowShape {
+    /// Windows on multiples of L, counted from `Aligned(offset)` before the emulator's start:
+    /// wall-clock minutes, met at any phase.
+    Aligned(Duration),
+    /// A window opens at the first request after the previous one has run its L.
+    Anchored,
+    /// At most N requests in any span of L.
+    Sliding,
+    /// A token bucket of N tokens refilled at N per L.
+    Bucket,
+}
+
+impl Default for WindowShape {
+    /// Windows on multiples of L from the emulator's start, as it always had them.
+    fn default() -> WindowShape {
+        WindowShape::Aligned(Duration::ZERO)
+    }
 }
 
 /// How a listing goes wrong.
@@ -128,8 +158,10 @@ struct Shared {
     bucket: Mutex<Bucket>,
     /// The token bucket's rate now (`rate_limit`, until changed), as `f64` bits.
     rate: AtomicU64,
-    /// Requests counted in the current fixed window, and the window's number.
-    window: Mutex<(u32, u64)>,
+    /// The quota's state: see `Quota`.
+    quota: Mutex<Quota>,
+    /// The emulator's draws (latencies, faults), seeded.
+    rng: Mutex<fastrand::Rng>,
     /// Every request to a known call: (call, API version), in order of arrival.
     calls: Mutex<Vec<(Call, String)>>,
     /// The (group, user IDs) of every delete that got past the faults.
@@ -144,6 +176,85 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What a `window_limit` quota has counted, for each shape.
+#[derive(Debug, Default)]
+struct Quota {
+    /// Aligned: the window's number and its count.
+    aligned: (u64, u32),
+    /// Anchored: when the window opened, and its count.
+    anchored: Option<(Instant, u32)>,
+    /// Sliding: when each counted request of the last L was counted.
+    sliding: std::collections::VecDeque<Instant>,
+    /// Bucket: tokens, and when they were last topped up (`None`: full, untouched).
+    bucket: Option<(f64, Instant)>,
+}
+
+impl Quota {
+    /// Counts a request at `now`, or says how long until one would be counted.
+    fn take(
+        &mut self,
+        shape: WindowShape,
+        allowed: u32,
+        length: Duration,
+        started: Instant,
+        now: Instant,
+    ) -> Option<Duration> {
+        match shape {
+            WindowShape::Aligned(offset) => {
+                let since = now.saturating_duration_since(started) + offset;
+                let number = (since.as_nanos() / length.as_nanos()) as u64;
+                if self.aligned.0 != number {
+                    self.aligned = (number, 0);
+                }
+                if self.aligned.1 < allowed {
+                    self.aligned.1 += 1;
+                    return None;
+                }
+                let ends = length * u32::try_from(number + 1).unwrap_or(u32::MAX);
+                Some(ends.saturating_sub(since))
+            }
+            WindowShape::Anchored => {
+                let (opened, count) = match self.anchored {
+                    Some((at, n)) if now < at + length => (at, n),
+                    _ => (now, 0),
+                };
+                if count < allowed {
+                    self.anchored = Some((opened, count + 1));
+                    return None;
+                }
+                self.anchored = Some((opened, count));
+                Some((opened + length).saturating_duration_since(now))
+            }
+            WindowShape::Sliding => {
+                while self.sliding.front().is_some_and(|&t| t + length <= now) {
+                    self.sliding.pop_front();
+                }
+                if (self.sliding.len() as u32) < allowed {
+                    self.sliding.push_back(now);
+                    return None;
+                }
+                let oldest = *self.sliding.front()?;
+                Some((oldest + length).saturating_duration_since(now))
+            }
+            WindowShape::Bucket => {
+                let capacity = f64::from(allowed);
+                let rate = capacity / length.as_secs_f64();
+                let (tokens, last) = self.bucket.unwrap_or((capacity, now));
+                let tokens = (tokens + now.saturating_duration_since(last).as_secs_f64() * rate)
+                    .min(capacity);
+                if tokens >= 1.0 {
+                    self.bucket = Some((tokens - 1.0, now));
+                    return None;
+                }
+                self.bucket = Some((tokens, now));
+                Some(Duration::from_secs_f64(
+                    (1.0 - tokens) / rate.max(f64::MIN_POSITIVE),
+                ))
+            }
+        }
+    }
+}
+
 /// A token bucket of one second's worth of requests.
 struct Bucket {
     tokens: f64,
@@ -156,21 +267,24 @@ impl Shared {
         self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A draw from `range`, evenly.
+    fn draw(&self, (lo, hi): (Duration, Duration)) -> Duration {
+        lo + hi.saturating_sub(lo).mul_f64(lock(&self.rng).f64())
+    }
+
     /// `None` if the request may proceed, or the seconds to wait.
     fn throttle(&self, now: Instant) -> Option<u64> {
         if let Some((allowed, length)) = self.config.window_limit {
             let length = length.max(Duration::from_millis(1));
-            let since = now.saturating_duration_since(self.started);
-            let number = (since.as_nanos() / length.as_nanos()) as u64;
-            let mut w = lock(&self.window);
-            if w.1 != number {
-                *w = (0, number);
-            }
-            if w.0 < allowed {
-                w.0 += 1;
-            } else {
-                let ends = length * u32::try_from(number + 1).unwrap_or(u32::MAX);
-                return Some((ends.saturating_sub(since).as_secs_f64().ceil() as u64).max(1));
+            let wait = lock(&self.quota).take(
+                self.config.window_shape,
+                allowed,
+                length,
+                self.started,
+                now,
+            );
+            if let Some(wait) = wait {
+                return Some((wait.as_secs_f64().ceil() as u64).max(1));
             }
         }
         self.config.rate_limit?;
@@ -217,6 +331,7 @@ impl Emulator {
     /// An emulator with no socket, for tests on a paused clock: requests reach it through
     /// [`Emulator::router`] (see `client::VeltClient::in_process`).
     pub fn in_process(config: EmulatorConfig) -> Emulator {
+        let seed = config.seed;
         let rate = config.rate_limit.unwrap_or(0.0);
         let burst = config.rate_burst.unwrap_or(rate).max(1.0);
         let shared = Arc::new(Shared {
@@ -233,7 +348,8 @@ impl Emulator {
                 last: Instant::now(),
             }),
             rate: AtomicU64::new(rate.to_bits()),
-            window: Mutex::new((0, 0)),
+            quota: Mutex::new(Quota::default()),
+            rng: Mutex::new(seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)),
             calls: Mutex::new(Vec::new()),
             deleted: Mutex::new(Vec::new()),
             names: Mutex::new(BTreeMap::new()),

@@ -9,8 +9,16 @@
 //!   sending and what was not sent is `not_attempted` (see `execute`).
 //! - A stated wait of 10 s or more means a windowed quota (Velt documents "N requests per
 //!   minute" for other endpoints). The quota is inferred from the requests the server accepted
-//!   in the window before the throttle, and from then on the run sends that many at each
-//!   window's start and waits for the next, instead of probing a closed window.
+//!   in the window's length before the throttled request, and from then on the run sends that
+//!   many at each window's start and waits for the next, instead of probing a closed window.
+//! - The job cannot see where the server's windows lie: a request is counted some 20-60 ms
+//!   after it leaves, and windows may be anchored on traffic, aligned on the clock, sliding, or
+//!   a per-minute token bucket. So each window starts the slowest answer seen (plus a margin)
+//!   after the last one ran its length; a throttle on a window's first requests, before any
+//!   was accepted, says the window's phase was misjudged, not that the allowance shrank: the
+//!   window moves by that guard (doubled each time in a row), the allowance stays. A window
+//!   that trips after accepting some requests is read again from what the server accepted in
+//!   the length before: never less than that window showed.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -24,6 +32,10 @@ const WINDOW_MIN: Duration = Duration::from_secs(10);
 const GROWING_MAX: Duration = Duration::from_secs(60);
 /// Accepted requests older than this are of no use for inferring a window.
 const ACCEPTED_KEPT: Duration = Duration::from_secs(600);
+/// Added to the slowest answer seen, for the guard between windows.
+const GUARD_MARGIN: Duration = Duration::from_millis(100);
+/// Answers slower than this say nothing about where a window lies.
+const SLOWEST_KEPT: Duration = Duration::from_secs(5);
 
 /// What to do with a throttled request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +62,11 @@ struct Window {
     learned_at: Instant,
     /// Whether the wait for the next window was counted yet.
     wait_counted: bool,
+    /// Time between one window's end and the next one's start: the slowest answer seen and
+    /// a margin, doubled by each misjudged phase in a row.
+    guard: Duration,
+    /// Windows moved in a row for a misjudged phase.
+    moved: u32,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +84,8 @@ struct State {
     window: Option<Window>,
     /// When each accepted request was sent, oldest first.
     accepted: VecDeque<Instant>,
+    /// The slowest answer seen, at most `SLOWEST_KEPT`.
+    slowest: Duration,
     told: bool,
 }
 
@@ -117,17 +136,22 @@ impl Throttle {
 
     /// An answer that was not a throttle, to a request sent at `sent_at`.
     pub fn on_accepted(&self, sent_at: Instant) {
+        let now = Instant::now();
         let mut s = self.lock();
         s.step = 0;
+        let took = now.saturating_duration_since(sent_at);
+        if took <= SLOWEST_KEPT && took > s.slowest {
+            s.slowest = took;
+        }
         if let Some(w) = &mut s.window {
             if sent_at >= w.start {
                 w.accepted += 1;
+                w.moved = 0;
             } else if sent_at < w.learned_at && sent_at + w.length > w.learned_at {
                 // In flight when the quota was inferred: the window took it too.
                 w.allowed += 1;
             }
         }
-        let now = Instant::now();
         while s
             .accepted
             .front()
@@ -157,6 +181,21 @@ impl Throttle {
         }
         // Sent before the latest pause began: the closed window that pause waits out.
         if s.began.is_some_and(|b| sent_at <= b) {
+            return Verdict::Wait;
+        }
+        if let Some(wait) = misjudged_phase(&mut s, sent_at, now) {
+            let until = now + wait;
+            let from = s.until.map_or(now, |u| u.max(now));
+            let added = until.saturating_duration_since(from);
+            if s.paused + added > self.max_wait {
+                s.exhausted = true;
+                return Verdict::Exhausted;
+            }
+            s.paused += added;
+            s.began = Some(now);
+            if s.until.is_none_or(|u| u < until) {
+                s.until = Some(until);
+            }
             return Verdict::Wait;
         }
         let stated = retry_after.or_else(|| stated_wait(message));
@@ -191,12 +230,19 @@ impl Throttle {
         let mut s = self.lock();
         let s = &mut *s;
         let w = s.window.as_mut()?;
-        if now >= w.start + w.length {
-            let passed = (now - w.start).as_nanos() / w.length.as_nanos().max(1);
-            w.start += w.length * u32::try_from(passed).unwrap_or(u32::MAX);
+        let next = w.start + w.length + w.guard;
+        if now >= next {
+            // A window that took all it allowed, untripped, confirms the allowance.
+            let confirmed = w.accepted >= w.allowed;
+            // The next window, or (after an idle spell) one from now.
+            w.start = if now < next + w.length { next } else { now };
             w.sent = 0;
             w.accepted = 0;
             w.wait_counted = false;
+            if confirmed && !s.told {
+                s.told = true;
+                tell(w.allowed, w.length);
+            }
         }
         if now < w.start {
             return Some(w.start);
@@ -205,7 +251,7 @@ impl Throttle {
             w.sent += 1;
             return None;
         }
-        let next = w.start + w.length;
+        let next = w.start + w.length + w.guard;
         if !w.wait_counted {
             w.wait_counted = true;
             s.held += next.saturating_duration_since(now);
@@ -214,41 +260,61 @@ impl Throttle {
     }
 }
 
-/// Infers (or corrects) the windowed quota after a throttle at `now`; the next window starts
-/// when the pause ends.
-fn learn(s: &mut State, sent_at: Instant, now: Instant, resume: Instant, length: Duration) {
-    let allowed = match &s.window {
-        // Throttled inside a learned window: it takes no more than it accepted.
-        Some(w) if w.length == length && sent_at >= w.start => w.accepted,
-        _ => s
-            .accepted
-            .iter()
-            .filter(|&&t| t <= sent_at && t + length > sent_at)
-            .count() as u32,
+/// A throttle of one of a learned window's first requests, before the window accepted any:
+/// the server's window had not closed yet. The window moves by its guard (doubled each time
+/// in a row) and keeps its allowance; returns the wait. `None` for any other throttle.
+fn misjudged_phase(s: &mut State, sent_at: Instant, now: Instant) -> Option<Duration> {
+    let slowest = s.slowest;
+    let w = s.window.as_mut()?;
+    if sent_at < w.start || w.accepted > 0 || w.moved >= 3 {
+        return None;
     }
-    .max(1);
+    w.guard = (w.guard * 2).max(slowest + GUARD_MARGIN);
+    w.moved += 1;
+    w.start = now + w.guard;
+    w.sent = 0;
+    w.wait_counted = false;
+    Some(w.guard)
+}
+
+/// Infers (or corrects) the windowed quota after a throttle at `now`; the next window starts
+/// when the pause ends. The allowance is what the server accepted in the window's length
+/// before the throttled request: never less than the window showed.
+fn learn(s: &mut State, sent_at: Instant, now: Instant, resume: Instant, length: Duration) {
+    let seen = s
+        .accepted
+        .iter()
+        .filter(|&&t| t <= sent_at && t + length > sent_at)
+        .count() as u32;
+    let (allowed, moved) = match &s.window {
+        Some(w) if w.length == length && sent_at >= w.start => (seen.max(w.accepted), w.moved),
+        _ => (seen, 0),
+    };
     s.window = Some(Window {
         length,
-        allowed,
+        allowed: allowed.max(1),
         start: resume,
         sent: 0,
         accepted: 0,
         learned_at: now,
         wait_counted: false,
+        guard: s.slowest + GUARD_MARGIN,
+        moved,
     });
-    if !s.told {
-        s.told = true;
-        let per_minute = f64::from(allowed) * 60.0 / length.as_secs_f64();
-        tracing::info!(
-            event = "quota_inferred",
-            requests = allowed,
-            window_s = length.as_secs_f64(),
-            message = %format!(
-                "the server allows about {} requests a minute; sending that many per window",
-                per_minute.round()
-            ),
-        );
-    }
+}
+
+/// Says the allowance once, when a window has confirmed it.
+fn tell(allowed: u32, length: Duration) {
+    let per_minute = f64::from(allowed) * 60.0 / length.as_secs_f64();
+    tracing::info!(
+        event = "quota_inferred",
+        requests = allowed,
+        window_s = length.as_secs_f64(),
+        message = %format!(
+            "the server allows about {} requests a minute; sending that many per window",
+            per_minute.round()
+        ),
+    );
 }
 
 /// The wait an answer's message names: "try again after 1 minute", "after 30 seconds",
@@ -341,17 +407,21 @@ mod tests {
             t.on_throttled(Instant::now(), Some(Duration::from_secs(60)), ""),
             Verdict::Wait
         );
-        tokio::time::advance(Duration::from_secs(60)).await;
-        assert_eq!(
-            t.on_throttled(Instant::now(), Some(Duration::from_secs(60)), ""),
-            Verdict::Exhausted
-        );
+        // Every request throttled: the window is first taken to be misjudged (moved a little,
+        // three times at most), then the stated minute would pass the 90 s budget.
+        let mut verdicts = Vec::new();
+        while let Some(until) = t.paused_until() {
+            tokio::time::advance(until - Instant::now()).await;
+            verdicts.push(t.on_throttled(Instant::now(), Some(Duration::from_secs(60)), ""));
+        }
+        assert_eq!(verdicts.last(), Some(&Verdict::Exhausted), "{verdicts:?}");
+        assert!(verdicts.len() <= 5, "{verdicts:?}");
         assert!(t.exhausted());
-        assert_eq!(t.waited(), Duration::from_secs(60));
+        assert!(t.waited() <= Duration::from_secs(90), "{:?}", t.waited());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_window_is_learned_from_what_was_accepted_before_the_throttle() {
+    /// 30 accepted in 3 s, then a throttle saying "1 minute".
+    async fn learned_thirty() -> (Throttle, Instant) {
         let t = Throttle::new(Duration::from_secs(1800), Duration::from_secs(120));
         for _ in 0..30 {
             t.on_accepted(Instant::now());
@@ -360,14 +430,67 @@ mod tests {
         let msg = "Rate limit exceeded. Please try again after 1 minute.";
         assert_eq!(t.on_throttled(Instant::now(), None, msg), Verdict::Wait);
         let resume = t.paused_until().expect("paused");
+        (t, resume)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_is_learned_from_what_was_accepted_before_the_throttle() {
+        let (t, resume) = learned_thirty().await;
         assert_eq!(t.window_slot(), Some(resume), "nothing before the window");
         tokio::time::advance(Duration::from_secs(60)).await;
         for _ in 0..30 {
             assert_eq!(t.window_slot(), None);
         }
-        assert_eq!(t.window_slot(), Some(resume + Duration::from_secs(60)));
-        tokio::time::advance(Duration::from_secs(60)).await;
+        // The next window starts a guard after this one has run its minute.
+        let next = resume + Duration::from_secs(60) + GUARD_MARGIN;
+        assert_eq!(t.window_slot(), Some(next));
+        tokio::time::advance(next - Instant::now()).await;
         assert_eq!(t.window_slot(), None, "the next window opens");
-        assert_eq!(t.waited(), Duration::from_secs(120));
+        assert_eq!(t.waited(), Duration::from_secs(120) + GUARD_MARGIN);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_throttle_at_a_windows_start_moves_it_and_keeps_the_allowance() {
+        let (t, resume) = learned_thirty().await;
+        tokio::time::advance(resume - Instant::now()).await;
+        assert_eq!(t.window_slot(), None);
+        let first = Instant::now();
+        tokio::time::advance(Duration::from_millis(40)).await;
+        // The server's window had not closed: the first request of ours is throttled.
+        let msg = "Rate limit exceeded. Please try again after 1 minute.";
+        assert_eq!(t.on_throttled(first, None, msg), Verdict::Wait);
+        let until = t.paused_until().expect("paused");
+        assert!(
+            until - Instant::now() < Duration::from_secs(1),
+            "moved by a guard, not a minute: {:?}",
+            until - Instant::now()
+        );
+        tokio::time::advance(until - Instant::now()).await;
+        for i in 0..30 {
+            assert_eq!(t.window_slot(), None, "slot {i}: the allowance stays 30");
+        }
+        assert!(t.window_slot().is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_that_trips_early_is_read_again_never_below_what_it_showed() {
+        let (t, resume) = learned_thirty().await;
+        tokio::time::advance(resume - Instant::now()).await;
+        for _ in 0..12 {
+            assert_eq!(t.window_slot(), None);
+            t.on_accepted(Instant::now());
+            tokio::time::advance(Duration::from_millis(100)).await;
+        }
+        // Others took the rest of this window: throttled after 12.
+        let msg = "Rate limit exceeded. Please try again after 1 minute.";
+        assert_eq!(t.window_slot(), None);
+        assert_eq!(t.on_throttled(Instant::now(), None, msg), Verdict::Wait);
+        let until = t.paused_until().expect("paused");
+        tokio::time::advance(until - Instant::now()).await;
+        let mut slots = 0;
+        while t.window_slot().is_none() {
+            slots += 1;
+        }
+        assert_eq!(slots, 12, "what the window showed, not 1");
     }
 }
