@@ -229,6 +229,15 @@ pub struct ValidateArgs {
     pub chunk_size: u32,
 }
 
+/// `emulator --window-shape`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShapeArg {
+    Aligned,
+    Anchored,
+    Sliding,
+    Bucket,
+}
+
 #[derive(Debug, Args)]
 pub struct SyncArgs {
     #[command(flatten)]
@@ -477,6 +486,22 @@ pub struct EmulatorArgs {
     /// endpoints: the rest get 429 "Rate limit exceeded. Please try again after 1 minute.".
     #[arg(long, value_name = "N/DURATION", value_parser = parse_window_limit)]
     pub window_limit: Option<(u32, Duration)>,
+
+    /// How --window-limit's windows lie: `aligned` (on multiples of the window from the
+    /// start), `anchored` (a window opens at the first request after the last one ran its
+    /// length), `sliding` (at most N in any window's length) or `bucket` (N tokens refilled at
+    /// N per window).
+    #[arg(long, value_enum, default_value_t = ShapeArg::Aligned, requires = "window_limit")]
+    pub window_shape: ShapeArg,
+
+    /// Count each request against the quota this long after it arrives, fixed or a range
+    /// (`20ms-60ms`), as real servers do.
+    #[arg(long, value_name = "DURATION[-DURATION]", default_value = "0ms", value_parser = parse_latency)]
+    pub count_delay: (Duration, Duration),
+
+    /// Seed the emulator's draws (latencies, faults), so that a drill meets the same ones.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
 
     /// Leave Retry-After out of 429 answers (the message still names the wait).
     #[arg(long)]

@@ -2,10 +2,11 @@
 //! standalone `emulator`, and the generated completions and man page.
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
-use crate::cli::{Cli, EmulatorArgs, ValidateArgs};
+use crate::cli::{Cli, EmulatorArgs, ShapeArg, ValidateArgs};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV};
-use crate::emulator::{Emulator, EmulatorConfig};
+use crate::emulator::{Emulator, EmulatorConfig, WindowShape};
 use crate::error::{Error, exit};
 use crate::output::{plan_counts, to_stderr};
 use crate::sync::read_plan;
@@ -74,6 +75,14 @@ pub async fn serve_emulator(args: &EmulatorArgs) -> Result<u8, Error> {
         rate_limit: args.rate_limit,
         rate_burst: args.rate_burst,
         window_limit: args.window_limit,
+        window_shape: match args.window_shape {
+            ShapeArg::Aligned => WindowShape::Aligned(Duration::ZERO),
+            ShapeArg::Anchored => WindowShape::Anchored,
+            ShapeArg::Sliding => WindowShape::Sliding,
+            ShapeArg::Bucket => WindowShape::Bucket,
+        },
+        count_delay: args.count_delay,
+        seed: args.seed,
         omit_retry_after: args.no_retry_after,
         max_user_ids: args.max_user_ids,
         latency: args.latency,

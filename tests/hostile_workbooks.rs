@@ -295,3 +295,51 @@ fn fuzzed_workbooks_and_json_end_in_exit_0_or_2() {
         assert!(started.elapsed() < Duration::from_secs(60), "case {case}");
     }
 }
+
+/// A compound file (`.xls`) whose directory chain points back at itself: a reader that
+/// follows the chain never ends. 1.5 KB.
+#[test]
+fn an_xls_whose_sector_chain_loops_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut file = vec![0u8; 512 * 3];
+    let header = &mut file[..512];
+    header[..8].copy_from_slice(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1");
+    let put16 = |h: &mut [u8], at: usize, v: u16| h[at..at + 2].copy_from_slice(&v.to_le_bytes());
+    let put32 = |h: &mut [u8], at: usize, v: u32| h[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    put16(header, 0x18, 0x3E); // minor version
+    put16(header, 0x1A, 3); // major version: 512-byte sectors
+    put16(header, 0x1C, 0xFFFE); // byte order
+    put16(header, 0x1E, 9); // sector shift
+    put16(header, 0x20, 6); // mini sector shift
+    put32(header, 0x2C, 1); // FAT sectors
+    put32(header, 0x30, 1); // first directory sector
+    put32(header, 0x38, 4096); // mini stream cutoff
+    put32(header, 0x3C, 0xFFFF_FFFE); // no mini FAT
+    put32(header, 0x44, 0xFFFF_FFFE); // no DIFAT sectors
+    put32(header, 0x4C, 0); // DIFAT[0]: the FAT is sector 0
+    for i in 1..109 {
+        put32(header, 0x4C + 4 * i, 0xFFFF_FFFF);
+    }
+    let fat = &mut file[512..1024];
+    put32(fat, 0, 0xFFFF_FFFD); // sector 0 is the FAT
+    put32(fat, 4, 1); // sector 1, the directory, is followed by ... sector 1
+    for i in 2..128 {
+        put32(fat, 4 * i, 0xFFFF_FFFF);
+    }
+    std::fs::write(dir.path().join("loop.xls"), &file).unwrap();
+    let started = Instant::now();
+    let out = bin(dir.path())
+        .args(["validate", "loop.xls", "--org", "acme", "--group", "g"])
+        .timeout(Duration::from_secs(120))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("loop.xls:"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(65),
+        "{:?}",
+        started.elapsed()
+    );
+}
