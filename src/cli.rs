@@ -60,7 +60,7 @@ pub enum Command {
     /// 2 unreadable.
     Validate(Box<ValidateArgs>),
     /// Run the built-in Velt emulator as a standalone server (for demos and tests).
-    Emulator(EmulatorArgs),
+    Emulator(Box<EmulatorArgs>),
     /// Print a shell completion script to standard output.
     Completions {
         #[arg(value_enum)]
