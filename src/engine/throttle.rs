@@ -184,19 +184,10 @@ impl Throttle {
             return Verdict::Wait;
         }
         if let Some(wait) = misjudged_phase(&mut s, sent_at, now) {
-            let until = now + wait;
-            let from = s.until.map_or(now, |u| u.max(now));
-            let added = until.saturating_duration_since(from);
-            if s.paused + added > self.max_wait {
-                s.exhausted = true;
-                return Verdict::Exhausted;
-            }
-            s.paused += added;
+            // A new pause even if one runs: throttles of the moved window's requests so far
+            // belong to it.
             s.began = Some(now);
-            if s.until.is_none_or(|u| u < until) {
-                s.until = Some(until);
-            }
-            return Verdict::Wait;
+            return self.pause(&mut s, now, now + wait);
         }
         let stated = retry_after.or_else(|| stated_wait(message));
         let wait = stated.unwrap_or_else(|| {
@@ -205,6 +196,21 @@ impl Throttle {
             w
         });
         let until = now + wait;
+        if s.until.is_none_or(|u| u <= now) {
+            s.began = Some(now);
+        }
+        let verdict = self.pause(&mut s, now, until);
+        if verdict == Verdict::Wait
+            && let Some(length) = stated.filter(|&d| d >= WINDOW_MIN)
+        {
+            learn(&mut s, sent_at, now, until, length);
+        }
+        verdict
+    }
+
+    /// Pauses the run until `until`, counting only what lengthens the pause running; past
+    /// `--max-throttle-wait` the run stops sending instead.
+    fn pause(&self, s: &mut State, now: Instant, until: Instant) -> Verdict {
         let from = s.until.map_or(now, |u| u.max(now));
         let added = until.saturating_duration_since(from);
         if s.paused + added > self.max_wait {
@@ -212,14 +218,8 @@ impl Throttle {
             return Verdict::Exhausted;
         }
         s.paused += added;
-        if s.until.is_none_or(|u| u <= now) {
-            s.began = Some(now);
-        }
         if s.until.is_none_or(|u| u < until) {
             s.until = Some(until);
-        }
-        if let Some(length) = stated.filter(|&d| d >= WINDOW_MIN) {
-            learn(&mut s, sent_at, now, until, length);
         }
         Verdict::Wait
     }
