@@ -3,10 +3,11 @@
 //! Run with `cargo bench --bench local`; whole-file figures come from `examples/gen` and
 //! `sync --dry-run` (see README, Performance).
 
-use velt_group_sync::cli::{FormatArg, ReportFormat};
+use velt_group_sync::input::FormatArg;
 use velt_group_sync::input::{self, InputOptions};
 use velt_group_sync::outcome::{Outcome, Status};
 use velt_group_sync::plan::{Defaults, Plan, Planner};
+use velt_group_sync::report::ReportFormat;
 use velt_group_sync::report::{self, Summary};
 
 const ROWS: u64 = 100_000;

@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 
 use crate::outcome::{Outcome, Status};
-use crate::plan::Plan;
 
 /// A user's name and e-mail as the input gives them, from the first record naming the user.
 #[derive(Debug, Clone)]
@@ -79,23 +78,25 @@ pub struct Accounts {
 }
 
 impl Accounts {
-    /// One account per (organization, user) of the plan's memberships, in order of first
-    /// appearance, each with its user's profile; every account starts as `Create`.
-    pub fn build(plan: &Plan, profiles: &HashMap<Box<str>, Profile>) -> Accounts {
+    /// One account per (organization, user) of the plan's memberships, given in plan order
+    /// as (organization, user), in order of first appearance, each with its user's profile;
+    /// every account starts as `Create`.
+    pub fn build<'p>(
+        memberships: impl ExactSizeIterator<Item = (&'p str, &'p str)>,
+        profiles: &HashMap<Box<str>, Profile>,
+    ) -> Accounts {
         let mut accounts = Accounts::default();
         let mut org_index: HashMap<&str, u32> = HashMap::new();
         let mut index: HashMap<(u32, &str), u32> = HashMap::new();
-        accounts.of_membership.reserve(plan.memberships.len());
-        for m in &plan.memberships {
-            let group = plan.group_of(m);
-            let user = plan.user(m);
+        accounts.of_membership.reserve(memberships.len());
+        for (org_id, user) in memberships {
             let Some(profile) = profiles.get(user) else {
                 accounts.of_membership.push(NO_ACCOUNT);
                 continue;
             };
-            let org = *org_index.entry(&group.org).or_insert_with(|| {
+            let org = *org_index.entry(org_id).or_insert_with(|| {
                 accounts.orgs.push(Org {
-                    id: group.org.clone(),
+                    id: org_id.into(),
                     users: Vec::new(),
                     removals: Vec::new(),
                 });

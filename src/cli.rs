@@ -547,7 +547,12 @@ pub struct EmulatorArgs {
 }
 
 pub use crate::accounts::AccessRole;
+use crate::client::ApiVersion;
 pub use crate::engine::{MaxRemovals, Mode};
+use crate::input::FormatArg;
+use crate::input::mapping::{Unmapped, UserIdCase};
+use crate::output::LogFormat;
+use crate::report::ReportFormat;
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::answer::snippet;
 pub use crate::answer::{Answer, UserEntry, parse_retry_after, read_answer};
-use crate::cli::ApiVersion;
 pub use crate::credentials::{API_KEY_ENV, AUTH_TOKEN_ENV, Credentials, check_transport_security};
 use crate::error::Error;
 
@@ -142,6 +141,22 @@ impl fmt::Debug for Transport {
             Transport::Http(_) => "Transport::Http",
             Transport::InProcess { .. } => "Transport::InProcess",
         })
+    }
+}
+
+/// `--api-version`: the version in request paths (`/v1/...`, `/v2/...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApiVersion {
+    V1,
+    V2,
+}
+
+impl ApiVersion {
+    pub fn path(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => "v1",
+            ApiVersion::V2 => "v2",
+        }
     }
 }
 

@@ -46,8 +46,8 @@ use crate::sync::{Session, SyncResult};
 
 /// Runs a parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
-    output::init_logging(&cli);
-    let output = Output::from_cli(&cli);
+    output::init_logging(cli.log_format, cli.quiet, cli.verbose);
+    let output = Output::new(cli.quiet, cli.log_format);
     let result = match cli.command {
         Command::Sync(args) => return run_sync(&args, output).await,
         Command::Validate(args) => commands::validate(&args),

@@ -6,7 +6,6 @@ use std::io::IsTerminal;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::cli::{Cli, LogFormat};
 use crate::plan::Plan;
 use crate::report::Summary;
 
@@ -15,6 +14,13 @@ use crate::report::Summary;
 pub fn to_stderr(text: &str) {
     use std::io::Write;
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
+}
+
+/// `--log-format`: text lines, or one JSON object per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// How much the run shows on stderr.
@@ -35,23 +41,25 @@ impl Output {
         }
     }
 
-    pub fn from_cli(cli: &Cli) -> Output {
+    pub fn new(quiet: bool, format: LogFormat) -> Output {
         Output {
-            quiet: cli.quiet,
-            json_logs: cli.log_format == LogFormat::Json,
+            quiet,
+            json_logs: format == LogFormat::Json,
         }
     }
 }
 
-pub fn init_logging(cli: &Cli) {
-    let level = match (cli.quiet, cli.verbose) {
+/// Installs the process's log subscriber: `format`, quieter with `quiet`, louder with each
+/// `verbose` (`-v`: debug, `-vv`: trace and the HTTP stack's own events).
+pub fn init_logging(format: LogFormat, quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
         (true, _) => "warn",
         (false, 0) => "info",
         (false, 1) => "debug",
         (false, _) => "trace",
     };
     // Our own events at the chosen level; the HTTP stack's only when asked for with -vv.
-    let filter = if cli.verbose >= 2 {
+    let filter = if verbose >= 2 {
         level.to_string()
     } else {
         format!("warn,velt_group_sync={level}")
@@ -64,7 +72,7 @@ pub fn init_logging(cli: &Cli) {
         // A closed stderr must never stop the run: dropped log lines are not reported on the
         // same closed stderr (which would panic).
         .log_internal_errors(false);
-    let _ = match cli.log_format {
+    let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.without_time().try_init(),
     };

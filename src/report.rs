@@ -10,7 +10,6 @@ use crate::files::Destination;
 use serde::Serialize;
 
 use crate::accounts::{Account, Action, UserCounts, user_column};
-use crate::cli::ReportFormat;
 use crate::error::Error;
 use crate::outcome::{Counts, Outcome, Status};
 use crate::plan::Origin;
@@ -237,6 +236,14 @@ fn invalid_row(bad: &crate::plan::Invalid) -> Row<'_> {
         action: "none",
         user: None,
     }
+}
+
+/// `--report-format`: CSV, or a JSON document, or JSON Lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Csv,
+    Json,
+    Jsonl,
 }
 
 /// Where the report goes. Created before anything is sent, so that an unwritable report

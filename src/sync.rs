@@ -6,10 +6,11 @@
 use std::time::Instant;
 
 use crate::accounts::{Action, UserCounts};
-use crate::cli::{InputArgs, RateArg, SyncArgs, UserIdCase};
+use crate::cli::{InputArgs, RateArg, SyncArgs};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, VeltClient};
 use crate::engine::{ExecOptions, Mode, execute};
 use crate::error::{Error, exit};
+use crate::input::mapping::UserIdCase;
 use crate::input::{self, Columns, Filter, GroupMap, InputOptions, Mapping};
 use crate::interrupt::Interrupt;
 use crate::journal::{self, Journal};
@@ -542,7 +543,12 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
     }
     plan.unmapped = unmapped;
     if args.provision_users {
-        plan.accounts = Some(crate::accounts::Accounts::build(&plan, &read.profiles));
+        let memberships = plan
+            .memberships
+            .iter()
+            .map(|m| (&*plan.group_of(m).org, plan.user(m)));
+        let accounts = crate::accounts::Accounts::build(memberships, &read.profiles);
+        plan.accounts = Some(accounts);
     }
     Ok(plan)
 }

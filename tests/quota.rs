@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use indicatif::ProgressBar;
 use tokio::time::Instant;
-use velt_group_sync::cli::ApiVersion;
+use velt_group_sync::client::ApiVersion;
 use velt_group_sync::client::{Credentials, VeltClient};
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 use velt_group_sync::engine::{ExecOptions, Execution, execute};

@@ -3,62 +3,7 @@
 
 use std::time::Duration;
 
-use clap::ValueEnum;
-
 use crate::text::parse_duration;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FormatArg {
-    Auto,
-    Csv,
-    Json,
-    Jsonl,
-    /// An Excel (`.xlsx`, `.xlsm`, `.xls`) or OpenDocument (`.ods`) workbook.
-    Xlsx,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ReportFormat {
-    Csv,
-    Json,
-    Jsonl,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ApiVersion {
-    V1,
-    V2,
-}
-
-impl ApiVersion {
-    pub fn path(self) -> &'static str {
-        match self {
-            ApiVersion::V1 => "v1",
-            ApiVersion::V2 => "v2",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
-/// What to do with a group value that `--group-map` does not list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum Unmapped {
-    #[default]
-    Invalid,
-    Skip,
-    Keep,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum UserIdCase {
-    Keep,
-    Lower,
-}
 
 /// `--include` / `--exclude`: a column and the values it is compared with.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use smallvec::SmallVec;
 
-use crate::cli::Unmapped;
 use crate::error::Error;
 use crate::text::clip;
 
@@ -62,6 +61,22 @@ impl Filter {
         };
         listed == self.keep
     }
+}
+
+/// What to do with a group value that `--group-map` does not list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Unmapped {
+    #[default]
+    Invalid,
+    Skip,
+    Keep,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// `--user-id-case`: IDs as given, or lower-cased (ASCII).
+pub enum UserIdCase {
+    Keep,
+    Lower,
 }
 
 /// Trimmed and lower-cased: how filter values and group map sources compare.

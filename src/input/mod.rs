@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::io::{self, BufRead};
 use std::path::Path;
 
-use crate::cli::FormatArg;
 use crate::error::Error;
 use crate::plan::{Planner, Sink};
 use batch::{Batch, Batcher};
@@ -20,7 +19,7 @@ mod csv;
 mod decode;
 mod json;
 mod json_record;
-mod mapping;
+pub mod mapping;
 mod open;
 mod record;
 pub mod sheet;
@@ -103,6 +102,17 @@ impl Default for InputOptions {
 }
 
 /// What was read, for the log and the summary.
+/// `--format`: a format, or told from the file name and first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Auto,
+    Csv,
+    Json,
+    Jsonl,
+    /// An Excel (`.xlsx`, `.xlsm`, `.xls`) or OpenDocument (`.ods`) workbook.
+    Xlsx,
+}
+
 #[derive(Debug, Clone)]
 pub struct InputStats {
     pub format: Format,

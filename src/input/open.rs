@@ -6,8 +6,8 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
+use super::FormatArg;
 use super::{BOM, Format, InputOptions, InputStats, read_bounded, xlsx};
-use crate::cli::FormatArg;
 use crate::error::Error;
 use crate::plan::Sink;
 

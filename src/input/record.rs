@@ -8,10 +8,10 @@ use std::borrow::Cow;
 use smallvec::SmallVec;
 
 use super::columns::{Field, Positions, Resolver};
+use super::mapping::Unmapped;
 use super::mapping::fold;
 use super::{InputOptions, InputStats};
 use crate::accounts::Profile;
-use crate::cli::Unmapped;
 use crate::plan::Sink;
 use crate::text::clip;
 
