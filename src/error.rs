@@ -20,6 +20,39 @@ pub mod exit {
     pub const SIGTERM: u8 = 143;
 }
 
+/// How a run that sent requests ended: everything its exit code depends on, decided in
+/// [`RunOutcome::exit_code`] alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOutcome {
+    /// Every row of the report is done (added, unchanged, removed, planned or protected).
+    pub rows_done: bool,
+    /// The exit code of the signal that stopped the run, if one did.
+    pub interrupted: Option<u8>,
+    /// The API refused the credentials and the run stopped.
+    pub credentials_refused: bool,
+    /// Groups or organizations that could not be read where removals were asked for.
+    pub unread: u64,
+    /// The journal could not be written (a resume may resend what this run did).
+    pub write_failed: bool,
+}
+
+impl RunOutcome {
+    /// A signal's code first (the run was cut short, whatever else), then refused credentials
+    /// (3), then anything not done (1), else 0.
+    pub fn exit_code(&self) -> u8 {
+        if let Some(code) = self.interrupted {
+            return code;
+        }
+        if self.credentials_refused {
+            return exit::AUTH;
+        }
+        if !self.rows_done || self.unread > 0 || self.write_failed {
+            return exit::INCOMPLETE;
+        }
+        exit::OK
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The input cannot be read as its format at all.
@@ -97,5 +130,40 @@ impl Error {
             line,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runs_exit_code_follows_one_order() {
+        let done = RunOutcome {
+            rows_done: true,
+            ..RunOutcome::default()
+        };
+        assert_eq!(done.exit_code(), exit::OK);
+        for not_done in [
+            RunOutcome::default(),
+            RunOutcome { unread: 1, ..done },
+            RunOutcome {
+                write_failed: true,
+                ..done
+            },
+        ] {
+            assert_eq!(not_done.exit_code(), exit::INCOMPLETE, "{not_done:?}");
+        }
+        let refused = RunOutcome {
+            credentials_refused: true,
+            unread: 2,
+            ..RunOutcome::default()
+        };
+        assert_eq!(refused.exit_code(), exit::AUTH);
+        let stopped = RunOutcome {
+            interrupted: Some(exit::SIGTERM),
+            ..refused
+        };
+        assert_eq!(stopped.exit_code(), exit::SIGTERM);
     }
 }

@@ -58,8 +58,8 @@ impl Interrupt {
         tokio::spawn(async move {
             loop {
                 let code = tokio::select! {
-                    Some(()) = int.recv() => 130,
-                    Some(()) = term.recv() => 143,
+                    Some(()) = int.recv() => crate::error::exit::SIGINT,
+                    Some(()) = term.recv() => crate::error::exit::SIGTERM,
                     else => return,
                 };
                 me.signal(code);

@@ -9,7 +9,7 @@ use crate::accounts::{Action, UserCounts};
 use crate::cli::{InputArgs, RateArg, SyncArgs};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, VeltClient};
 use crate::engine::{ExecOptions, Mode, execute};
-use crate::error::{Error, exit};
+use crate::error::{Error, RunOutcome, exit};
 use crate::input::mapping::UserIdCase;
 use crate::input::{self, Columns, Filter, GroupMap, InputOptions, Mapping};
 use crate::interrupt::Interrupt;
@@ -161,7 +161,7 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
     stats.retries = execution.retries;
     stats.throttled = execution.throttled;
     stats.throttled_for = execution.throttled_for;
-    let code = finish(
+    let rows = finish(
         &plan,
         Outcomes {
             memberships: &execution.outcomes,
@@ -173,34 +173,47 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
         output,
         stats,
     )?;
-    if let Some(code) = execution.interrupted {
+    let outcome = RunOutcome {
+        rows_done: rows == exit::OK,
+        interrupted: execution.interrupted,
+        credentials_refused: execution.auth_failure.is_some(),
+        unread: execution.unread_groups,
+        write_failed: execution.journal_error.is_some() && args.state.is_some(),
+    };
+    explain(&outcome, &execution, args, output);
+    Ok(outcome.exit_code())
+}
+
+/// Says on stderr (or in the JSON log) why a run that sent requests did not fully succeed.
+fn explain(
+    outcome: &RunOutcome,
+    execution: &crate::engine::Execution,
+    args: &SyncArgs,
+    output: &Output,
+) {
+    let resume = |with: &'static str, without: &'static str| {
+        if args.state.is_some() { with } else { without }
+    };
+    if outcome.interrupted.is_some() {
         output.say(
             "interrupted",
             &format!(
                 "interrupted; memberships not sent are `not_attempted` in the report{}",
-                if args.state.is_some() {
-                    " (re-run with the same --state to finish)"
-                } else {
-                    ""
-                }
+                resume(" (re-run with the same --state to finish)", "")
             ),
         );
-        return Ok(code);
+        return;
     }
-    let code = match (&execution.journal_error, &args.state) {
-        (Some(e), Some(path)) => {
-            output.say(
-                "state_write_failed",
-                &format!(
-                    "error: could not write the journal {} ({e}); a resume may send again what \
-                     this run did (adds are idempotent)",
-                    path.display()
-                ),
-            );
-            Error::at_least_incomplete(code)
-        }
-        _ => code,
-    };
+    if let (Some(e), Some(path)) = (&execution.journal_error, &args.state) {
+        output.say(
+            "state_write_failed",
+            &format!(
+                "error: could not write the journal {} ({e}); a resume may send again what \
+                 this run did (adds are idempotent)",
+                path.display()
+            ),
+        );
+    }
     if execution.throttle_exhausted {
         output.say(
             "throttle_budget_spent",
@@ -209,15 +222,14 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
                  --max-throttle-wait allows, and sent nothing more; what was not sent is \
                  `not_attempted` (re-run later{})",
                 execution.throttled_for.as_secs(),
-                if args.state.is_some() {
-                    " with the same --state"
-                } else {
+                resume(
+                    " with the same --state",
                     ", or with --only-status not_attempted on the report"
-                }
+                )
             ),
         );
     }
-    if let Some(message) = execution.auth_failure {
+    if let Some(message) = &execution.auth_failure {
         output.say(
             "credentials_refused",
             &format!(
@@ -225,20 +237,18 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
                  Check {API_KEY_ENV} and {AUTH_TOKEN_ENV}."
             ),
         );
-        return Ok(exit::AUTH);
+        return;
     }
-    if execution.unread_groups > 0 {
+    if outcome.unread > 0 {
         output.say(
             "groups_unread",
             &format!(
                 "{} group(s) or organization(s) could not be read, so nothing was removed \
                  from them (see the read_failed log lines); re-run to finish mirroring them",
-                execution.unread_groups
+                outcome.unread
             ),
         );
-        return Ok(exit::INCOMPLETE);
     }
-    Ok(code)
 }
 
 /// Writes `--metrics-file` and pushes to `--metrics-push`, whatever the run's outcome.
