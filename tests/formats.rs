@@ -417,3 +417,39 @@ fn scim_users_and_groups_through_field_paths() {
         ]
     );
 }
+
+/// `--header-row N` means line N itself in a CSV and row N itself in a workbook: the same
+/// rows are read, and a blank line N is an error naming it in both.
+#[test]
+fn header_row_means_the_same_in_csv_and_workbooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        vec!["Employee Roster"],
+        vec!["userId"],
+        vec![],
+        vec!["user", "groupId"],
+        vec!["u1", "g"],
+    ];
+    let csv: String = lines.iter().map(|l| format!("{}\n", l.join(","))).collect();
+    std::fs::write(dir.path().join("in.csv"), csv).unwrap();
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet();
+    for (r, cells) in lines.iter().enumerate() {
+        for (c, v) in cells.iter().enumerate() {
+            sheet.write_string(r as u32, c as u16, *v).unwrap();
+        }
+    }
+    book.save(dir.path().join("in.xlsx")).unwrap();
+    for file in ["in.csv", "in.xlsx"] {
+        let (code, rows, stderr) =
+            plan(dir.path(), file, &["--org", "o", "--header-row", "4"], None);
+        assert_eq!(code, 0, "{file}: {stderr}");
+        assert_eq!(rows, ["o/g/u1@5"], "{file}");
+        let (code, _, stderr) = plan(dir.path(), file, &["--org", "o", "--header-row", "3"], None);
+        assert_eq!(code, 2, "{file}");
+        assert!(
+            stderr.contains(":3: --header-row 3: line 3 is blank, or the input ends before it"),
+            "{file}: {stderr}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ use std::io::{self, BufRead, Cursor, Read};
 use std::rc::Rc;
 
 use super::columns::Resolver;
+use super::header;
 use super::record::{Layout, Mapper};
 use super::{BOM, InputOptions, InputStats, read_error};
 use crate::error::Error;
@@ -30,7 +31,8 @@ pub(crate) fn read_csv<R: BufRead>(
     let mut line_no = 0u64;
     let mut chosen: Option<(u64, u8)> = None;
     let mut line = Vec::new();
-    while lines_seen.len() < HEADER_SEARCH {
+    let mut search = header::Search::new(opts);
+    while search.goes_on() {
         line.clear();
         if reader
             .read_until(b'\n', &mut line)
@@ -49,35 +51,31 @@ pub(crate) fn read_csv<R: BufRead>(
             continue;
         }
         lines_seen.push((line_no, at..prefix.len()));
-        if let Some(wanted) = opts.header_row {
-            if line_no == wanted {
-                let d = opts.delimiter.unwrap_or_else(|| detect_delimiter(&line));
-                chosen = Some((line_no, d));
-                break;
-            }
-            continue;
-        }
         let candidates: &[u8] = match opts.delimiter {
             Some(d) => &[d],
             None => b",;\t",
         };
-        if let Some(&d) = candidates
-            .iter()
-            .find(|&&d| names_of(&line, d).is_some_and(|n| resolver.fits(&n, opts)))
-        {
+        // The delimiter that makes the line name the columns, or (`--header-row`) the one
+        // the line looks split by.
+        let mut fitting = None;
+        let header = search.is_header(line_no, || {
+            fitting = candidates
+                .iter()
+                .copied()
+                .find(|&d| names_of(&line, d).is_some_and(|n| resolver.fits(&n, opts)));
+            fitting.is_some()
+        });
+        if header {
+            let d = fitting
+                .or(opts.delimiter)
+                .unwrap_or_else(|| detect_delimiter(&line));
             chosen = Some((line_no, d));
             break;
         }
     }
-    let (header_at, delimiter) = match (chosen, opts.header_row) {
+    let (header_at, delimiter) = match (chosen, search.missing()) {
         (Some(c), _) => c,
-        (None, Some(wanted)) => {
-            return Err(Error::input(
-                name,
-                wanted,
-                format!("--header-row {wanted}: the input has no line {wanted} that is not blank"),
-            ));
-        }
+        (None, Some((line, message))) => return Err(Error::input(name, line, message)),
         // None fits: the first line is the header, and its message says what is missing.
         (None, None) => match lines_seen.first() {
             Some((n, range)) => {
@@ -192,9 +190,6 @@ pub(crate) fn read_csv<R: BufRead>(
     }
     Ok(())
 }
-
-/// How many lines (not blank) may stand above the header row.
-pub(crate) const HEADER_SEARCH: usize = 20;
 
 /// The column names of one line split at `delimiter`, or `None` if it is not UTF-8 or has one
 /// column only (a title).

@@ -17,6 +17,7 @@ mod batch;
 mod columns;
 mod csv;
 mod decode;
+mod header;
 mod json;
 mod json_record;
 pub mod mapping;

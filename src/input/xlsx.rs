@@ -5,7 +5,8 @@
 use std::io::Read;
 
 use super::columns::Resolver;
-use super::csv::{HEADER_SEARCH, is_example};
+use super::csv::is_example;
+use super::header;
 use super::record::{Layout, Mapper};
 use super::sheet;
 use super::{InputOptions, InputStats};
@@ -117,29 +118,22 @@ fn read_table(
     // the run needs, or else the first (whose message says what is missing).
     let mut top: Vec<(u64, Vec<String>)> = Vec::new();
     let mut chosen = None;
-    while top.len() < HEADER_SEARCH {
+    let mut search = header::Search::new(opts);
+    while search.goes_on() {
         let Some((line, cells)) = rows.next() else {
             break;
         };
         let names: Vec<String> = cells.iter().map(|c| c.trim().to_string()).collect();
-        let fits = match opts.header_row {
-            Some(n) => line >= n,
-            None => resolver.fits(&names, opts),
-        };
+        let header = search.is_header(line, || resolver.fits(&names, opts));
         top.push((line, names));
-        if fits {
+        if header {
             chosen = Some(top.len() - 1);
             break;
         }
     }
-    let at = match (chosen, opts.header_row) {
+    let at = match (chosen, search.missing()) {
         (Some(at), _) => at,
-        (None, Some(n)) => {
-            return Err(Table::At(
-                n,
-                format!("--header-row {n}: the sheet has no row {n} with anything in it"),
-            ));
-        }
+        (None, Some((line, message))) => return Err(Table::At(line, message)),
         (None, None) if top.is_empty() => return Err(Table::Empty),
         (None, None) => 0,
     };
