@@ -253,7 +253,7 @@ pub struct SyncArgs {
 
     /// Mirror mode: most removals per group, a count (`25`) or a share of its current members
     /// (`10%`, at least 1). A group needing more is left alone and reported; the run exits 1.
-    #[arg(long, value_name = "N|P%", default_value = defaults::MAX_REMOVALS, value_parser = MaxRemovals::parse,
+    #[arg(long, value_name = "N|P%", default_value = &**shown::MAX_REMOVALS, value_parser = MaxRemovals::parse,
           env = "VELT_MAX_REMOVALS")]
     pub max_removals: MaxRemovals,
 
@@ -272,7 +272,7 @@ pub struct SyncArgs {
     /// --deprovision-users: most users removed per organization, a count or a share of its
     /// users (at least 1); never all of them without --allow-empty. An organization needing
     /// more keeps its users, they are reported, and the run exits 1.
-    #[arg(long, value_name = "N|P%", default_value = defaults::MAX_USER_REMOVALS,
+    #[arg(long, value_name = "N|P%", default_value = &**shown::MAX_USER_REMOVALS,
           value_parser = MaxRemovals::parse, env = "VELT_MAX_USER_REMOVALS")]
     pub max_user_removals: MaxRemovals,
 
@@ -344,7 +344,7 @@ pub struct SyncArgs {
 
     /// Requests per second (fractions allowed, e.g. 0.5), or `auto`: start low, speed up while
     /// the API accepts, back off when it throttles, never above --max-rate.
-    #[arg(long, value_name = "R|auto", default_value = defaults::RATE, value_parser = parse_rate_arg,
+    #[arg(long, value_name = "R|auto", default_value = &**shown::RATE, value_parser = parse_rate_arg,
           env = "VELT_RATE")]
     pub rate: RateArg,
 
@@ -379,13 +379,13 @@ pub struct SyncArgs {
     pub max_retries: u32,
 
     /// Longest wait between retries (exponential backoff with full jitter from 500 ms).
-    #[arg(long, value_name = "DURATION", default_value = defaults::MAX_BACKOFF, value_parser = parse_duration,
+    #[arg(long, value_name = "DURATION", default_value = &**shown::MAX_BACKOFF, value_parser = parse_duration,
           env = "VELT_MAX_BACKOFF")]
     pub max_backoff: Duration,
 
     /// Longest Retry-After honoured; a longer one gives the request's users up
     /// (`not_attempted`, RESOURCE_EXHAUSTED).
-    #[arg(long, value_name = "DURATION", default_value = defaults::MAX_RETRY_AFTER, value_parser = parse_duration,
+    #[arg(long, value_name = "DURATION", default_value = &**shown::MAX_RETRY_AFTER, value_parser = parse_duration,
           env = "VELT_MAX_RETRY_AFTER")]
     pub max_retry_after: Duration,
 
@@ -393,12 +393,12 @@ pub struct SyncArgs {
     /// requests never spend --max-retries: the run pauses (for Retry-After, the wait the
     /// message names, or 1 s doubling to 60 s) and sends them again. Past this, what was not
     /// sent is `not_attempted` and the run exits 1.
-    #[arg(long, value_name = "DURATION", default_value = defaults::MAX_THROTTLE_WAIT, value_parser = parse_duration,
+    #[arg(long, value_name = "DURATION", default_value = &**shown::MAX_THROTTLE_WAIT, value_parser = parse_duration,
           env = "VELT_MAX_THROTTLE_WAIT")]
     pub max_throttle_wait: Duration,
 
     /// After SIGINT/SIGTERM, how long in-flight requests may finish before the report is written.
-    #[arg(long, value_name = "DURATION", default_value = defaults::GRACE, value_parser = parse_duration,
+    #[arg(long, value_name = "DURATION", default_value = &**shown::GRACE, value_parser = parse_duration,
           env = "VELT_GRACE")]
     pub grace: Duration,
 
@@ -566,6 +566,24 @@ mod tests {
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    /// The command line's defaults are the engine's typed ones, read back from `--help`'s text.
+    #[test]
+    fn the_command_lines_defaults_are_the_engines() {
+        use crate::engine::defaults;
+        let cli = Cli::try_parse_from(["velt-group-sync", "sync", "in.csv"]).unwrap();
+        let Command::Sync(args) = cli.command else {
+            panic!("sync")
+        };
+        assert_eq!(args.rate, RateArg::Fixed(defaults::RATE));
+        assert_eq!(args.max_backoff, defaults::MAX_BACKOFF);
+        assert_eq!(args.max_retry_after, defaults::MAX_RETRY_AFTER);
+        assert_eq!(args.max_throttle_wait, defaults::MAX_THROTTLE_WAIT);
+        assert_eq!(args.grace, defaults::GRACE);
+        assert_eq!(args.max_removals, defaults::MAX_REMOVALS);
+        assert_eq!(args.max_user_removals, defaults::MAX_USER_REMOVALS);
+        assert_eq!(&**values::shown::MAX_THROTTLE_WAIT, "30m");
     }
 
     #[test]

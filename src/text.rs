@@ -65,6 +65,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
+/// A duration as `parse_duration` reads it, in its largest whole unit: `30m`, `120s`, `500ms`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(60_000) && ms > 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
 /// `--user-id-case lower`: a user ID with its ASCII letters lower-cased. Only ASCII: e-mail
 /// domains are ASCII (or punycode), and full Unicode folding would merge distinct IDs (the
 /// Kelvin sign `\u{212A}` into `k`) and change an ID's length.

@@ -143,3 +143,23 @@ pub(super) fn parse_latency(s: &str) -> Result<(Duration, Duration), String> {
     }
     Ok((lo, hi))
 }
+
+/// The engine's typed defaults as the text `--help` shows and clap reads back.
+pub(super) mod shown {
+    use std::sync::LazyLock;
+
+    use crate::engine::defaults;
+    use crate::text::format_duration;
+
+    pub static RATE: LazyLock<String> = LazyLock::new(|| defaults::RATE.to_string());
+    pub static MAX_BACKOFF: LazyLock<String> =
+        LazyLock::new(|| format_duration(defaults::MAX_BACKOFF));
+    pub static MAX_RETRY_AFTER: LazyLock<String> =
+        LazyLock::new(|| format_duration(defaults::MAX_RETRY_AFTER));
+    pub static MAX_THROTTLE_WAIT: LazyLock<String> =
+        LazyLock::new(|| format_duration(defaults::MAX_THROTTLE_WAIT));
+    pub static GRACE: LazyLock<String> = LazyLock::new(|| format_duration(defaults::GRACE));
+    pub static MAX_REMOVALS: LazyLock<String> = LazyLock::new(|| defaults::MAX_REMOVALS.text());
+    pub static MAX_USER_REMOVALS: LazyLock<String> =
+        LazyLock::new(|| defaults::MAX_USER_REMOVALS.text());
+}

@@ -59,6 +59,14 @@ impl MaxRemovals {
         }
     }
 
+    /// As `--help` shows it and `parse` reads it: `25` or `10%`.
+    pub fn text(self) -> String {
+        match self {
+            MaxRemovals::Count(n) => n.to_string(),
+            MaxRemovals::Percent(p) => format!("{p}%"),
+        }
+    }
+
     /// `--max-removals`: `25` or `10%`.
     pub fn parse(s: &str) -> Result<MaxRemovals, String> {
         let s = s.trim();
@@ -73,21 +81,25 @@ impl MaxRemovals {
     }
 }
 
-/// The engine's defaults, which the command line's are: one place for each.
+/// The engine's defaults, which the command line's are (its `--help` text is made from
+/// these): one place for each, typed.
 pub mod defaults {
+    use super::MaxRemovals;
+    use std::time::Duration;
+
     pub const CHUNK_SIZE: u32 = 100;
-    pub const RATE: &str = "10";
+    pub const RATE: f64 = 10.0;
     pub const MAX_RATE: f64 = 500.0;
     pub const CONCURRENCY: u32 = 4;
     pub const MAX_CONCURRENCY: u32 = 64;
     pub const BURST: u32 = 1;
     pub const MAX_RETRIES: u32 = 6;
-    pub const MAX_BACKOFF: &str = "30s";
-    pub const MAX_RETRY_AFTER: &str = "120s";
-    pub const MAX_THROTTLE_WAIT: &str = "30m";
-    pub const GRACE: &str = "10s";
-    pub const MAX_REMOVALS: &str = "10%";
-    pub const MAX_USER_REMOVALS: &str = "5%";
+    pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+    pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(120);
+    pub const MAX_THROTTLE_WAIT: Duration = Duration::from_secs(30 * 60);
+    pub const GRACE: Duration = Duration::from_secs(10);
+    pub const MAX_REMOVALS: MaxRemovals = MaxRemovals::Percent(10.0);
+    pub const MAX_USER_REMOVALS: MaxRemovals = MaxRemovals::Percent(5.0);
     pub const PAGE_SIZE: u32 = 1000;
 }
 
@@ -139,32 +151,28 @@ pub struct ExecOptions {
 
 impl Default for ExecOptions {
     fn default() -> ExecOptions {
-        // The constants are well-formed (a unit test says so); a typo would show as zero.
-        let duration = |text| crate::text::parse_duration(text).unwrap_or_default();
         ExecOptions {
             chunk_size: defaults::CHUNK_SIZE as usize,
-            rate: defaults::RATE.parse().unwrap_or(1.0),
+            rate: defaults::RATE,
             adaptive: false,
             burst: defaults::BURST,
             concurrency: defaults::CONCURRENCY as usize,
             max_concurrency: defaults::MAX_CONCURRENCY as usize,
             max_retries: defaults::MAX_RETRIES,
             base_backoff: Duration::from_millis(500),
-            max_backoff: duration(defaults::MAX_BACKOFF),
-            max_retry_after: duration(defaults::MAX_RETRY_AFTER),
-            max_throttle_wait: duration(defaults::MAX_THROTTLE_WAIT),
-            grace: duration(defaults::GRACE),
+            max_backoff: defaults::MAX_BACKOFF,
+            max_retry_after: defaults::MAX_RETRY_AFTER,
+            max_throttle_wait: defaults::MAX_THROTTLE_WAIT,
+            grace: defaults::GRACE,
             mode: Mode::Add,
-            max_removals: MaxRemovals::parse(defaults::MAX_REMOVALS)
-                .unwrap_or(MaxRemovals::Count(0)),
+            max_removals: defaults::MAX_REMOVALS,
             allow_empty: false,
             create_missing_groups: false,
             page_size: defaults::PAGE_SIZE,
             dry_run: false,
             access_role: None,
             deprovision_users: false,
-            max_user_removals: MaxRemovals::parse(defaults::MAX_USER_REMOVALS)
-                .unwrap_or(MaxRemovals::Count(0)),
+            max_user_removals: defaults::MAX_USER_REMOVALS,
             fold_user_ids: false,
             protect_users: Vec::new(),
             protect_groups: Vec::new(),
