@@ -277,6 +277,12 @@ async fn a_401_mid_run_stops_it_within_a_few_requests() {
     assert_eq!(rows_with(&rows, "added").len(), 3);
     assert_eq!(rows_with(&rows, "failed").len(), sent - 3);
     assert_eq!(rows_with(&rows, "not_attempted").len(), 30 - sent);
+    for r in rows.iter().filter(|r| r["status"] == "not_attempted") {
+        assert_eq!(
+            r["message"],
+            "not sent: the API refused the credentials and the run stopped"
+        );
+    }
 }
 
 /// Waits until the emulator has received `n` requests.
@@ -316,6 +322,12 @@ async fn sigterm_writes_a_complete_report_and_exits_143() {
     );
     assert_eq!(added.len() + rows_with(&rows, "not_attempted").len(), 40);
     assert_eq!(added, held(&emu), "the report agrees with the server");
+    for r in rows.iter().filter(|r| r["status"] == "not_attempted") {
+        assert_eq!(
+            r["message"],
+            "not sent: the run was interrupted by SIGTERM; re-run (with the same --state) to finish"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -535,6 +535,28 @@ pub async fn execute(
             }
         }
     }
+    // Every row the run did not send says why: a signal, or refused credentials.
+    let stopped = match interrupted {
+        Some(code) => Some(format!(
+            "not sent: the run was interrupted by {}; re-run (with the same --state) to finish",
+            if code == crate::error::exit::SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            }
+        )),
+        None => lock(&run.auth_failure)
+            .as_ref()
+            .map(|_| "not sent: the API refused the credentials and the run stopped".to_string()),
+    };
+    if let Some(why) = stopped {
+        let why = attempt::detail(why, None, None);
+        for o in outcomes.iter_mut().chain(&mut accounts) {
+            if o.still_to_send() && o.detail.is_none() {
+                o.detail = Some(why.clone());
+            }
+        }
+    }
     run.execution((outcomes, accounts), interrupted, unread)
 }
 
