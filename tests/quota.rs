@@ -295,7 +295,7 @@ fn assert_shape_figures(r: &Run, what: &str, least: Duration) {
 #[tokio::test(start_paused = true)]
 async fn thirty_a_minute_without_retry_after_in_every_window_shape() {
     for (i, shape) in shapes().into_iter().enumerate() {
-        for seed in [1, 2, 3] {
+        for seed in [1, 2] {
             let config = EmulatorConfig {
                 omit_retry_after: true,
                 ..shaped(shape, 30, seed + 10 * i as u64)
@@ -310,7 +310,7 @@ async fn thirty_a_minute_without_retry_after_in_every_window_shape() {
 #[tokio::test(start_paused = true)]
 async fn a_hundred_and_twenty_a_minute_with_retry_after_60_in_every_window_shape() {
     for (i, shape) in shapes().into_iter().enumerate() {
-        for seed in [1, 2, 3] {
+        for seed in [1] {
             let config = EmulatorConfig {
                 retry_after_secs: Some(60),
                 ..shaped(shape, 120, seed + 10 * i as u64)
