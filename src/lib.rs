@@ -63,7 +63,11 @@ pub async fn run(cli: Cli) -> u8 {
 async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
     let started = Instant::now();
     let interrupt = Interrupt::new();
-    let SyncResult { stats, result } = match prepare(args, &interrupt).await {
+    let SyncResult {
+        stats,
+        result,
+        ended,
+    } = match prepare(args, &interrupt).await {
         Ok((client, emulator)) => {
             let session = Session {
                 client,
@@ -79,10 +83,13 @@ async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
         Err(e) => SyncResult {
             stats: metrics::RunStats::default(),
             result: Err(e),
+            ended: None,
         },
     };
     let code = exit_code(result, &output);
-    sync::publish_metrics(args, &stats, code, started.elapsed(), &output).await
+    let code = sync::publish_metrics(args, &stats, code, started.elapsed(), &output).await;
+    output::say_summary(&output, ended.as_ref(), code);
+    code
 }
 
 /// Signals routed to `interrupt`, and the client to send with: to the built-in emulator

@@ -62,7 +62,8 @@ pub fn init_logging(format: LogFormat, quiet: bool, verbose: u8) {
     let filter = if verbose >= 2 {
         level.to_string()
     } else {
-        format!("warn,velt_group_sync={level}")
+        // The run's summary event is said whatever the level (see `say_summary`).
+        format!("warn,velt_group_sync={level},{SUMMARY_TARGET}=info")
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -189,3 +190,66 @@ pub fn progress_bar(output: &Output, total: u64) -> ProgressBar {
     }
     bar
 }
+
+/// The one summary event that ends every `sync` run, with its exit code: info on exit 0, warn
+/// on 1, error on 2 and above, under `-q` too (its own target passes the quiet filter). In
+/// text mode the summary line, which `-q` keeps back only when the run succeeded.
+pub fn say_summary(output: &Output, ended: Option<&crate::sync::Ended>, code: u8) {
+    let zero = crate::report::Summary::new(
+        crate::outcome::Counts::default(),
+        0,
+        0,
+        std::time::Duration::ZERO,
+    );
+    let (s, report) = match ended {
+        Some(e) => (&e.summary, e.report.as_str()),
+        None => (&zero, ""),
+    };
+    if !output.json_logs {
+        if ended.is_some() && (!output.quiet || code != 0) {
+            to_stderr(&format!("{}\n", summary_line(s, report)));
+        }
+        return;
+    }
+    let users = s.users;
+    macro_rules! summary_event {
+        ($level:expr) => {
+            tracing::event!(
+                target: SUMMARY_TARGET,
+                $level,
+                event = "summary",
+                exit_code = code,
+                memberships = s.memberships,
+                added = s.added,
+                failed = s.failed,
+                unconfirmed = s.unconfirmed,
+                invalid = s.invalid,
+                not_attempted = s.not_attempted,
+                planned = s.planned,
+                unchanged = s.unchanged,
+                removed = s.removed,
+                protected = s.protected,
+                requests = s.requests,
+                elapsed_ms = s.elapsed_ms,
+                throttled_ms = s.throttled_ms,
+                filtered = s.filtered,
+                unmapped_skipped = s.unmapped_skipped,
+                users_created = users.map(|u| u.created),
+                users_updated = users.map(|u| u.updated),
+                users_unchanged = users.map(|u| u.unchanged),
+                users_removed = users.map(|u| u.removed),
+                users_protected = users.map(|u| u.protected),
+                users_failed = users.map(|u| u.failed),
+                report = report,
+            )
+        };
+    }
+    match code {
+        0 => summary_event!(tracing::Level::INFO),
+        1 => summary_event!(tracing::Level::WARN),
+        _ => summary_event!(tracing::Level::ERROR),
+    }
+}
+
+/// The summary event's target, which the quiet log filter lets through.
+const SUMMARY_TARGET: &str = "velt_group_sync::summary";

@@ -16,7 +16,7 @@ use crate::interrupt::Interrupt;
 use crate::journal::{self, Journal};
 use crate::metrics::{self, RunStats};
 use crate::outcome::{Outcome, Status};
-use crate::output::{Output, print_plan, progress_bar, summary_line, to_stderr};
+use crate::output::{Output, print_plan, progress_bar};
 use crate::plan::{Defaults, Plan, Planner};
 use crate::report::{self, Outcomes, ReportTarget, Summary};
 
@@ -36,6 +36,16 @@ pub struct Session {
 pub struct SyncResult {
     pub stats: RunStats,
     pub result: Result<u8, Error>,
+    /// The report's summary and path, once the report was written.
+    pub ended: Option<Ended>,
+}
+
+/// What a run that wrote its report says at the end.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub summary: Summary,
+    /// The report's path (`-`: standard output).
+    pub report: String,
 }
 
 /// The `sync` command: read, plan, send, report. Everything from outside the command line
@@ -45,11 +55,21 @@ pub async fn sync(args: &SyncArgs, session: &Session) -> SyncResult {
         dry_run: args.dry_run,
         ..RunStats::default()
     };
-    let result = sync_inner(args, session, &mut stats).await;
-    SyncResult { stats, result }
+    let mut ended = None;
+    let result = sync_inner(args, session, &mut stats, &mut ended).await;
+    SyncResult {
+        stats,
+        result,
+        ended,
+    }
 }
 
-async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) -> Result<u8, Error> {
+async fn sync_inner(
+    args: &SyncArgs,
+    session: &Session,
+    stats: &mut RunStats,
+    ended: &mut Option<Ended>,
+) -> Result<u8, Error> {
     let started = Instant::now();
     let output = &session.output;
     // A dry run in delta or mirror mode still reads the groups.
@@ -92,8 +112,8 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
             0,
             report,
             started,
-            output,
             stats,
+            ended,
         )?;
         return Err(Error::Strict(plan.invalid.len()));
     }
@@ -107,7 +127,7 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
             memberships: &outcomes,
             accounts: &planned,
         };
-        return finish(&plan, outcomes, 0, report, started, output, stats);
+        return finish(&plan, outcomes, 0, report, started, stats, ended);
     }
 
     let opts = exec_options(args)?;
@@ -170,8 +190,8 @@ async fn sync_inner(args: &SyncArgs, session: &Session, stats: &mut RunStats) ->
         execution.requests,
         report,
         started,
-        output,
         stats,
+        ended,
     )?;
     let outcome = RunOutcome {
         rows_done: rows == exit::OK,
@@ -563,15 +583,16 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
     Ok(plan)
 }
 
-/// Writes the report and the summary line, and picks the exit code from the rows.
+/// Writes the report, keeps its summary for the end of the run, and picks the exit code
+/// from the rows.
 fn finish(
     plan: &Plan,
     outcomes: Outcomes<'_>,
     requests: u64,
     report: ReportTarget,
     started: Instant,
-    output: &Output,
     stats: &mut RunStats,
+    ended: &mut Option<Ended>,
 ) -> Result<u8, Error> {
     let counts = report::count(plan, outcomes);
     stats.counts = counts;
@@ -588,35 +609,10 @@ fn finish(
     stats.unmapped_skipped = plan.unmapped_skipped;
     let path = report.path().display().to_string();
     report.write(plan, outcomes, &summary)?;
-    if output.json_logs {
-        tracing::info!(
-            event = "summary",
-            memberships = summary.memberships,
-            added = summary.added,
-            failed = summary.failed,
-            unconfirmed = summary.unconfirmed,
-            invalid = summary.invalid,
-            not_attempted = summary.not_attempted,
-            planned = summary.planned,
-            unchanged = summary.unchanged,
-            removed = summary.removed,
-            protected = summary.protected,
-            requests = summary.requests,
-            elapsed_ms = summary.elapsed_ms,
-            throttled_ms = summary.throttled_ms,
-            filtered = summary.filtered,
-            unmapped_skipped = summary.unmapped_skipped,
-            users_created = summary.users.map(|u| u.created),
-            users_updated = summary.users.map(|u| u.updated),
-            users_unchanged = summary.users.map(|u| u.unchanged),
-            users_removed = summary.users.map(|u| u.removed),
-            users_protected = summary.users.map(|u| u.protected),
-            users_failed = summary.users.map(|u| u.failed),
-            report = path.as_str(),
-        );
-    } else if !output.quiet {
-        to_stderr(&format!("{}\n", summary_line(&summary, &path)));
-    }
+    *ended = Some(Ended {
+        summary,
+        report: path,
+    });
     Ok(if counts.all_succeeded() {
         exit::OK
     } else {

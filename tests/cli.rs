@@ -475,3 +475,78 @@ async fn delimiter_end_to_end() {
         ]
     );
 }
+
+/// Every run ends with one summary event carrying its exit code, under `-q` too, at info on
+/// exit 0, warn on 1 and error on 2; in text mode `-q` keeps the summary line back only when
+/// the run succeeded.
+#[test]
+fn every_run_ends_in_one_summary_with_its_exit_code_and_quiet_hides_only_success() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.csv"), "groupId,userId\neng,alice\n").unwrap();
+    // An empty user ID: an invalid record, exit 1.
+    std::fs::write(
+        dir.path().join("bad.csv"),
+        "groupId,userId\neng,alice\neng,\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("none.csv"), "groupId,userId\n").unwrap();
+    let summary_of = |file: &str, extra: &[&str]| {
+        let out = bin(dir.path())
+            .args([
+                "--log-format",
+                "json",
+                "-q",
+                "sync",
+                file,
+                "--org",
+                "acme",
+                "--emulator",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr).into_owned();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event"] == "summary")
+            .collect();
+        assert_eq!(events.len(), 1, "{file}: {text}");
+        (out.status.code(), events[0].clone())
+    };
+    for (file, code, level) in [
+        ("good.csv", 0, "INFO"),
+        ("bad.csv", 1, "WARN"),
+        ("none.csv", 2, "ERROR"),
+    ] {
+        let (exit, event) = summary_of(file, &[]);
+        assert_eq!(exit, Some(code), "{file}");
+        assert_eq!(event["exit_code"], code, "{file}: {event}");
+        assert_eq!(event["level"], level, "{file}: {event}");
+    }
+    let (_, event) = summary_of("bad.csv", &[]);
+    assert_eq!(
+        (event["added"].as_u64(), event["invalid"].as_u64()),
+        (Some(1), Some(1))
+    );
+    // Text mode: quiet on success, the summary line on failure.
+    let text = |file: &str| {
+        let out = bin(dir.path())
+            .args(["-q", "sync", file, "--org", "acme", "--emulator"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    assert!(
+        !text("good.csv").contains("memberships:"),
+        "{}",
+        text("good.csv")
+    );
+    assert!(
+        text("bad.csv").contains(
+            "velt-group-sync: 1 memberships: 1 added, 0 failed, 0 unconfirmed, 1 invalid"
+        ),
+        "{}",
+        text("bad.csv")
+    );
+}
