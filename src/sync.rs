@@ -177,6 +177,7 @@ async fn sync_inner(
     {
         execution.journal_error = Some(e.to_string());
     }
+    roll_up_refusals(&plan, &execution);
     stats.requests = execution.requests_by_status.clone();
     stats.retries = execution.retries;
     stats.throttled = execution.throttled;
@@ -202,6 +203,88 @@ async fn sync_inner(
     };
     explain(&outcome, &execution, args, output);
     Ok(outcome.exit_code())
+}
+
+/// Most distinct refusal reasons logged; the rest are counted in one more line.
+const REASONS_LOGGED: usize = 10;
+/// Example user IDs per reason.
+const EXAMPLES: usize = 5;
+
+/// One warning per distinct reason the server gave for failed rows (memberships and users),
+/// most frequent first: its count, a few user IDs, and a hint where one is known. Capped, so a
+/// million failures stay a few lines.
+fn roll_up_refusals(plan: &Plan, execution: &crate::engine::Execution) {
+    use std::collections::HashMap;
+    let mut by_reason: HashMap<&str, (u64, Vec<&str>, Option<&str>)> = HashMap::new();
+    let memberships = execution
+        .outcomes
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (o, plan.user_at(i as u32)));
+    let users = plan.accounts.iter().flat_map(|a| {
+        a.list
+            .iter()
+            .zip(&execution.accounts)
+            .map(|(account, o)| (o, &*account.user))
+    });
+    for (o, user) in memberships.chain(users) {
+        if o.status != Status::Failed {
+            continue;
+        }
+        let Some(d) = o.detail.as_deref() else {
+            continue;
+        };
+        let entry = by_reason.entry(d.message.as_str()).or_insert((
+            0,
+            Vec::new(),
+            d.error_status.as_deref(),
+        ));
+        entry.0 += 1;
+        if entry.1.len() < EXAMPLES {
+            entry.1.push(user);
+        }
+    }
+    let mut reasons: Vec<_> = by_reason.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+    for (message, (count, examples, status)) in reasons.iter().take(REASONS_LOGGED) {
+        let examples: Vec<String> = examples
+            .iter()
+            .map(|u| crate::text::clip(u).into_owned())
+            .collect();
+        tracing::warn!(
+            event = "refusals",
+            count = count,
+            errorStatus = status.unwrap_or(""),
+            examples = %examples.join(", "),
+            hint = hint(message, *status).unwrap_or(""),
+            message = %crate::text::clip(message),
+        );
+    }
+    if reasons.len() > REASONS_LOGGED {
+        let rest: u64 = reasons[REASONS_LOGGED..].iter().map(|r| r.1.0).sum();
+        tracing::warn!(
+            event = "refusals",
+            count = rest,
+            message = %format!(
+                "and {} more reasons for {rest} rows (see the report)",
+                reasons.len() - REASONS_LOGGED
+            ),
+        );
+    }
+}
+
+/// What to do about a refusal, where it is known.
+fn hint(message: &str, status: Option<&str>) -> Option<&'static str> {
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("not part of the organization") {
+        Some("make them users of the organization first: --provision-users")
+    } else if status == Some("NOT_FOUND") {
+        Some("check --org (or the organization column), then --create-missing-groups")
+    } else if status == Some("INVALID_ARGUMENT") {
+        Some("the request was refused as malformed: check the IDs in the report")
+    } else {
+        None
+    }
 }
 
 /// Says on stderr (or in the JSON log) why a run that sent requests did not fully succeed.

@@ -103,6 +103,35 @@ async fn the_inferred_quota_and_the_raised_concurrency_are_said_once_at_info_lev
         assert!((27.0..=33.0).contains(&n), "{shape:?}: {}", said[0]);
     }
 
+    // Refusals rolled up: one line per distinct reason, its count, five examples and a hint,
+    // whatever the number of failed rows.
+    let before = logs.0.lock().unwrap().len();
+    let strict = Emulator::in_process(EmulatorConfig {
+        require_org_users: true,
+        ..EmulatorConfig::default()
+    });
+    write_groups(dir.path(), 3, 40);
+    let run = sync_in_process(&strict, dir.path(), &[]).await;
+    assert_eq!(run.result.unwrap(), 1);
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()[before..]).into_owned();
+    let rolled: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("event=\"refusals\""))
+        .collect();
+    assert_eq!(rolled.len(), 1, "{text}");
+    let line = rolled[0];
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(line.contains("count=120"), "{line}");
+    assert!(
+        line.contains("User is not part of the organization."),
+        "{line}"
+    );
+    assert!(line.contains("--provision-users"), "{line}");
+    assert!(
+        line.contains("user-0000, user-0001, user-0002, user-0003, user-0004"),
+        "{line}"
+    );
+
     // 20 requests/s at 20-400 ms need more than the one slot the run starts with; the slots
     // grow step by step as the latency average moves, and the log says so once.
     let slow = Emulator::in_process(EmulatorConfig {
