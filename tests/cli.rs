@@ -550,3 +550,36 @@ fn every_run_ends_in_one_summary_with_its_exit_code_and_quiet_hides_only_success
         text("bad.csv")
     );
 }
+
+/// A configuration error that can name several missing columns names them all at once, not
+/// one per run.
+#[test]
+fn every_missing_column_is_named_in_one_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.csv"), "userId,groupId\nu1,g\n").unwrap();
+    let out = bin(dir.path())
+        .args(["validate", "in.csv", "--org", "acme", "--provision-users"])
+        .args(["--include", "Status=Active"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in.csv:1: 3 problems with the columns: 1) no name column"),
+        "{err}"
+    );
+    assert!(err.contains("2) no e-mail column"), "{err}");
+    assert!(
+        err.contains("3) no column named `Status`; check --include"),
+        "{err}"
+    );
+    assert!(
+        err.trim_end().ends_with("(columns: userId, groupId)"),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("columns: userId").count(),
+        1,
+        "listed once: {err}"
+    );
+}

@@ -291,6 +291,7 @@ impl<'a> Resolver<'a> {
         opts: &InputOptions,
     ) -> Option<String> {
         let listed = listing(names);
+        let mut problems: Vec<String> = Vec::new();
         let c = self.columns;
         let no_column = |name: &str, flag: &str| {
             format!(
@@ -301,27 +302,26 @@ impl<'a> Resolver<'a> {
         if let Some(name) = c.org.as_deref()
             && found.get(Field::Org).is_none()
         {
-            return Some(no_column(name, "--org-column"));
-        }
-        if found.get(Field::Org).is_none() && !opts.has_default_org {
-            return Some(format!(
+            problems.push(no_column(name, "--org-column"));
+        } else if found.get(Field::Org).is_none() && !opts.has_default_org {
+            problems.push(format!(
                 "no organization column (looked for {}; columns: {listed}); name it with --org-column or give one for every row with --org",
                 ORG_ALIASES.join(", ")
             ));
         }
         for (i, name) in c.group.iter().enumerate() {
             if found.get(Field::Group(i)).is_none() {
-                return Some(no_column(name, "--group-column"));
+                problems.push(no_column(name, "--group-column"));
             }
         }
         if c.group.is_empty() && found.get(Field::Group(0)).is_none() && !opts.has_default_group {
-            return Some(format!(
+            problems.push(format!(
                 "no group column (looked for {}; columns: {listed}); name it with --group-column or give one for every row with --group",
                 GROUP_ALIASES.join(", ")
             ));
         }
         if found.get(Field::User).is_none() {
-            return Some(match c.user.as_deref() {
+            problems.push(match c.user.as_deref() {
                 Some(name) => no_column(name, "--user-column"),
                 None => format!(
                     "no user column (looked for {}; columns: {listed}); name it with --user-column",
@@ -332,22 +332,20 @@ impl<'a> Resolver<'a> {
         if let Some(name) = c.group_name.as_deref()
             && found.get(Field::GroupName).is_none()
         {
-            return Some(no_column(name, "--group-name-column"));
+            problems.push(no_column(name, "--group-name-column"));
         }
-        if let Some(why) = self.missing_profile(found, &no_column, &listed, opts) {
-            return Some(why);
-        }
+        self.missing_profile(found, &no_column, &listed, opts, &mut problems);
         for (i, f) in self.filters.iter().enumerate() {
             if found.get(Field::Filter(i)).is_none() {
-                return Some(no_column(&f.column, f.flag()));
+                problems.push(no_column(&f.column, f.flag()));
             }
         }
         if self.report && found.get(Field::Status).is_none() {
-            return Some(format!(
+            problems.push(format!(
                 "--only-status needs a `status` column (a previous report as input); columns: {listed}"
             ));
         }
-        None
+        combine(problems, &listed)
     }
 }
 
@@ -359,19 +357,20 @@ impl Resolver<'_> {
         no_column: &dyn Fn(&str, &str) -> String,
         listed: &str,
         opts: &InputOptions,
-    ) -> Option<String> {
+        problems: &mut Vec<String>,
+    ) {
         if !opts.provision {
-            return None;
+            return;
         }
         let c = self.columns;
         if let Some((first, last)) = &c.name_parts {
             for (field, name) in [(Field::FirstName, first), (Field::LastName, last)] {
                 if found.get(field).is_none() {
-                    return Some(no_column(name, "--name-columns"));
+                    problems.push(no_column(name, "--name-columns"));
                 }
             }
         } else if found.get(Field::Name).is_none() {
-            return Some(match c.name.as_deref() {
+            problems.push(match c.name.as_deref() {
                 Some(name) => no_column(name, "--name-column"),
                 None => format!(
                     "no name column (looked for {}; columns: {listed}); --provision-users needs each user's name: name it with --name-column, or join two with --name-columns First,Last",
@@ -380,7 +379,7 @@ impl Resolver<'_> {
             });
         }
         if found.get(Field::Email).is_none() {
-            return Some(match c.email.as_deref() {
+            problems.push(match c.email.as_deref() {
                 Some(name) => no_column(name, "--email-column"),
                 None => format!(
                     "no e-mail column (looked for {}; columns: {listed}); --provision-users needs each user's e-mail: name it with --email-column",
@@ -388,11 +387,34 @@ impl Resolver<'_> {
                 ),
             });
         }
-        None
     }
 }
 
 /// The columns, for a message: each clipped, at most 30 of them.
+/// One problem as it was found; several in one message, the columns listed once.
+fn combine(problems: Vec<String>, listed: &str) -> Option<String> {
+    if problems.len() <= 1 {
+        return problems.into_iter().next();
+    }
+    let bare: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            p.replace(&format!(" (columns: {listed})"), "")
+                .replace(&format!("; columns: {listed})"), ")")
+                .replace(&format!("; columns: {listed}"), "")
+        })
+        .collect();
+    Some(format!(
+        "{} problems with the columns: {} (columns: {listed})",
+        bare.len(),
+        bare.iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}) {p}", i + 1))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ))
+}
+
 fn listing(names: &[String]) -> String {
     const SHOWN: usize = 30;
     let mut text = names
