@@ -444,6 +444,34 @@ pub struct SyncArgs {
     )]
     pub metrics_push: Option<String>,
 
+    /// After the run, post its outcome to this URL: a Slack or Microsoft Teams incoming
+    /// webhook (a message of their shape, told by the host), or any endpoint (a JSON
+    /// document: exit code, counts, the top refusals, the first changes, the report's path).
+    /// Repeatable (`;` separates them in the variable). A webhook URL is a credential: it is
+    /// never logged; keep it in --notify-file. A notification that cannot be sent is a
+    /// warning, never a failed run.
+    #[arg(
+        long,
+        value_name = "URL",
+        value_delimiter = ';',
+        env = "VELT_NOTIFY_URL",
+        hide_env_values = true
+    )]
+    pub notify: Vec<String>,
+
+    /// Read --notify URLs from this file (one a line), for URLs kept as secrets.
+    #[arg(long, value_name = "PATH", env = "VELT_NOTIFY_FILE")]
+    pub notify_file: Option<PathBuf>,
+
+    /// Which runs are notified: `failure` (exit other than 0), `changes` (failures and runs
+    /// that changed something), `always`.
+    #[arg(long, value_enum, default_value_t = NotifyOn::Failure, env = "VELT_NOTIFY_ON")]
+    pub notify_on: NotifyOn,
+
+    /// The notification's shape: `auto` (by the URL's host), `slack`, `teams` or `json`.
+    #[arg(long, value_enum, default_value_t = NotifyFormat::Auto, env = "VELT_NOTIFY_FORMAT")]
+    pub notify_format: NotifyFormat,
+
     /// The job the pushed metrics are grouped under.
     #[arg(
         long,
@@ -551,6 +579,7 @@ use crate::client::ApiVersion;
 pub use crate::engine::{MaxRemovals, Mode};
 use crate::input::FormatArg;
 use crate::input::mapping::{Unmapped, UserIdCase};
+use crate::notify::{NotifyFormat, NotifyOn};
 use crate::output::LogFormat;
 use crate::report::ReportFormat;
 

@@ -194,7 +194,7 @@ pub fn redact_url(text: &str) -> String {
 }
 
 /// Whether a URL's host is this machine's loopback.
-fn is_loopback(url: &reqwest::Url) -> bool {
+pub fn is_loopback(url: &reqwest::Url) -> bool {
     let host = url.host_str().unwrap_or("");
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<std::net::IpAddr>() {

@@ -24,6 +24,7 @@ pub mod input;
 pub mod interrupt;
 pub mod journal;
 pub mod metrics;
+pub mod notify;
 pub mod outcome;
 pub mod output;
 pub mod plan;
@@ -63,6 +64,20 @@ pub async fn run(cli: Cli) -> u8 {
 async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
     let started = Instant::now();
     let interrupt = Interrupt::new();
+    let notify = match notify::Notify::resolve(
+        &args.notify,
+        args.notify_file.as_deref(),
+        args.notify_on,
+        args.notify_format,
+        args.allow_insecure_http,
+    ) {
+        Ok(n) => n,
+        Err(e) => {
+            let code = exit_code(Err(e), &output);
+            output::say_summary(&output, None, code);
+            return code;
+        }
+    };
     let SyncResult {
         stats,
         result,
@@ -89,6 +104,9 @@ async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
     let code = exit_code(result, &output);
     let code = sync::publish_metrics(args, &stats, code, started.elapsed(), &output).await;
     output::say_summary(&output, ended.as_ref(), code);
+    for warning in notify.send(code, ended.as_ref(), started.elapsed()).await {
+        output.say("notify_failed", &format!("warning: {warning}"));
+    }
     code
 }
 

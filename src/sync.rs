@@ -46,6 +46,56 @@ pub struct Ended {
     pub summary: Summary,
     /// The report's path (`-`: standard output).
     pub report: String,
+    /// The most frequent reasons the server gave for failed rows.
+    pub refusals: Vec<Refusal>,
+    /// The first changes made (or, in a dry run, planned), for notifications.
+    pub changes: Vec<String>,
+}
+
+/// One reason the server gave, with how many rows it refused and a few of their users.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refusal {
+    pub message: String,
+    pub count: u64,
+    pub examples: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<&'static str>,
+}
+
+/// Changes listed in a notification at most.
+const CHANGES_LISTED: usize = 20;
+
+/// The first changes of a run: rows added, removed or (dry run) planned, users created,
+/// updated or removed.
+fn first_changes(plan: &Plan, execution: &crate::engine::Execution) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, o) in execution.outcomes.iter().enumerate() {
+        if out.len() >= CHANGES_LISTED {
+            break;
+        }
+        let m = &plan.memberships[i];
+        let verb = match o.status {
+            Status::Added => "added",
+            Status::Removed => "removed",
+            Status::Planned if m.is_removal() || plan.removing => "would remove",
+            Status::Planned => "would add",
+            _ => continue,
+        };
+        let g = plan.group_of(m);
+        out.push(format!("{verb} {}/{}/{}", g.org, g.id, plan.user(m)));
+    }
+    if let Some(accounts) = &plan.accounts {
+        for (a, o) in accounts.list.iter().zip(&execution.accounts) {
+            if out.len() >= CHANGES_LISTED {
+                break;
+            }
+            let verb = crate::accounts::user_column(a, o);
+            if matches!(verb, "created" | "updated" | "removed") {
+                out.push(format!("user {verb} {}/{}", accounts.org_of(a), a.user));
+            }
+        }
+    }
+    out
 }
 
 /// The `sync` command: read, plan, send, report. Everything from outside the command line
@@ -177,7 +227,8 @@ async fn sync_inner(
     {
         execution.journal_error = Some(e.to_string());
     }
-    roll_up_refusals(&plan, &execution);
+    let refusals = roll_up_refusals(&plan, &execution);
+    let changes = first_changes(&plan, &execution);
     stats.requests = execution.requests_by_status.clone();
     stats.retries = execution.retries;
     stats.throttled = execution.throttled;
@@ -194,6 +245,10 @@ async fn sync_inner(
         stats,
         ended,
     )?;
+    if let Some(e) = ended.as_mut() {
+        e.refusals = refusals;
+        e.changes = changes;
+    }
     let outcome = RunOutcome {
         rows_done: rows == exit::OK,
         interrupted: execution.interrupted,
@@ -213,7 +268,7 @@ const EXAMPLES: usize = 5;
 /// One warning per distinct reason the server gave for failed rows (memberships and users),
 /// most frequent first: its count, a few user IDs, and a hint where one is known. Capped, so a
 /// million failures stay a few lines.
-fn roll_up_refusals(plan: &Plan, execution: &crate::engine::Execution) {
+fn roll_up_refusals(plan: &Plan, execution: &crate::engine::Execution) -> Vec<Refusal> {
     use std::collections::HashMap;
     let mut by_reason: HashMap<&str, (u64, Vec<&str>, Option<&str>)> = HashMap::new();
     let memberships = execution
@@ -260,6 +315,19 @@ fn roll_up_refusals(plan: &Plan, execution: &crate::engine::Execution) {
             message = %crate::text::clip(message),
         );
     }
+    let top = reasons
+        .iter()
+        .take(REASONS_LOGGED)
+        .map(|(message, (count, examples, status))| Refusal {
+            message: crate::text::clip(message).into_owned(),
+            count: *count,
+            examples: examples
+                .iter()
+                .map(|u| crate::text::clip(u).into_owned())
+                .collect(),
+            hint: hint(message, *status),
+        })
+        .collect();
     if reasons.len() > REASONS_LOGGED {
         let rest: u64 = reasons[REASONS_LOGGED..].iter().map(|r| r.1.0).sum();
         tracing::warn!(
@@ -271,6 +339,7 @@ fn roll_up_refusals(plan: &Plan, execution: &crate::engine::Execution) {
             ),
         );
     }
+    top
 }
 
 /// What to do about a refusal, where it is known.
@@ -695,6 +764,8 @@ fn finish(
     *ended = Some(Ended {
         summary,
         report: path,
+        refusals: Vec::new(),
+        changes: Vec::new(),
     });
     Ok(if counts.all_succeeded() {
         exit::OK
