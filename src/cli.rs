@@ -407,7 +407,9 @@ pub struct SyncArgs {
     #[arg(long, value_name = "PATH", env = "VELT_STATE")]
     pub state: Option<PathBuf>,
 
-    /// Where to write the report; `-` writes it to standard output.
+    /// Where to write the report; `-` writes it to standard output. `{date}` (and `{time}`)
+    /// in the file name are filled in (UTC: `report-{date}.csv` is `report-2026-12-01.csv`),
+    /// so that earlier nights' reports stay; see --keep-reports.
     #[arg(
         long,
         value_name = "PATH",
@@ -415,6 +417,11 @@ pub struct SyncArgs {
         env = "VELT_REPORT"
     )]
     pub report: PathBuf,
+
+    /// With a dated --report: keep the N newest reports of that name, removing older ones.
+    #[arg(long, value_name = "N", env = "VELT_KEEP_REPORTS",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep_reports: Option<u32>,
 
     /// Report format. Default: from the report's extension (.json, .jsonl, otherwise CSV).
     #[arg(long, value_enum, env = "VELT_REPORT_FORMAT")]

@@ -20,6 +20,7 @@ pub mod emulator;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod history;
 pub mod input;
 pub mod interrupt;
 pub mod journal;

@@ -107,6 +107,9 @@ pub async fn sync(args: &SyncArgs, session: &Session) -> SyncResult {
     };
     let mut ended = None;
     let result = sync_inner(args, session, &mut stats, &mut ended).await;
+    if let (Some(keep), Some(_)) = (args.keep_reports, &ended) {
+        keep_newest_reports(args, keep as usize, &session.output);
+    }
     SyncResult {
         stats,
         result,
@@ -124,9 +127,17 @@ async fn sync_inner(
     let output = &session.output;
     // A dry run in delta or mirror mode still reads the groups.
     let sends_nothing = args.dry_run && args.mode == Mode::Add;
-    refuse_report_over_input(&args.report, &args.input.input)?;
+    if args.keep_reports.is_some() && !args.report.to_string_lossy().contains("{date}") {
+        return Err(Error::Config(
+            "--keep-reports needs a dated --report: put {date} in its file name (report-{date}.csv)"
+                .into(),
+        ));
+    }
+    let report_path = crate::history::dated(&args.report, std::time::SystemTime::now());
+    refuse_report_over_input(&report_path, &args.input.input)?;
     check_provisioning(args)?;
-    let report = ReportTarget::prepare(&args.report, args.report_format)?;
+    let report = ReportTarget::prepare(&report_path, args.report_format)?;
+
     if let Some(path) = &args.metrics_file {
         metrics::check_writable(path)?;
     }
@@ -258,6 +269,22 @@ async fn sync_inner(
     };
     explain(&outcome, &execution, args, output);
     Ok(outcome.exit_code())
+}
+
+/// `--keep-reports N`, once this run's dated report is written.
+fn keep_newest_reports(args: &SyncArgs, keep: usize, output: &Output) {
+    match crate::history::prune(&args.report, keep) {
+        Ok(removed) if !removed.is_empty() => tracing::info!(
+            event = "reports_removed",
+            removed = removed.len(),
+            message = "older dated reports beyond --keep-reports removed"
+        ),
+        Ok(_) => {}
+        Err(e) => output.say(
+            "reports_not_removed",
+            &format!("warning: could not remove older reports: {e}"),
+        ),
+    }
 }
 
 /// Most distinct refusal reasons logged; the rest are counted in one more line.

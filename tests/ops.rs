@@ -653,3 +653,56 @@ async fn metrics_are_pushed_to_a_pushgateway_after_good_and_failed_runs() {
     );
     assert!(!stderr.contains(API_KEY) && !stderr.contains(AUTH_TOKEN));
 }
+
+/// A dated report keeps earlier nights' reports, and --keep-reports bounds how many.
+#[test]
+fn dated_reports_stay_and_keep_reports_keeps_the_newest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("in.csv"), "groupId,userId\neng,alice\n").unwrap();
+    std::fs::create_dir(dir.path().join("reports")).unwrap();
+    for old in ["r-2020-01-01.csv", "r-2020-01-02.csv", "r-2020-01-03.csv"] {
+        std::fs::write(dir.path().join("reports").join(old), "old").unwrap();
+    }
+    let out = bin(dir.path())
+        .args(["sync", "in.csv", "--org", "acme", "--emulator"])
+        .args(["--report", "reports/r-{date}.csv", "--keep-reports", "2"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut names: Vec<String> = std::fs::read_dir(dir.path().join("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(names[0], "r-2020-01-03.csv");
+    let today = &names[1];
+    assert!(
+        today.len() == "r-2026-12-01.csv".len()
+            && today.starts_with("r-20")
+            && today != "r-2020-01-03.csv",
+        "{today}"
+    );
+    let rows = read_report(&dir.path().join("reports").join(today));
+    assert_eq!(rows.len(), 1);
+    // Without a date in the name there is nothing to keep: a usage error.
+    let out = bin(dir.path())
+        .args([
+            "sync",
+            "in.csv",
+            "--org",
+            "acme",
+            "--emulator",
+            "--keep-reports",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--keep-reports needs a dated --report"));
+}
