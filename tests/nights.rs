@@ -22,12 +22,13 @@ fn crontab_args(dir: &Path, base_url: &str) -> Vec<String> {
     let (_, after) = line
         .split_once("/usr/local/bin/velt-group-sync ")
         .expect("the binary in the crontab");
-    let (command, _) = after.split_once('\'').expect("the end of sh -c");
+    // The job's own words: up to the redirection of its log.
+    let (command, _) = after.split_once(" 2>>").expect("the log's redirection");
     let mut args: Vec<String> = command
         .split_whitespace()
         .map(|a| match a {
-            "/srv/hr/export.csv" => dir.join("export.csv").display().to_string(),
-            p if p.starts_with("/var/lib/") => {
+            "/srv/hr/acme/export.csv" => dir.join("export.csv").display().to_string(),
+            p if p.starts_with("/var/lib/") || p.starts_with("/var/log/") => {
                 let name = Path::new(p).file_name().unwrap();
                 dir.join(name).display().to_string()
             }
@@ -43,7 +44,7 @@ fn crontab_args(dir: &Path, base_url: &str) -> Vec<String> {
 fn the_three_samples_agree_on_mode_rate_and_journal() {
     let read = |name: &str| std::fs::read_to_string(samples().join("deploy").join(name)).unwrap();
     let crontab = read("crontab");
-    assert!(crontab.contains("--mode mirror --rate 5 --state /var/lib/velt-group-sync/"));
+    assert!(crontab.contains("--mode mirror --rate 5 --state /var/lib/velt-group-sync/acme/"));
     let service = read("velt-group-sync.service");
     for line in [
         "VELT_MODE=mirror",
@@ -193,42 +194,39 @@ fn spawn_night(dir: &Path, args: &[String]) -> std::process::Child {
         .unwrap()
 }
 
-/// The crontab's `sh -c` as written, with an env file of plain `KEY=value` lines (as an admin
-/// writes one, and as systemd's `EnvironmentFile` takes it): the job sees every one of them.
-#[tokio::test(flavor = "multi_thread")]
-async fn the_crontab_reads_an_env_file_of_plain_key_value_lines() {
-    let emu = emulator(EmulatorConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_export(dir.path(), &(0..5).collect());
-    let env = dir.path().join("env");
+/// The crontab's command as written (flock, `sh -c`, the log, the failure path), its paths
+/// moved into `dir`, with an env file of plain `KEY=value` lines as an admin writes one.
+fn crontab_command(dir: &Path, base_url: &str) -> String {
     std::fs::write(
-        &env,
-        format!(
-            "VELT_API_KEY={API_KEY}\nVELT_AUTH_TOKEN={AUTH_TOKEN}\nVELT_BASE_URL={}\n",
-            emu.base_url()
-        ),
+        dir.join("acme.env"),
+        format!("VELT_API_KEY={API_KEY}\nVELT_AUTH_TOKEN={AUTH_TOKEN}\nVELT_BASE_URL={base_url}\n"),
     )
     .unwrap();
     let crontab = std::fs::read_to_string(samples().join("deploy/crontab")).unwrap();
     let line = crontab.lines().find(|l| l.starts_with("15 2 ")).unwrap();
-    let (_, script) = line.split_once("sh -c '").expect("the crontab's sh -c");
-    let (script, _) = script.split_once('\'').unwrap();
-    let mut script = script
-        .replace("/etc/velt-group-sync/env", env.to_str().unwrap())
+    let command = line
+        .splitn(6, ' ')
+        .nth(5)
+        .expect("a command after the schedule");
+    let here = format!("{}/", dir.display());
+    command
+        .replace("/etc/velt-group-sync/", &here)
         .replace(
             "/usr/local/bin/velt-group-sync",
             env!("CARGO_BIN_EXE_velt-group-sync"),
         )
-        .replace("/srv/hr/export.csv", "export.csv");
-    for path in [
-        "/var/lib/velt-group-sync/",
-        "/var/lib/node_exporter/textfile/",
-    ] {
-        script = script.replace(path, "");
-    }
+        .replace("/srv/hr/acme/", &here)
+        .replace("/var/lib/velt-group-sync/acme/", &here)
+        .replace("/var/log/velt-group-sync/acme/", &here)
+        .replace("/var/lib/node_exporter/textfile/", &here)
+        .replace("/var/lock/", &here)
+}
+
+/// What cron would mail: the command's output (exit code aside).
+async fn cron_night(dir: &Path, command: &str) -> (Option<i32>, String) {
     let cmd = std::process::Command::new("sh")
-        .current_dir(dir.path())
-        .args(["-c", &script])
+        .current_dir(dir)
+        .args(["-c", command])
         .env_remove("VELT_API_KEY")
         .env_remove("VELT_AUTH_TOKEN")
         .output();
@@ -236,13 +234,50 @@ async fn the_crontab_reads_an_env_file_of_plain_key_value_lines() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
+    let mailed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(emu.memberships().len(), 5);
+    (out.status.code(), mailed)
+}
+
+/// The crontab as written: a good night mails nothing; a failed night mails its exit code and
+/// the log's last lines; a night skipped because the lock is held says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_crontab_mails_failed_and_skipped_nights_and_nothing_else() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_export(dir.path(), &(0..5).collect());
+    let command = crontab_command(dir.path(), &emu.base_url());
+    let (code, mailed) = cron_night(dir.path(), &command).await;
+    assert_eq!(code, Some(0), "{mailed}");
+    assert_eq!(mailed, "", "a good night mails nothing");
+    assert_eq!(
+        emu.memberships().len(),
+        5,
+        "the env file's credentials reached the job"
+    );
+    // A bad row tonight: exit 1, mailed with the log's summary.
+    let mut text = std::fs::read_to_string(dir.path().join("export.csv")).unwrap();
+    text.push_str("acme,staff,\n");
+    std::fs::write(dir.path().join("export.csv"), text).unwrap();
+    let (code, mailed) = cron_night(dir.path(), &command).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        mailed.starts_with("velt-group-sync (acme) exited 1; the log: "),
+        "{mailed}"
+    );
+    assert!(mailed.contains("\"event\":\"summary\""), "{mailed}");
+    // The previous run still holds the lock: skipped, and said.
+    let lock = std::fs::File::create(dir.path().join("velt-group-sync-acme.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let (_, mailed) = cron_night(dir.path(), &command).await;
+    assert!(
+        mailed.contains("velt-group-sync (acme) skipped tonight"),
+        "{mailed}"
+    );
+    drop(lock);
 }
 
 /// The CronJob runs as the image's user on a volume it can write (fsGroup), reads its secrets
