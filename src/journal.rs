@@ -93,15 +93,34 @@ fn open_locked(path: &Path) -> Result<File, Error> {
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Config(format!(
-            "{}: another run holds this --state journal (it is locked); wait for it to finish, \
-             or give this run its own --state path",
-            path.display()
+            "{}: another run{} holds this --state journal (it is locked); wait for it to \
+             finish, or give this run its own --state path",
+            path.display(),
+            holder(&file).map_or(String::new(), |pid| format!(" (PID {pid})"))
         ))),
         Err(std::fs::TryLockError::Error(source)) => Err(Error::Io {
             path: path.to_path_buf(),
             source,
         }),
     }
+}
+
+/// The PID of the process holding `file`'s lock, from `/proc/locks` (Linux; `None` elsewhere
+/// or when it cannot be told).
+fn holder(file: &File) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file.metadata().ok()?;
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let id = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        // `1: FLOCK  ADVISORY  WRITE 12345 08:01:1234567 0 EOF`
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let at = fields.iter().position(|f| *f == id)?;
+        (fields.get(1) == Some(&"FLOCK")).then(|| fields.get(at.checked_sub(1)?)?.parse().ok())?
+    })
 }
 
 /// Renames the journal to `PATH.prev`, replacing an older one; returns the new name.
@@ -330,8 +349,12 @@ mod tests {
         let path = dir.path().join("state");
         let (_held, _) = Journal::open(&path, 42, 100, 10).unwrap();
         let err = Journal::open(&path, 42, 100, 10).err().unwrap().to_string();
+        // The holder is this very process, told by its PID.
+        let pid = std::process::id();
         assert!(
-            err.contains("state: another run holds this --state journal"),
+            err.contains(&format!(
+                "state: another run (PID {pid}) holds this --state journal"
+            )),
             "{err}"
         );
     }
