@@ -468,9 +468,15 @@ async fn a_second_run_on_a_held_journal_exits_2_before_sending() {
     held_journal.try_lock().unwrap();
     let mut cmd = sync(dir.path(), &emu.base_url());
     cmd.args(["--state", "s"]);
-    run(cmd).await.code(2).stderr(predicates::str::contains(
-        "s: another run holds this --state journal",
-    ));
+    // The holder (this test process) is named by its PID.
+    let said = format!(
+        "s: another run (PID {}) holds this --state journal",
+        std::process::id()
+    );
+    run(cmd)
+        .await
+        .code(2)
+        .stderr(predicates::str::contains(said));
     assert_eq!(emu.requests(), 0);
     drop(held_journal);
 }
