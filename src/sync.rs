@@ -166,7 +166,16 @@ async fn sync_inner(
     );
 
     if args.strict && !plan.invalid.is_empty() {
-        let outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
+        let why = std::sync::Arc::new(crate::outcome::Detail {
+            message: format!(
+                "not sent: --strict, and the input has {} invalid record(s); fix them, or drop --strict",
+                plan.invalid.len()
+            ),
+            ..Default::default()
+        });
+        let mut outcome = Outcome::new(Status::NotAttempted);
+        outcome.detail = Some(why);
+        let outcomes = vec![outcome; plan.memberships.len()];
         finish(
             &plan,
             Outcomes::memberships(&outcomes),

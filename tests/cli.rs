@@ -234,6 +234,13 @@ async fn strict_stops_before_sending_when_any_record_is_invalid() {
         .filter(|r| r["status"] == "not_attempted")
         .count();
     assert_eq!((invalid, not_attempted), (6, 3));
+    // Every row says why.
+    for r in rows.iter().filter(|r| r["status"] == "not_attempted") {
+        assert_eq!(
+            r["message"],
+            "not sent: --strict, and the input has 6 invalid record(s); fix them, or drop --strict"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

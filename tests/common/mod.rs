@@ -220,6 +220,15 @@ pub async fn sync_in_process_with(
     } else {
         Vec::new()
     };
+    // Whatever the test: every row that did not go through says why.
+    for r in &rows {
+        if matches!(
+            r["status"].as_str(),
+            "not_attempted" | "unconfirmed" | "failed" | "invalid"
+        ) {
+            assert!(!r["message"].is_empty(), "a row without a reason: {r:?}");
+        }
+    }
     InProcess {
         result: synced.result,
         stats: synced.stats,
