@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::error::{Error, exit};
-use crate::sync::Ended;
+use crate::report::Ended;
 
 /// `--notify-on`: which runs are notified.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -194,7 +194,7 @@ pub fn progress_bar(output: &Output, total: u64) -> ProgressBar {
 /// The one summary event that ends every `sync` run, with its exit code: info on exit 0, warn
 /// on 1, error on 2 and above, under `-q` too (its own target passes the quiet filter). In
 /// text mode the summary line, which `-q` keeps back only when the run succeeded.
-pub fn say_summary(output: &Output, ended: Option<&crate::sync::Ended>, code: u8) {
+pub fn say_summary(output: &Output, ended: Option<&crate::report::Ended>, code: u8) {
     let zero = crate::report::Summary::new(
         crate::outcome::Counts::default(),
         0,

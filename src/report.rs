@@ -122,6 +122,28 @@ impl Summary {
     }
 }
 
+/// What a run that wrote its report says at the end.
+#[derive(Debug, Clone)]
+pub struct Ended {
+    pub summary: Summary,
+    /// The report's path (`-`: standard output).
+    pub report: String,
+    /// The most frequent reasons the server gave for failed rows.
+    pub refusals: Vec<Refusal>,
+    /// The first changes made (or, in a dry run, planned), for notifications.
+    pub changes: Vec<String>,
+}
+
+/// One reason the server gave, with how many rows it refused and a few of their users.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Refusal {
+    pub message: String,
+    pub count: u64,
+    pub examples: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<&'static str>,
+}
+
 /// Counts every row's status. Rows of users removed from their organization count only
 /// when they did not go through (their successes are `UserCounts::removed`).
 pub fn count(plan: &Plan, outcomes: Outcomes<'_>) -> Counts {

@@ -18,7 +18,7 @@ use crate::metrics::{self, RunStats};
 use crate::outcome::{Outcome, Status};
 use crate::output::{Output, print_plan, progress_bar};
 use crate::plan::{Defaults, Plan, Planner};
-use crate::report::{self, Outcomes, ReportTarget, Summary};
+use crate::report::{self, Ended, Outcomes, Refusal, ReportTarget, Summary};
 
 /// What a run needs from outside its command line.
 #[derive(Debug, Clone)]
@@ -38,28 +38,6 @@ pub struct SyncResult {
     pub result: Result<u8, Error>,
     /// The report's summary and path, once the report was written.
     pub ended: Option<Ended>,
-}
-
-/// What a run that wrote its report says at the end.
-#[derive(Debug, Clone)]
-pub struct Ended {
-    pub summary: Summary,
-    /// The report's path (`-`: standard output).
-    pub report: String,
-    /// The most frequent reasons the server gave for failed rows.
-    pub refusals: Vec<Refusal>,
-    /// The first changes made (or, in a dry run, planned), for notifications.
-    pub changes: Vec<String>,
-}
-
-/// One reason the server gave, with how many rows it refused and a few of their users.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Refusal {
-    pub message: String,
-    pub count: u64,
-    pub examples: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<&'static str>,
 }
 
 /// Changes listed in a notification at most.
