@@ -515,7 +515,7 @@ async fn only_status_reruns_the_rows_that_did_not_go_through() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
     let emu = emulator(EmulatorConfig {
-        latency: (Duration::from_secs(4), Duration::from_secs(4)),
+        latency: (Duration::from_secs(60), Duration::from_secs(60)),
         ..EmulatorConfig::default()
     })
     .await;
@@ -542,8 +542,9 @@ async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
     signal(&child, libc::SIGTERM);
     let started = Instant::now();
     assert_eq!(exit_code(child).await, Some(130), "the first signal's code");
+    // Far under the answers' 60 s and --grace's 60 s, whatever the machine's load.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(20),
         "did not wait for the answers"
     );
     let rows = report(dir.path());
