@@ -102,9 +102,56 @@ async fn sync_inner(
     ended: &mut Option<Ended>,
 ) -> Result<u8, Error> {
     let started = Instant::now();
-    let output = &session.output;
+    let report = prepare_outputs(args)?;
+    let Some(mut plan) = read_input(args, session).await? else {
+        return Ok(session.interrupt.code().unwrap_or(exit::SIGINT));
+    };
+    log_plan(&plan, args.chunk_size as usize);
+    let end = End {
+        report,
+        started,
+        stats,
+        ended,
+    };
+    if args.strict && !plan.invalid.is_empty() {
+        finish(&plan, strict_rows(&plan).as_outcomes(), 0, end)?;
+        return Err(Error::Strict(plan.invalid.len()));
+    }
     // A dry run in delta or mirror mode still reads the groups.
-    let sends_nothing = args.dry_run && args.mode == Mode::Add;
+    if args.dry_run && args.mode == Mode::Add {
+        print_plan(&plan, args.chunk_size as usize, end.report.is_stdout());
+        return finish(&plan, planned_rows(&plan).as_outcomes(), 0, end);
+    }
+    let execution = send(args, session, &mut plan).await?;
+    report_run(args, &plan, execution, end, &session.output)
+}
+
+/// Where a run's report goes, and what it says at the end: filled in by `finish`.
+struct End<'a> {
+    report: ReportTarget,
+    started: Instant,
+    stats: &'a mut RunStats,
+    ended: &'a mut Option<Ended>,
+}
+
+/// Rows of a run that sends nothing, with their outcomes.
+struct Rows {
+    memberships: Vec<Outcome>,
+    accounts: Vec<Outcome>,
+}
+
+impl Rows {
+    fn as_outcomes(&self) -> Outcomes<'_> {
+        Outcomes {
+            memberships: &self.memberships,
+            accounts: &self.accounts,
+        }
+    }
+}
+
+/// Checks everything a run writes before it reads or sends anything, and prepares the
+/// report (dated, when `--report` says so).
+fn prepare_outputs(args: &SyncArgs) -> Result<ReportTarget, Error> {
     if args.keep_reports.is_some() && !args.report.to_string_lossy().contains("{date}") {
         return Err(Error::Config(
             "--keep-reports needs a dated --report: put {date} in its file name (report-{date}.csv)"
@@ -115,69 +162,76 @@ async fn sync_inner(
     refuse_report_over_input(&report_path, &args.input.input)?;
     check_provisioning(args)?;
     let report = ReportTarget::prepare(&report_path, args.report_format)?;
-
     if let Some(path) = &args.metrics_file {
         metrics::check_writable(path)?;
     }
-    // Read on a thread of its own, so that an interrupt stops the wait for it at once.
+    Ok(report)
+}
+
+/// The plan, read on a thread of its own so that an interrupt stops the wait for it at once;
+/// `None` if one did.
+async fn read_input(args: &SyncArgs, session: &Session) -> Result<Option<Plan>, Error> {
     let input = args.input.clone();
     let reading = tokio::task::spawn_blocking(move || read_plan(&input));
-    let mut plan = tokio::select! {
-        read = reading => read.map_err(|e| Error::Runtime(format!("the input reader failed: {e}")))??,
+    tokio::select! {
+        read = reading => {
+            let plan = read.map_err(|e| Error::Runtime(format!("the input reader failed: {e}")))??;
+            Ok(Some(plan))
+        }
         _ = session.interrupt.stop.cancelled() => {
-            output.say(
+            session.output.say(
                 "interrupted",
                 "interrupted before anything was sent (while reading the input); no report was written",
             );
-            return Ok(session.interrupt.code().unwrap_or(exit::SIGINT));
+            Ok(None)
         }
-    };
-    let chunk_size = args.chunk_size as usize;
-    let request_count = plan.request_count(chunk_size);
+    }
+}
+
+fn log_plan(plan: &Plan, chunk_size: usize) {
     tracing::info!(
         event = "plan",
         groups = plan.groups.len(),
         memberships = plan.memberships.len(),
         invalid = plan.invalid.len(),
         duplicates = plan.duplicates,
-        requests = request_count,
+        requests = plan.request_count(chunk_size),
     );
+}
 
-    if args.strict && !plan.invalid.is_empty() {
-        let why = std::sync::Arc::new(crate::outcome::Detail {
-            message: format!(
-                "not sent: --strict, and the input has {} invalid record(s); fix them, or drop --strict",
-                plan.invalid.len()
-            ),
-            ..Default::default()
-        });
-        let mut outcome = Outcome::new(Status::NotAttempted);
-        outcome.detail = Some(why);
-        let outcomes = vec![outcome; plan.memberships.len()];
-        finish(
-            &plan,
-            Outcomes::memberships(&outcomes),
-            0,
-            report,
-            started,
-            stats,
-            ended,
-        )?;
-        return Err(Error::Strict(plan.invalid.len()));
+/// `--strict` with invalid records: every row not sent, saying why.
+fn strict_rows(plan: &Plan) -> Rows {
+    let why = std::sync::Arc::new(crate::outcome::Detail {
+        message: format!(
+            "not sent: --strict, and the input has {} invalid record(s); fix them, or drop --strict",
+            plan.invalid.len()
+        ),
+        ..Default::default()
+    });
+    let mut outcome = Outcome::new(Status::NotAttempted);
+    outcome.detail = Some(why);
+    Rows {
+        memberships: vec![outcome; plan.memberships.len()],
+        accounts: Vec::new(),
     }
+}
 
-    if sends_nothing {
-        print_plan(&plan, chunk_size, report.is_stdout());
-        let outcomes = vec![Outcome::new(Status::Planned); plan.memberships.len()];
-        let accounts = plan.accounts.as_ref().map_or(0, |a| a.list.len());
-        let planned = vec![Outcome::new(Status::Planned); accounts];
-        let outcomes = Outcomes {
-            memberships: &outcomes,
-            accounts: &planned,
-        };
-        return finish(&plan, outcomes, 0, report, started, stats, ended);
+/// A dry run in add mode: every row planned.
+fn planned_rows(plan: &Plan) -> Rows {
+    let accounts = plan.accounts.as_ref().map_or(0, |a| a.list.len());
+    Rows {
+        memberships: vec![Outcome::new(Status::Planned); plan.memberships.len()],
+        accounts: vec![Outcome::new(Status::Planned); accounts],
     }
+}
 
+/// Sends the plan (reading first in delta and mirror modes), resuming from and keeping the
+/// journal; closes the journal when the run settled everything.
+async fn send(
+    args: &SyncArgs,
+    session: &Session,
+    plan: &mut Plan,
+) -> Result<crate::engine::Execution, Error> {
     let opts = exec_options(args)?;
     let Some(client) = &session.client else {
         return Err(Error::Config(format!(
@@ -188,7 +242,7 @@ async fn sync_inner(
     let state = args.state.as_ref().filter(|_| !args.dry_run);
     let (mut journal, already_added) = match state {
         Some(path) => {
-            let fp = journal::fingerprint(&plan, client.base_url(), &journal_terms(args));
+            let fp = journal::fingerprint(plan, client.base_url(), &journal_terms(args));
             let accounts = plan.accounts.as_ref().map_or(0, |a| a.list.len());
             let (j, done) = Journal::open(path, fp, plan.memberships.len(), accounts)?;
             if !done.is_empty() {
@@ -202,9 +256,9 @@ async fn sync_inner(
         }
         None => (None, journal::Confirmed::default()),
     };
-    let progress = progress_bar(output, plan.memberships.len() as u64);
-    let execution = execute(
-        &mut plan,
+    let progress = progress_bar(&session.output, plan.memberships.len() as u64);
+    let mut execution = execute(
+        plan,
         client,
         &opts,
         &progress,
@@ -214,35 +268,50 @@ async fn sync_inner(
     )
     .await;
     progress.finish_and_clear();
-    if let Some(why) = execution.refused {
+    if let Some(why) = execution.refused.take() {
         return Err(Error::Config(why));
     }
-    let mut execution = execution;
     if let Some(j) = journal.as_mut()
-        && settled(&plan, &execution)
+        && settled(plan, &execution)
         && execution.journal_error.is_none()
         && let Err(e) = j.complete()
     {
         execution.journal_error = Some(e.to_string());
     }
-    let refusals = roll_up_refusals(&plan, &execution);
-    let changes = first_changes(&plan, &execution);
-    stats.requests = execution.requests_by_status.clone();
-    stats.retries = execution.retries;
-    stats.throttled = execution.throttled;
-    stats.throttled_for = execution.throttled_for;
-    let rows = finish(
-        &plan,
-        Outcomes {
-            memberships: &execution.outcomes,
-            accounts: &execution.accounts,
-        },
-        execution.requests,
+    Ok(execution)
+}
+
+/// After sending: the refusals rolled up, the report written, the run's outcome said.
+fn report_run(
+    args: &SyncArgs,
+    plan: &Plan,
+    execution: crate::engine::Execution,
+    end: End<'_>,
+    output: &Output,
+) -> Result<u8, Error> {
+    let refusals = roll_up_refusals(plan, &execution);
+    let changes = first_changes(plan, &execution);
+    end.stats.requests = execution.requests_by_status.clone();
+    end.stats.retries = execution.retries;
+    end.stats.throttled = execution.throttled;
+    end.stats.throttled_for = execution.throttled_for;
+    let outcomes = Outcomes {
+        memberships: &execution.outcomes,
+        accounts: &execution.accounts,
+    };
+    let End {
         report,
         started,
         stats,
         ended,
-    )?;
+    } = end;
+    let written = End {
+        report,
+        started,
+        stats,
+        ended: &mut *ended,
+    };
+    let rows = finish(plan, outcomes, execution.requests, written)?;
     if let Some(e) = ended.as_mut() {
         e.refusals = refusals;
         e.changes = changes;
@@ -751,15 +820,13 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
 
 /// Writes the report, keeps its summary for the end of the run, and picks the exit code
 /// from the rows.
-fn finish(
-    plan: &Plan,
-    outcomes: Outcomes<'_>,
-    requests: u64,
-    report: ReportTarget,
-    started: Instant,
-    stats: &mut RunStats,
-    ended: &mut Option<Ended>,
-) -> Result<u8, Error> {
+fn finish(plan: &Plan, outcomes: Outcomes<'_>, requests: u64, end: End<'_>) -> Result<u8, Error> {
+    let End {
+        report,
+        started,
+        stats,
+        ended,
+    } = end;
     let counts = report::count(plan, outcomes);
     stats.counts = counts;
     let mut summary = Summary::new(counts, plan.duplicates, requests, started.elapsed());
