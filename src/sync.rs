@@ -112,6 +112,8 @@ async fn sync_inner(
         started,
         stats,
         ended,
+        refusals: Vec::new(),
+        changes: Vec::new(),
     };
     if args.strict && !plan.invalid.is_empty() {
         finish(&plan, strict_rows(&plan).as_outcomes(), 0, end)?;
@@ -132,6 +134,9 @@ struct End<'a> {
     started: Instant,
     stats: &'a mut RunStats,
     ended: &'a mut Option<Ended>,
+    /// What the server refused and what changed, for the end of a run that sent.
+    refusals: Vec<Refusal>,
+    changes: Vec<String>,
 }
 
 /// Rows of a run that sends nothing, with their outcomes.
@@ -286,11 +291,11 @@ fn report_run(
     args: &SyncArgs,
     plan: &Plan,
     execution: crate::engine::Execution,
-    end: End<'_>,
+    mut end: End<'_>,
     output: &Output,
 ) -> Result<u8, Error> {
-    let refusals = roll_up_refusals(plan, &execution);
-    let changes = first_changes(plan, &execution);
+    end.refusals = roll_up_refusals(plan, &execution);
+    end.changes = first_changes(plan, &execution);
     end.stats.requests = execution.requests_by_status.clone();
     end.stats.retries = execution.retries;
     end.stats.throttled = execution.throttled;
@@ -299,23 +304,7 @@ fn report_run(
         memberships: &execution.outcomes,
         accounts: &execution.accounts,
     };
-    let End {
-        report,
-        started,
-        stats,
-        ended,
-    } = end;
-    let written = End {
-        report,
-        started,
-        stats,
-        ended: &mut *ended,
-    };
-    let rows = finish(plan, outcomes, execution.requests, written)?;
-    if let Some(e) = ended.as_mut() {
-        e.refusals = refusals;
-        e.changes = changes;
-    }
+    let rows = finish(plan, outcomes, execution.requests, end)?;
     let outcome = RunOutcome {
         rows_done: rows == exit::OK,
         interrupted: execution.interrupted,
@@ -826,6 +815,8 @@ fn finish(plan: &Plan, outcomes: Outcomes<'_>, requests: u64, end: End<'_>) -> R
         started,
         stats,
         ended,
+        refusals,
+        changes,
     } = end;
     let counts = report::count(plan, outcomes);
     stats.counts = counts;
@@ -845,8 +836,8 @@ fn finish(plan: &Plan, outcomes: Outcomes<'_>, requests: u64, end: End<'_>) -> R
     *ended = Some(Ended {
         summary,
         report: path,
-        refusals: Vec::new(),
-        changes: Vec::new(),
+        refusals,
+        changes,
     });
     Ok(if counts.all_succeeded() {
         exit::OK
