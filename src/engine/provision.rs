@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::attempt::{Failure, Target, detail};
 use super::chunk::Scope;
 use super::keep::Keep;
-use super::reconcile::{self, Guard};
+use super::reconcile::Guard;
 use super::{ExecOptions, Kind, Mode, Run};
 use crate::accounts::{Accounts, Action};
 use crate::client::OrgUser;
@@ -152,6 +152,7 @@ pub(crate) fn reconcile(
             .collect();
         // Users no record names: a user named only by a record the input could not use is
         // not a leaver (the input is wrong, not the user gone).
+        // Every user passes through `once`: it ends as the distinct users the guard counts.
         let mut once = HashSet::new();
         let extra = users.iter().filter(|u| {
             once.insert(u.user_id.as_str())
@@ -173,7 +174,7 @@ pub(crate) fn reconcile(
         if candidates.is_empty() {
             continue;
         }
-        let refused = refusal(&org_id, candidates.len(), reconcile::distinct(&users), opts);
+        let refused = refusal(&org_id, candidates.len(), once.len(), opts);
         for user in candidates {
             accounts.push_removal(o as u32, user);
             let mut out = Outcome::new(Status::NotAttempted);

@@ -238,6 +238,8 @@ pub(crate) fn reconcile(
         }
         // Members the input does not list, in the server's order, unless a record the input
         // could not use names them.
+        // Every member passes through `once` (its insert comes first), so it ends as the
+        // distinct members the guard measures against.
         let mut once = HashSet::new();
         let extra = members.iter().filter(|m| {
             once.insert(m.user_id.as_str())
@@ -258,7 +260,7 @@ pub(crate) fn reconcile(
         if candidates.is_empty() {
             continue;
         }
-        let refused = refusal(group, candidates.len(), distinct(&members), opts);
+        let refused = refusal(group, candidates.len(), once.len(), opts);
         for user in candidates {
             let mut o = Outcome::new(Status::NotAttempted);
             if let Some(why) = &refused {
@@ -272,7 +274,7 @@ pub(crate) fn reconcile(
 
 /// How many distinct users a listing holds: what the guards measure against, whatever the
 /// listing repeats.
-pub(super) fn distinct(listing: &[OrgUser]) -> usize {
+fn distinct(listing: &[OrgUser]) -> usize {
     let ids: HashSet<&str> = listing.iter().map(|u| u.user_id.as_str()).collect();
     ids.len()
 }
