@@ -213,8 +213,8 @@ mod tests {
             br#"{"error":{"status":"PERMISSION_DENIED","message":"x"}}"#,
         );
         assert_eq!(
-            crate::engine::retry::classify(&r),
-            crate::engine::retry::Class::Stop
+            crate::engine::gate::classify(&r),
+            crate::engine::gate::Class::Stop
         );
     }
 }

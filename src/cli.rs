@@ -306,6 +306,10 @@ pub struct SyncArgs {
     #[arg(long, env = "VELT_CREATE_ORGANIZATION", value_parser = BoolishValueParser::new())]
     pub create_organization: bool,
 
+    /// Seeds the retry backoff's jitter, so that a test or a drill waits the same each time.
+    #[arg(long, env = "VELT_JITTER_SEED", value_name = "N", hide = true)]
+    pub jitter_seed: Option<u64>,
+
     /// When an add answers that the group does not exist (NOT_FOUND), create it once
     /// (named from --group-name-column, or its ID) and send its users again.
     #[arg(long, env = "VELT_CREATE_MISSING_GROUPS", value_parser = BoolishValueParser::new())]

@@ -603,6 +603,7 @@ fn exec_options(args: &SyncArgs) -> Result<ExecOptions, Error> {
         protect_users: patterns(&args.protect_users, "--protect-users")?,
         protect_groups: patterns(&args.protect_groups, "--protect-groups")?,
         create_organization: args.create_organization,
+        seed: args.jitter_seed,
         ..ExecOptions::default()
     })
 }

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 
-async fn start(config: EmulatorConfig) -> Emulator {
+async fn start(mut config: EmulatorConfig) -> Emulator {
+    // Seeded: the faults and latencies drawn are the same every run.
+    config.seed.get_or_insert(7);
     Emulator::start(config, SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
         .await
         .unwrap()

@@ -11,9 +11,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::Run;
-use super::gate::is_throttle;
-use super::retry::{self, Class};
-use super::throttle::Verdict;
+use super::gate::{GaveUp, Next, Tries};
 use crate::client::Answer;
 use crate::outcome::Detail;
 use crate::plan::Group;
@@ -95,15 +93,11 @@ impl Run<'_> {
         Fut: std::future::Future<Output = Result<T, Answer>>,
     {
         let gate = &self.gate;
-        // Held through every retry and backoff: while most attempts fail, new requests slow
-        // down instead of joining them.
-        let _slot = tokio::select! {
-            p = gate.concurrency.permits.acquire() => p,
-            _ = gate.stopped() => return Err(Failure::Stopped),
+        let Some(_slot) = gate.slot().await else {
+            return Err(Failure::Stopped);
         };
-        let mut retries = 0u32;
+        let mut tries = Tries::default();
         let mut retry_cost = None;
-        let mut maybe_applied = false;
         loop {
             if !gate.wait_turn().await {
                 return Err(Failure::Stopped);
@@ -112,175 +106,83 @@ impl Run<'_> {
                 event = target.what,
                 organizationId = target.org,
                 organizationUserGroupId = target.group,
-                attempt = retries + 1,
+                attempt = tries.retries + 1,
             );
             let sent_at = Instant::now();
             let result = send().await;
-            self.count(result.as_ref().err());
-            gate.observe(result.as_ref().err(), sent_at);
+            let answer = result.as_ref().err();
+            self.count(answer);
+            gate.observe(answer, sent_at);
+            let next = gate.decide(answer, tries);
+            log_answer(target, answer, &next, tries.retries + 1, sent_at.elapsed());
             let answer = match result {
                 Ok(value) => {
-                    gate.budget.on_success(retry_cost);
-                    log_answer(target, None, retries + 1, sent_at.elapsed());
+                    gate.succeeded(retry_cost);
                     return Ok(value);
                 }
                 Err(answer) => answer,
             };
-            let class = retry::classify(&answer);
-            log_answer(
-                target,
-                Some((&answer, class)),
-                retries + 1,
-                sent_at.elapsed(),
-            );
-            if is_throttle(&answer) {
-                match self.on_throttle(sent_at, &answer) {
-                    // Not a retry: the same request goes again after the pause.
-                    Verdict::Wait => continue,
-                    Verdict::TooLong(ra) => {
-                        return Err(Failure::GaveUp {
-                            detail: self.too_long(ra, &answer),
-                            maybe_applied,
-                            held_back: true,
-                        });
-                    }
-                    Verdict::Exhausted => return Err(Failure::Stopped),
-                }
-            }
             let (http, status, message) = rejection(&answer);
-            match class {
-                Class::Stop => {
+            match next {
+                Next::Done => unreachable!("an answer that is not a result is never done"),
+                Next::Pause { retry_after } => {
+                    if !gate.pause(sent_at, retry_after, &message) {
+                        return Err(Failure::Stopped);
+                    }
+                    // Not a retry: the same request goes again after the pause.
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                }
+                Next::Stop => {
                     self.fail_auth(message.clone());
                     return Err(Failure::Credentials(detail(message, status, http)));
                 }
-                Class::Refuse { invalid_argument } => {
+                Next::Refuse { invalid_argument } => {
                     return Err(Failure::Refused {
                         detail: detail(message, status, http),
                         invalid_argument,
                     });
                 }
-                // A per-user answer is a result; a call that does not expect one gets it as
-                // a rejection (see `client`), so this arm is never reached.
-                Class::Answered => {
-                    return Err(Failure::Refused {
-                        detail: detail(message, status, http),
-                        invalid_argument: false,
+                Next::GiveUp {
+                    why,
+                    maybe_applied,
+                    held_back,
+                } => {
+                    let detail = match why {
+                        GaveUp::TooLong(ra) => self.too_long(ra, http, &message),
+                        GaveUp::NoMoreAttempts => {
+                            gave_up(tries.retries + 1, status, http, &message)
+                        }
+                    };
+                    return Err(Failure::GaveUp {
+                        detail,
+                        maybe_applied,
+                        held_back,
                     });
                 }
-                Class::Retry {
-                    maybe_applied: may,
+                Next::Retry {
+                    wait,
                     cost,
+                    tries: after,
                 } => {
-                    maybe_applied |= may;
-                    let retry_after = match &answer {
-                        Answer::Rejected { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    if let Some(ra) = retry_after.filter(|&ra| ra > self.opts.max_retry_after) {
-                        return Err(Failure::GaveUp {
-                            detail: self.too_long(ra, &answer),
-                            maybe_applied,
-                            held_back: !maybe_applied,
-                        });
-                    }
-                    let gave_up = Failure::GaveUp {
-                        detail: detail(
-                            format!(
-                                "no definite answer after {} attempt(s): {message}",
-                                retries + 1
-                            ),
-                            status,
-                            http,
-                        ),
-                        maybe_applied,
+                    // Told, so that a run cut short during the wait knows why.
+                    on_retry(&Failure::GaveUp {
+                        detail: gave_up(after.retries, status, http, &message),
+                        maybe_applied: after.maybe_applied,
                         held_back: false,
-                    };
-                    if retries >= self.opts.max_retries {
-                        return Err(gave_up);
-                    }
-                    on_retry(&gave_up);
-                    if !self.wait_to_retry(retries, retry_after, http, cost).await {
+                    });
+                    if !gate.wait_to_retry(wait, after.retries, cost).await {
                         return Err(Failure::Stopped);
                     }
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     retry_cost = Some(cost);
-                    retries += 1;
+                    tries = after;
                 }
             }
         }
-    }
-
-    /// A throttled answer to a request sent at `sent_at`: what the throttle makes of it. A
-    /// request that will go again counts as a retry; a spent throttle budget stops the run.
-    fn on_throttle(&self, sent_at: Instant, answer: &Answer) -> Verdict {
-        let (retry_after, message) = match answer {
-            Answer::Rejected {
-                retry_after,
-                message,
-                ..
-            } => (*retry_after, message.as_str()),
-            _ => (None, ""),
-        };
-        let verdict = self
-            .gate
-            .throttle
-            .on_throttled(sent_at, retry_after, message);
-        match verdict {
-            Verdict::Wait => {
-                self.counters.retries.fetch_add(1, Ordering::Relaxed);
-            }
-            Verdict::Exhausted => {
-                if self.gate.stop() {
-                    tracing::error!(
-                        event = "throttle_budget_spent",
-                        waited_s = self.gate.throttle.waited().as_secs(),
-                        message = "the server kept throttling for as long as --max-throttle-wait allows; sending nothing more"
-                    );
-                }
-            }
-            Verdict::TooLong(_) => {}
-        }
-        verdict
-    }
-
-    /// Waits before retry number `retries + 1`: a run-wide pause for `Retry-After`, else
-    /// backoff; and a retry token from the budget. False if the run stops meanwhile.
-    async fn wait_to_retry(
-        &self,
-        retries: u32,
-        retry_after: Option<Duration>,
-        http: Option<u16>,
-        cost: u32,
-    ) -> bool {
-        let opts = self.opts;
-        let wait = match retry_after {
-            Some(ra) => {
-                // The whole run waits, not only this request.
-                self.gate.throttle.pause_until(Instant::now() + ra);
-                tracing::info!(event = "retry_after", seconds = ra.as_secs_f64());
-                Duration::ZERO
-            }
-            None => retry::backoff(
-                retries,
-                opts.base_backoff,
-                opts.max_backoff,
-                retry_floor(http),
-            ),
-        };
-        while let Err(more) = self.gate.budget.try_take(cost) {
-            if !self.gate.sleep(more).await {
-                return false;
-            }
-        }
-        if !self.gate.sleep(wait).await {
-            return false;
-        }
-        self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        true
     }
 
     /// Why a request whose `Retry-After` is beyond `--max-retry-after` was given up.
-    fn too_long(&self, ra: Duration, answer: &Answer) -> Arc<Detail> {
-        let (http, _, message) = rejection(answer);
+    fn too_long(&self, ra: Duration, http: Option<u16>, message: &str) -> Arc<Detail> {
         detail(
             format!(
                 "not sent again: the server asked to wait {} s, more than --max-retry-after ({} s); {message}",
@@ -293,13 +195,13 @@ impl Run<'_> {
     }
 }
 
-/// Shortest wait before retrying after this HTTP status (the protocol owners' guidance). A
-/// 429 never gets here: throttles pause the whole run instead (see `throttle`).
-fn retry_floor(http: Option<u16>) -> Duration {
-    match http {
-        Some(500 | 503) => Duration::from_secs(1),
-        _ => Duration::ZERO,
-    }
+/// Why a request was given up after `attempts` attempts with no definite answer.
+fn gave_up(attempts: u32, status: Option<String>, http: Option<u16>, message: &str) -> Arc<Detail> {
+    detail(
+        format!("no definite answer after {attempts} attempt(s): {message}"),
+        status,
+        http,
+    )
 }
 
 pub(crate) fn detail(
@@ -340,11 +242,17 @@ pub(crate) fn rejection(answer: &Answer) -> (Option<u16>, Option<String>, String
 }
 
 /// One log line per answer: debug for a result, warn for anything else.
-fn log_answer(target: Target<'_>, failed: Option<(&Answer, Class)>, attempt: u32, took: Duration) {
+fn log_answer(
+    target: Target<'_>,
+    answer: Option<&Answer>,
+    next: &Next,
+    attempt: u32,
+    took: Duration,
+) {
     let org = target.org;
     let group = target.group;
     let elapsed_ms = took.as_millis() as u64;
-    let Some((answer, class)) = failed else {
+    let Some(answer) = answer else {
         tracing::debug!(
             event = "response",
             call = target.what,
@@ -356,7 +264,7 @@ fn log_answer(target: Target<'_>, failed: Option<(&Answer, Class)>, attempt: u32
         );
         return;
     };
-    let retry = matches!(class, Class::Retry { .. });
+    let retry = matches!(next, Next::Retry { .. } | Next::Pause { .. });
     let (http, status, message) = rejection(answer);
     tracing::warn!(
         event = "request_failed",

@@ -10,7 +10,7 @@ mod attempt;
 mod bucket;
 mod chunk;
 pub mod concurrency;
-mod gate;
+pub(crate) mod gate;
 mod keep;
 pub mod pace;
 mod provision;
@@ -147,6 +147,8 @@ pub struct ExecOptions {
     pub protect_groups: Vec<String>,
     /// `--create-organization`: provisioning may create an organization that has no users.
     pub create_organization: bool,
+    /// Seeds the backoff's jitter (tests); `None`: a random seed.
+    pub seed: Option<u64>,
 }
 
 impl Default for ExecOptions {
@@ -177,6 +179,7 @@ impl Default for ExecOptions {
             protect_users: Vec::new(),
             protect_groups: Vec::new(),
             create_organization: false,
+            seed: None,
         }
     }
 }
@@ -329,7 +332,7 @@ impl<'a> Run<'a> {
                 lock(&self.journal_error).get_or_insert(e.to_string());
             }
         }
-        if let Some((from, to)) = self.gate.concurrency.raised() {
+        if let Some((from, to)) = self.gate.slots_raised() {
             tracing::info!(
                 event = "concurrency_raised",
                 from,
@@ -348,8 +351,8 @@ impl<'a> Run<'a> {
             requests_by_status: by_status,
             retries: self.counters.retries.load(Ordering::Relaxed),
             throttled: self.counters.throttled.load(Ordering::Relaxed),
-            throttled_for: self.gate.throttle.waited(),
-            throttle_exhausted: self.gate.throttle.exhausted(),
+            throttled_for: self.gate.throttled().0,
+            throttle_exhausted: self.gate.throttled().1,
             journal_error: lock(&self.journal_error).take(),
             refused: None,
         }
@@ -519,12 +522,13 @@ pub async fn execute(
         accounts: &mut accounts,
     };
     let interrupted = send::send_all(&run, plan, &mut results, progress, interrupt).await;
-    if run.gate.throttle.exhausted() {
+    let (throttled_for, throttle_exhausted) = run.gate.throttled();
+    if throttle_exhausted {
         let why = attempt::detail(
             format!(
                 "not sent: the server kept throttling and the run had waited {} s, all that \
                  --max-throttle-wait allows; re-run later",
-                run.gate.throttle.waited().as_secs()
+                throttled_for.as_secs()
             ),
             Some("RESOURCE_EXHAUSTED".into()),
             None,

@@ -1,6 +1,6 @@
-//! Retry policy: which answers are worth another attempt, how long to wait before it, and a
-//! retry budget so that a failing API is not met with a
-//! retry storm.
+//! How long a retry waits (backoff with jitter), and a retry budget so that a failing API is
+//! not met with a retry storm. Which answers are worth a retry is the gate's decision (see
+//! `gate::decide`).
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,93 +8,20 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::client::Answer;
-
-/// What to do after an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Class {
-    /// A 2xx answer of the documented shape.
-    Answered,
-    /// Worth another attempt. `maybe_applied`: the server may have acted on it.
-    Retry { maybe_applied: bool, cost: u32 },
-    /// The request is wrong as it is: do not resend it unchanged.
-    Refuse { invalid_argument: bool },
-    /// The credentials are refused: stop the run.
-    Stop,
-}
-
-/// Cost in budget tokens of one retry; timeouts cost more, as in the AWS SDKs' retry quota.
-const RETRY_COST: u32 = 5;
-const TIMEOUT_RETRY_COST: u32 = 10;
-
-pub fn classify(response: &Answer) -> Class {
-    match response {
-        Answer::PerUser { .. } => Class::Answered,
-        Answer::Transport {
-            maybe_applied,
-            timed_out,
-            ..
-        } => Class::Retry {
-            maybe_applied: *maybe_applied,
-            cost: if *timed_out {
-                TIMEOUT_RETRY_COST
-            } else {
-                RETRY_COST
-            },
-        },
-        Answer::Rejected {
-            http_status,
-            error_status,
-            ..
-        } => classify_status(*http_status, error_status.as_deref()),
-    }
-}
-
-fn classify_status(http: u16, error_status: Option<&str>) -> Class {
-    let retry = |maybe_applied| Class::Retry {
-        maybe_applied,
-        cost: RETRY_COST,
-    };
-    match error_status {
-        Some("UNAUTHENTICATED" | "PERMISSION_DENIED") => return Class::Stop,
-        Some("INVALID_ARGUMENT") => {
-            return Class::Refuse {
-                invalid_argument: true,
-            };
-        }
-        Some("FAILED_PRECONDITION" | "OUT_OF_RANGE" | "NOT_FOUND" | "ALREADY_EXISTS") => {
-            return Class::Refuse {
-                invalid_argument: false,
-            };
-        }
-        // Refused before any work was done.
-        Some("RESOURCE_EXHAUSTED" | "UNAVAILABLE" | "ABORTED") => return retry(false),
-        // A server fault or a deadline: the change may have been applied.
-        Some("INTERNAL" | "UNKNOWN" | "DEADLINE_EXCEEDED") => return retry(true),
-        _ => {}
-    }
-    match http {
-        401 | 403 => Class::Stop,
-        408 | 429 | 503 => retry(false),
-        // A 2xx whose body is not the documented shape: cut short or mangled on the way.
-        200..=299 | 500 | 502 | 504 => retry(true),
-        400 => Class::Refuse {
-            invalid_argument: true,
-        },
-        _ => Class::Refuse {
-            invalid_argument: false,
-        },
-    }
-}
-
 /// Exponential backoff with full jitter: a random wait in `[0, min(cap, base * 2^n)]`, but at
 /// least `floor` (the protocol's owners ask for at least 1 s after 500/503).
-pub fn backoff(attempt: u32, base: Duration, cap: Duration, floor: Duration) -> Duration {
+pub fn backoff(
+    attempt: u32,
+    base: Duration,
+    cap: Duration,
+    floor: Duration,
+    rng: &mut fastrand::Rng,
+) -> Duration {
     let ceiling = base
         .checked_mul(1u32.checked_shl(attempt.min(30)).unwrap_or(u32::MAX))
         .unwrap_or(cap)
         .min(cap);
-    ceiling.mul_f64(fastrand::f64()).max(floor.min(cap))
+    ceiling.mul_f64(rng.f64()).max(floor.min(cap))
 }
 
 /// A retry quota in the spirit of the AWS SDKs': retries spend tokens, successes earn them
@@ -154,116 +81,28 @@ impl Budget {
 mod tests {
     use super::*;
 
-    fn rejected(http: u16, status: Option<&str>) -> Answer {
-        Answer::Rejected {
-            http_status: http,
-            error_status: status.map(str::to_string),
-            message: String::new(),
-            retry_after: None,
-        }
-    }
-
-    #[test]
-    fn classification_follows_the_status_table() {
-        let retry_not_applied = Class::Retry {
-            maybe_applied: false,
-            cost: RETRY_COST,
-        };
-        let retry_maybe = Class::Retry {
-            maybe_applied: true,
-            cost: RETRY_COST,
-        };
-        let cases = [
-            (408, None, retry_not_applied),
-            (409, Some("ABORTED"), retry_not_applied),
-            (429, Some("RESOURCE_EXHAUSTED"), retry_not_applied),
-            (429, None, retry_not_applied),
-            (500, Some("INTERNAL"), retry_maybe),
-            (500, Some("UNKNOWN"), retry_maybe),
-            (502, None, retry_maybe),
-            (503, Some("UNAVAILABLE"), retry_not_applied),
-            (504, Some("DEADLINE_EXCEEDED"), retry_maybe),
-            (200, None, retry_maybe),
-            (
-                400,
-                Some("INVALID_ARGUMENT"),
-                Class::Refuse {
-                    invalid_argument: true,
-                },
-            ),
-            (
-                400,
-                Some("FAILED_PRECONDITION"),
-                Class::Refuse {
-                    invalid_argument: false,
-                },
-            ),
-            (
-                400,
-                Some("OUT_OF_RANGE"),
-                Class::Refuse {
-                    invalid_argument: false,
-                },
-            ),
-            (
-                404,
-                Some("NOT_FOUND"),
-                Class::Refuse {
-                    invalid_argument: false,
-                },
-            ),
-            (
-                409,
-                Some("ALREADY_EXISTS"),
-                Class::Refuse {
-                    invalid_argument: false,
-                },
-            ),
-            (
-                422,
-                None,
-                Class::Refuse {
-                    invalid_argument: false,
-                },
-            ),
-            (401, Some("UNAUTHENTICATED"), Class::Stop),
-            (403, None, Class::Stop),
-            (400, Some("PERMISSION_DENIED"), Class::Stop),
-        ];
-        for (http, status, want) in cases {
-            assert_eq!(classify(&rejected(http, status)), want, "{http} {status:?}");
-        }
-        let timeout = Answer::Transport {
-            message: String::new(),
-            maybe_applied: true,
-            timed_out: true,
-        };
-        assert_eq!(
-            classify(&timeout),
-            Class::Retry {
-                maybe_applied: true,
-                cost: TIMEOUT_RETRY_COST
-            }
-        );
-    }
-
     #[test]
     fn backoff_is_jittered_under_an_exponential_cap() {
         let base = Duration::from_millis(500);
         let cap = Duration::from_secs(30);
+        let mut rng = fastrand::Rng::with_seed(11);
         for attempt in 0..12 {
             let ceiling = (base * 2u32.pow(attempt)).min(cap);
             for _ in 0..50 {
-                let d = backoff(attempt, base, cap, Duration::ZERO);
+                let d = backoff(attempt, base, cap, Duration::ZERO, &mut rng);
                 assert!(d <= ceiling, "{d:?} > {ceiling:?}");
             }
         }
         let waits: Vec<_> = (0..50)
-            .map(|_| backoff(3, base, cap, Duration::ZERO))
+            .map(|_| backoff(3, base, cap, Duration::ZERO, &mut rng))
             .collect();
         assert!(waits.iter().any(|w| *w != waits[0]), "jitter varies");
-        assert!(backoff(0, base, cap, Duration::from_secs(1)) >= Duration::from_secs(1));
-        assert_eq!(backoff(100, base, cap, Duration::from_secs(60)), cap);
+        let floor = Duration::from_secs(1);
+        assert!(backoff(0, base, cap, floor, &mut rng) >= floor);
+        assert_eq!(
+            backoff(100, base, cap, Duration::from_secs(60), &mut rng),
+            cap
+        );
     }
 
     #[test]

@@ -42,8 +42,6 @@ const SLOWEST_KEPT: Duration = Duration::from_secs(5);
 pub enum Verdict {
     /// Send it again once the pause is over.
     Wait,
-    /// `Retry-After` is longer than `--max-retry-after`: give this request's users up.
-    TooLong(Duration),
     /// Waiting more would pass `--max-throttle-wait`: the run stops sending.
     Exhausted,
 }
@@ -93,15 +91,13 @@ struct State {
 #[derive(Debug)]
 pub struct Throttle {
     max_wait: Duration,
-    max_retry_after: Duration,
     state: Mutex<State>,
 }
 
 impl Throttle {
-    pub fn new(max_wait: Duration, max_retry_after: Duration) -> Throttle {
+    pub fn new(max_wait: Duration) -> Throttle {
         Throttle {
             max_wait,
-            max_retry_after,
             state: Mutex::new(State::default()),
         }
     }
@@ -169,11 +165,6 @@ impl Throttle {
         retry_after: Option<Duration>,
         message: &str,
     ) -> Verdict {
-        if let Some(ra) = retry_after
-            && ra > self.max_retry_after
-        {
-            return Verdict::TooLong(ra);
-        }
         let now = Instant::now();
         let mut s = self.lock();
         if s.exhausted {
@@ -370,7 +361,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn growing_waits_without_a_hint_and_one_escalation_per_pause() {
-        let t = Throttle::new(Duration::from_secs(1800), Duration::from_secs(120));
+        let t = Throttle::new(Duration::from_secs(1800));
         let sent = Instant::now();
         assert_eq!(t.on_throttled(sent, None, "busy"), Verdict::Wait);
         let first = t.paused_until().expect("paused");
@@ -397,12 +388,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_budget_ends_waiting_and_long_headers_are_refused() {
-        let t = Throttle::new(Duration::from_secs(90), Duration::from_secs(120));
-        assert_eq!(
-            t.on_throttled(Instant::now(), Some(Duration::from_secs(121)), ""),
-            Verdict::TooLong(Duration::from_secs(121))
-        );
+    async fn the_budget_ends_waiting() {
+        let t = Throttle::new(Duration::from_secs(90));
         assert_eq!(
             t.on_throttled(Instant::now(), Some(Duration::from_secs(60)), ""),
             Verdict::Wait
@@ -422,7 +409,7 @@ mod tests {
 
     /// 30 accepted in 3 s, then a throttle saying "1 minute".
     async fn learned_thirty() -> (Throttle, Instant) {
-        let t = Throttle::new(Duration::from_secs(1800), Duration::from_secs(120));
+        let t = Throttle::new(Duration::from_secs(1800));
         for _ in 0..30 {
             t.on_accepted(Instant::now());
             tokio::time::advance(Duration::from_millis(100)).await;

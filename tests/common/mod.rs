@@ -28,6 +28,8 @@ pub fn process(dir: &Path) -> std::process::Command {
             cmd.env_remove(k);
         }
     }
+    // The backoff's jitter is seeded: a test meets the same waits every run.
+    cmd.env("VELT_JITTER_SEED", "7");
     cmd
 }
 
@@ -37,7 +39,9 @@ pub fn bin(dir: &Path) -> Command {
 }
 
 /// The emulator on a free loopback port.
-pub async fn emulator(config: EmulatorConfig) -> Emulator {
+pub async fn emulator(mut config: EmulatorConfig) -> Emulator {
+    // Its draws (latencies, faults) are seeded: a test meets the same ones every run.
+    config.seed.get_or_insert(7);
     Emulator::start(config, (std::net::Ipv4Addr::LOCALHOST, 0).into())
         .await
         .expect("emulator starts")
@@ -193,6 +197,8 @@ pub async fn sync_in_process_with(
         input.to_str().expect("path"),
         "--report",
         report.to_str().expect("path"),
+        "--jitter-seed",
+        "7",
     ];
     argv.extend_from_slice(args);
     let cli = Cli::try_parse_from(argv).expect("arguments");

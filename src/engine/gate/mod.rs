@@ -1,7 +1,14 @@
 //! The gate every request of a run passes before it is sent, reads and writes alike: the stop
 //! signal, the run-wide throttle pause and learned quota window, the adaptive pacer, and the
 //! governor limiter that holds the hard `--rate` cap; plus the in-flight slots and the retry
-//! budget that the attempt loop draws on.
+//! budget that the attempt loop draws on. What an answer means is decided in one place,
+//! [`decide::decide`]; the gate carries out the waits that decision asks for.
+
+mod decide;
+
+#[cfg(test)]
+pub(crate) use decide::{Class, classify};
+pub(crate) use decide::{GaveUp, Limits, Next, Tries, Wait, is_throttle};
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -13,8 +20,8 @@ use tokio_util::sync::CancellationToken;
 use super::ExecOptions;
 use super::concurrency::Concurrency;
 use super::pace::Pacer;
-use super::retry::Budget;
-use super::throttle::Throttle;
+use super::retry::{self, Budget};
+use super::throttle::{Throttle, Verdict};
 use crate::client::Answer;
 
 /// The limiter's quota: one request every `1 / rate` seconds, with `burst` allowed at once, so
@@ -47,10 +54,15 @@ type DirectLimiter = RateLimiter<
 
 pub(crate) struct Gate {
     limiter: DirectLimiter,
-    pub pacer: Pacer,
-    pub concurrency: Concurrency,
-    pub throttle: Throttle,
-    pub budget: Budget,
+    pacer: Pacer,
+    concurrency: Concurrency,
+    throttle: Throttle,
+    budget: Budget,
+    limits: Limits,
+    /// Backoff: exponential with this much (seeded by `ExecOptions::seed`) jitter.
+    base_backoff: Duration,
+    max_backoff: Duration,
+    jitter: std::sync::Mutex<fastrand::Rng>,
     /// Cancelled when the run sends nothing more: a signal, refused credentials, a spent
     /// throttle budget.
     stop: CancellationToken,
@@ -66,10 +78,91 @@ impl Gate {
                 Pacer::ceiling(opts.rate)
             },
             concurrency: Concurrency::new(opts.concurrency, opts.max_concurrency),
-            throttle: Throttle::new(opts.max_throttle_wait, opts.max_retry_after),
+            throttle: Throttle::new(opts.max_throttle_wait),
             budget: Budget::new(500, opts.rate.max(1.0)),
+            limits: Limits {
+                max_retries: opts.max_retries,
+                max_retry_after: opts.max_retry_after,
+            },
+            base_backoff: opts.base_backoff,
+            max_backoff: opts.max_backoff,
+            jitter: std::sync::Mutex::new(
+                opts.seed
+                    .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed),
+            ),
             stop,
         }
+    }
+
+    /// What happens after `answer` (`None`: a result) to a request at `tries`.
+    pub fn decide(&self, answer: Option<&Answer>, tries: Tries) -> Next {
+        decide::decide(answer, tries, self.limits)
+    }
+
+    /// An in-flight slot, held through every retry and backoff of one call: while most
+    /// attempts fail, new requests slow down instead of joining them. None if the run stops.
+    pub async fn slot(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        tokio::select! {
+            p = self.concurrency.permits.acquire() => p.ok(),
+            _ = self.stopped() => None,
+        }
+    }
+
+    /// A request succeeded: the retry budget earns back what its retry cost.
+    pub fn succeeded(&self, retry_cost: Option<u32>) {
+        self.budget.on_success(retry_cost);
+    }
+
+    /// Carries out `Next::Pause` for a request sent at `sent_at`: the run pauses as long as
+    /// the throttle works out. False if that passes `--max-throttle-wait`: the run stops.
+    pub fn pause(&self, sent_at: Instant, retry_after: Option<Duration>, message: &str) -> bool {
+        match self.throttle.on_throttled(sent_at, retry_after, message) {
+            Verdict::Wait => true,
+            Verdict::Exhausted => {
+                if self.stop() {
+                    tracing::error!(
+                        event = "throttle_budget_spent",
+                        waited_s = self.throttle.waited().as_secs(),
+                        message = "the server kept throttling for as long as --max-throttle-wait allows; sending nothing more"
+                    );
+                }
+                false
+            }
+        }
+    }
+
+    /// Carries out `Next::Retry`'s wait before retry number `retries`, and takes its tokens
+    /// from the retry budget. False if the run stops meanwhile.
+    pub async fn wait_to_retry(&self, wait: Wait, retries: u32, cost: u32) -> bool {
+        let wait = match wait {
+            Wait::RunPause(ra) => {
+                // The whole run waits, not only this request.
+                self.throttle.pause_until(Instant::now() + ra);
+                tracing::info!(event = "retry_after", seconds = ra.as_secs_f64());
+                Duration::ZERO
+            }
+            Wait::Backoff { floor } => {
+                let mut rng = self.jitter.lock().unwrap_or_else(|e| e.into_inner());
+                let n = retries.saturating_sub(1);
+                retry::backoff(n, self.base_backoff, self.max_backoff, floor, &mut rng)
+            }
+        };
+        while let Err(more) = self.budget.try_take(cost) {
+            if !self.sleep(more).await {
+                return false;
+            }
+        }
+        self.sleep(wait).await
+    }
+
+    /// How long the run waited on throttling, and whether that spent `--max-throttle-wait`.
+    pub fn throttled(&self) -> (Duration, bool) {
+        (self.throttle.waited(), self.throttle.exhausted())
+    }
+
+    /// The in-flight slots' growth over the run, if they grew.
+    pub fn slots_raised(&self) -> Option<(usize, usize)> {
+        self.concurrency.raised()
     }
 
     pub async fn stopped(&self) {
@@ -153,11 +246,6 @@ impl Gate {
             self.pacer.on_slow();
         }
     }
-}
-
-pub fn is_throttle(answer: &Answer) -> bool {
-    matches!(answer, Answer::Rejected { http_status, error_status, .. }
-        if *http_status == 429 || error_status.as_deref() == Some("RESOURCE_EXHAUSTED"))
 }
 
 /// Like governor's `until_ready`, but on time. With no burst the limiter counts the next slot
