@@ -21,82 +21,12 @@ pub(crate) fn read_csv<R: BufRead>(
     planner: &mut impl Sink,
     stats: &mut InputStats,
 ) -> Result<(), Error> {
-    let io_err = |line: u64| move |e: io::Error| read_error(name, line, &e);
     let resolver = Resolver::new(opts);
-    // Keep every byte up to the header so that line numbers stay true. The header is the
-    // first line (of the first 20 that are not blank) that names the columns the run needs:
-    // report titles, run dates and Entra's `version:v1.0` line above it are skipped.
-    let mut prefix = Vec::new();
-    let mut lines_seen: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
-    let mut line_no = 0u64;
-    let mut chosen: Option<(u64, u8)> = None;
-    let mut line = Vec::new();
-    let mut search = header::Search::new(opts);
-    while search.goes_on() {
-        line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .map_err(io_err(line_no + 1))?
-            == 0
-        {
-            break;
-        }
-        line_no += 1;
-        if prefix.is_empty() && line.starts_with(BOM) {
-            line.drain(..BOM.len());
-        }
-        let at = prefix.len();
-        prefix.extend_from_slice(&line);
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        lines_seen.push((line_no, at..prefix.len()));
-        let candidates: &[u8] = match opts.delimiter {
-            Some(d) => &[d],
-            None => b",;\t",
-        };
-        // The delimiter that makes the line name the columns, or (`--header-row`) the one
-        // the line looks split by.
-        let mut fitting = None;
-        let header = search.is_header(line_no, || {
-            fitting = candidates
-                .iter()
-                .copied()
-                .find(|&d| names_of(&line, d).is_some_and(|n| resolver.fits(&n, opts)));
-            fitting.is_some()
-        });
-        if header {
-            let d = fitting
-                .or(opts.delimiter)
-                .unwrap_or_else(|| detect_delimiter(&line));
-            chosen = Some((line_no, d));
-            break;
-        }
-    }
-    let (header_at, delimiter) = match (chosen, search.missing()) {
-        (Some(c), _) => c,
-        (None, Some((line, message))) => return Err(Error::input(name, line, message)),
-        // None fits: the first line is the header, and its message says what is missing.
-        (None, None) => match lines_seen.first() {
-            Some((n, range)) => {
-                let first = &prefix[range.clone()];
-                (
-                    *n,
-                    opts.delimiter.unwrap_or_else(|| detect_delimiter(first)),
-                )
-            }
-            None => (line_no.max(1), opts.delimiter.unwrap_or(b',')),
-        },
-    };
-    let skipped = lines_seen.iter().filter(|(n, _)| *n < header_at).count();
-    if skipped > 0 {
-        tracing::debug!(
-            event = "header_row",
-            line = header_at,
-            skipped,
-            message = "lines above the header row were skipped"
-        );
-    }
+    let Header {
+        prefix,
+        at: header_at,
+        delimiter,
+    } = find_header(&mut reader, name, opts, &resolver)?;
     let lines = LineTracker::default();
     let mut csv = csv::ReaderBuilder::new()
         .delimiter(delimiter)
@@ -109,39 +39,16 @@ pub(crate) fn read_csv<R: BufRead>(
             in_run: false,
             run_start: 0,
         });
-
-    let csv_err = |e: csv::Error| {
-        let line = e.position().map_or(0, |p| p.line());
-        match e.kind() {
-            csv::ErrorKind::Io(io) => read_error(name, line, io),
-            _ => Error::input(name, line, format!("cannot read: {e}")),
-        }
-    };
+    let csv_err = |e| csv_error(name, e);
+    // The records above the header were looked at already.
     let mut headers = csv::ByteRecord::new();
-    loop {
-        if !csv.read_byte_record(&mut headers).map_err(csv_err)? {
-            headers.clear();
-            break;
-        }
+    while csv.read_byte_record(&mut headers).map_err(csv_err)? {
         if lines.line_at(headers.position().map_or(0, |p| p.byte())) >= header_at {
             break;
         }
+        headers.clear();
     }
-    if headers.iter().all(|h| h.trim_ascii().is_empty()) {
-        return Err(Error::input(
-            name,
-            header_at,
-            "no header row; the first line must name the columns, e.g. organizationId,organizationUserGroupId,userId",
-        ));
-    }
-    let names: Vec<String> = match headers
-        .iter()
-        .map(|h| std::str::from_utf8(h).map(|s| s.trim().to_string()))
-        .collect::<Result<_, _>>()
-    {
-        Ok(n) => n,
-        Err(_) => return Err(not_utf8(name, header_at)),
-    };
+    let names = column_names(&headers, name, header_at)?;
     let found = resolver.positions(names.iter().map(String::as_str));
     if let Some(message) = resolver.missing(&found, &names, opts) {
         return Err(Error::input(name, header_at, message));
@@ -176,19 +83,137 @@ pub(crate) fn read_csv<R: BufRead>(
             record.get(i).map(|f| std::str::from_utf8(f).unwrap_or(""))
         });
         if record.len() != width {
-            let hint = if record.len() > width {
-                " (an unquoted delimiter inside a value?)"
-            } else {
-                ""
-            };
-            r.problem = Some(format!(
-                "row has {} fields but the header has {width}{hint}",
-                record.len()
-            ));
+            r.problem = Some(width_problem(record.len(), width));
         }
         mapper.take(r, planner, stats);
     }
     Ok(())
+}
+
+fn csv_error(name: &str, e: csv::Error) -> Error {
+    let line = e.position().map_or(0, |p| p.line());
+    match e.kind() {
+        csv::ErrorKind::Io(io) => read_error(name, line, io),
+        _ => Error::input(name, line, format!("cannot read: {e}")),
+    }
+}
+
+/// Why a row with `fields` fields does not fit a header of `width`.
+fn width_problem(fields: usize, width: usize) -> String {
+    let hint = if fields > width {
+        " (an unquoted delimiter inside a value?)"
+    } else {
+        ""
+    };
+    format!("row has {fields} fields but the header has {width}{hint}")
+}
+
+/// Where the header row is: every byte read up to it (so that line numbers stay true), its
+/// line number and the delimiter.
+struct Header {
+    prefix: Vec<u8>,
+    at: u64,
+    delimiter: u8,
+}
+
+/// Finds the header: the first line (of the first 20 that are not blank) that names the
+/// columns the run needs, so that report titles, run dates and Entra's `version:v1.0` line
+/// above it are skipped; or the line `--header-row` names. If none fits, the first line is the
+/// header, and the column check says what is missing.
+fn find_header<R: BufRead>(
+    reader: &mut R,
+    name: &str,
+    opts: &InputOptions,
+    resolver: &Resolver,
+) -> Result<Header, Error> {
+    let mut prefix = Vec::new();
+    let mut lines_seen: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+    let mut line_no = 0u64;
+    let mut chosen: Option<(u64, u8)> = None;
+    let mut line = Vec::new();
+    let mut search = header::Search::new(opts);
+    let candidates: &[u8] = match opts.delimiter {
+        Some(d) => &[d],
+        None => b",;\t",
+    };
+    while search.goes_on() {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| read_error(name, line_no + 1, &e))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        if prefix.is_empty() && line.starts_with(BOM) {
+            line.drain(..BOM.len());
+        }
+        let at = prefix.len();
+        prefix.extend_from_slice(&line);
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        lines_seen.push((line_no, at..prefix.len()));
+        // The delimiter that makes the line name the columns, or (`--header-row`) the one
+        // the line looks split by.
+        let mut fitting = None;
+        let header = search.is_header(line_no, || {
+            fitting = candidates
+                .iter()
+                .copied()
+                .find(|&d| names_of(&line, d).is_some_and(|n| resolver.fits(&n, opts)));
+            fitting.is_some()
+        });
+        if header {
+            let d = fitting
+                .or(opts.delimiter)
+                .unwrap_or_else(|| detect_delimiter(&line));
+            chosen = Some((line_no, d));
+            break;
+        }
+    }
+    let (at, delimiter) = match (chosen, search.missing()) {
+        (Some(c), _) => c,
+        (None, Some((line, message))) => return Err(Error::input(name, line, message)),
+        (None, None) => match lines_seen.first() {
+            Some((n, range)) => {
+                let first = &prefix[range.clone()];
+                let d = opts.delimiter.unwrap_or_else(|| detect_delimiter(first));
+                (*n, d)
+            }
+            None => (line_no.max(1), opts.delimiter.unwrap_or(b',')),
+        },
+    };
+    let skipped = lines_seen.iter().filter(|(n, _)| *n < at).count();
+    if skipped > 0 {
+        tracing::debug!(
+            event = "header_row",
+            line = at,
+            skipped,
+            message = "lines above the header row were skipped"
+        );
+    }
+    Ok(Header {
+        prefix,
+        at,
+        delimiter,
+    })
+}
+
+/// The columns the header row at `header_at` names.
+fn column_names(headers: &csv::ByteRecord, name: &str, header_at: u64) -> Result<Vec<String>, Error> {
+    if headers.iter().all(|h| h.trim_ascii().is_empty()) {
+        return Err(Error::input(
+            name,
+            header_at,
+            "no header row; the first line must name the columns, e.g. organizationId,organizationUserGroupId,userId",
+        ));
+    }
+    headers
+        .iter()
+        .map(|h| std::str::from_utf8(h).map(|s| s.trim().to_string()))
+        .collect::<Result<_, _>>()
+        .map_err(|_| not_utf8(name, header_at))
 }
 
 /// The column names of one line split at `delimiter`, or `None` if it is not UTF-8 or has one

@@ -12,6 +12,10 @@ use crate::error::Error;
 use crate::plan::Sink;
 use crate::text::clip;
 
+/// The bytes that open and close a JSON object, named so that the scanner reads as JSON.
+pub(super) const OBJECT_START: u8 = b'{';
+const OBJECT_END: u8 = b'}';
+
 pub(crate) fn read_jsonl<R: BufRead>(
     mut reader: R,
     name: &str,
@@ -89,7 +93,7 @@ pub(crate) fn read_json<R: BufRead>(
                 "--records-path names an array inside an object, but the input is an array; leave the flag out",
             ));
         }
-        Some(b'{') => {
+        Some(OBJECT_START) => {
             let path: Vec<&str> = opts
                 .records_path
                 .as_deref()
@@ -229,7 +233,7 @@ impl<R: BufRead> Scanner<'_, R> {
     ) -> Result<Vec<String>, Error> {
         let mut keys = Vec::new();
         let mut b = self.next_non_ws()?;
-        if b == Some(b'}') {
+        if b == Some(OBJECT_END) {
             return Ok(keys);
         }
         loop {
@@ -256,7 +260,7 @@ impl<R: BufRead> Scanner<'_, R> {
                     *found = Some(key.clone());
                     None
                 }
-                (Some(want), b'{') if path.len() > 1 && key == *want => {
+                (Some(want), OBJECT_START) if path.len() > 1 && key == *want => {
                     self.walk_object(&path[1..], found, opts, records, planner, stats)?;
                     None
                 }
@@ -274,7 +278,7 @@ impl<R: BufRead> Scanner<'_, R> {
                 (None, b'[') => {
                     // With no path: the one array whose elements are objects.
                     let first = self.next_non_ws()?;
-                    if first == Some(b'{') {
+                    if first == Some(OBJECT_START) {
                         if let Some(other) = found {
                             return Err(self.error(&format!(
                                 "the object holds two arrays of records, `{}` and `{}`; choose one with --records-path",
@@ -302,7 +306,7 @@ impl<R: BufRead> Scanner<'_, R> {
             };
             match after {
                 Some(b',') => b = self.next_non_ws()?,
-                Some(b'}') => return Ok(keys),
+                Some(OBJECT_END) => return Ok(keys),
                 None => return Err(self.error("unexpected end of input: the object is not closed")),
                 Some(_) => {
                     return Err(self.error("invalid JSON: expected `,` or `}` after a value"));
@@ -359,11 +363,11 @@ impl<R: BufRead> Scanner<'_, R> {
     fn skip_value(&mut self, first: u8) -> Result<Option<u8>, Error> {
         match first {
             b'"' => self.skip_string().map(|()| None),
-            b'{' | b'[' => self.skip_nested(1).map(|()| None),
+            OBJECT_START | b'[' => self.skip_nested(1).map(|()| None),
             _ => loop {
                 match self.next_byte()? {
                     None => return Ok(None),
-                    Some(b) if b == b',' || b == b'}' || b == b']' => return Ok(Some(b)),
+                    Some(b) if b == b',' || b == OBJECT_END || b == b']' => return Ok(Some(b)),
                     Some(b) if b.is_ascii_whitespace() => return Ok(None),
                     Some(_) => {}
                 }
@@ -375,7 +379,7 @@ impl<R: BufRead> Scanner<'_, R> {
     fn skip_rest_of_array(&mut self, first: u8) -> Result<Option<u8>, Error> {
         match first {
             b'"' => self.skip_string()?,
-            b'{' | b'[' => self.skip_nested(1)?,
+            OBJECT_START | b'[' => self.skip_nested(1)?,
             _ => {}
         }
         self.skip_nested(1)?;
@@ -388,8 +392,8 @@ impl<R: BufRead> Scanner<'_, R> {
             match self.next_byte()? {
                 None => return Err(self.error("unexpected end of input: a value is not closed")),
                 Some(b'"') => self.skip_string()?,
-                Some(b'{' | b'[') => depth += 1,
-                Some(b'}' | b']') => depth -= 1,
+                Some(OBJECT_START | b'[') => depth += 1,
+                Some(OBJECT_END | b']') => depth -= 1,
                 Some(_) => {}
             }
         }
@@ -416,8 +420,8 @@ impl<R: BufRead> Scanner<'_, R> {
             } else {
                 match b {
                     b'"' => in_string = true,
-                    b'{' | b'[' => depth += 1,
-                    b'}' | b']' => depth = depth.saturating_sub(1),
+                    OBJECT_START | b'[' => depth += 1,
+                    OBJECT_END | b']' => depth = depth.saturating_sub(1),
                     _ => {}
                 }
             }

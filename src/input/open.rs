@@ -230,7 +230,7 @@ pub(super) fn sniff(head: &[u8]) -> Format {
     };
     match head[at] {
         b'[' => Format::Json,
-        b'{' => {
+        super::json::OBJECT_START => {
             let rest = &head[at..];
             let line = &rest[..memchr::memchr(b'\n', rest).unwrap_or(rest.len())];
             if line.trim_ascii_end().ends_with(b"}") {

@@ -211,53 +211,10 @@ impl<'o> Mapper<'o> {
 
     /// Turns `record` into memberships, an invalid row, or nothing.
     pub fn take(&mut self, mut record: Record<'_>, sink: &mut impl Sink, stats: &mut InputStats) {
-        let opts = self.opts;
-        let line = record.line;
-        if let Some(wanted) = &opts.only_status
-            && (record.status.is_some() || record.problem.is_none())
-        {
-            match record.status {
-                Some(s)
-                    if !wanted.iter().any(|w| w == s.trim())
-                        || record.action.is_some_and(is_removal) =>
-                {
-                    stats.skipped += 1;
-                    return;
-                }
-                Some(_) => {}
-                None => {
-                    stats.records += 1;
-                    sink.reject_record(
-                        line,
-                        None,
-                        None,
-                        "",
-                        "no `status` (--only-status needs a previous report as input)".into(),
-                    );
-                    return;
-                }
-            }
-        }
-        stats.records += 1;
-        if opts.only_status.is_some() {
-            record.unquote_formulas();
-        }
-        let mapping = &opts.mapping;
-        // A record whose fields cannot be trusted is reported, never filtered on them.
-        if record.problem.is_none()
-            && !mapping.filters.iter().enumerate().all(|(i, f)| {
-                f.passes(
-                    record
-                        .filters
-                        .get(i)
-                        .and_then(|v| v.as_deref())
-                        .unwrap_or(""),
-                )
-            })
-        {
-            stats.filtered += 1;
+        if !self.admit(&mut record, sink, stats) {
             return;
         }
+        let line = record.line;
         let org = record.org.as_deref();
         let first_group = record.first_group();
         let first_user = match &record.users {
@@ -276,15 +233,94 @@ impl<'o> Mapper<'o> {
                 None | Some(Values::One(_))
             )
         {
-            let group = first_group;
-            sink.record(line, org, group, user);
+            sink.record(line, org, first_group, user);
             if let Some(name) = record.group_name
                 && !name.trim().is_empty()
             {
-                sink.group_name(org, group, name);
+                sink.group_name(org, first_group, name);
             }
             return;
         }
+        let Some(users) = self.users(&record, sink) else {
+            return;
+        };
+        let Some((targets, skipped)) = self.targets(&record, first_user, sink, stats) else {
+            return;
+        };
+        stats.unmapped_skipped += skipped * users.len() as u64;
+        if skipped > 0 {
+            let org: Option<Box<str>> =
+                org.map(str::trim).filter(|o| !o.is_empty()).map(Into::into);
+            for u in &users {
+                stats.partly_unmapped.push((org.clone(), u.trim().into()));
+            }
+        }
+        if skipped > 0 && targets.is_empty() {
+            return; // every group value was unmapped and skipped: counted above
+        }
+        if self.opts.provision
+            && let Err(why) = profile(&record, &users, stats)
+        {
+            sink.reject_record(line, org, first_group, first_user, why);
+            return;
+        }
+        emit(&record, &users, &targets, sink);
+    }
+
+    /// Whether `record` goes on to be mapped: `--only-status` and the `--include` /
+    /// `--exclude` filters leave records out (counted in `stats`); a record with no status
+    /// under `--only-status` is rejected.
+    fn admit(&self, record: &mut Record<'_>, sink: &mut impl Sink, stats: &mut InputStats) -> bool {
+        let opts = self.opts;
+        if let Some(wanted) = &opts.only_status
+            && (record.status.is_some() || record.problem.is_none())
+        {
+            match record.status {
+                Some(s)
+                    if !wanted.iter().any(|w| w == s.trim())
+                        || record.action.is_some_and(is_removal) =>
+                {
+                    stats.skipped += 1;
+                    return false;
+                }
+                Some(_) => {}
+                None => {
+                    stats.records += 1;
+                    sink.reject_record(
+                        record.line,
+                        None,
+                        None,
+                        "",
+                        "no `status` (--only-status needs a previous report as input)".into(),
+                    );
+                    return false;
+                }
+            }
+        }
+        stats.records += 1;
+        if opts.only_status.is_some() {
+            record.unquote_formulas();
+        }
+        // A record whose fields cannot be trusted is reported, never filtered on them.
+        let filtered_out = record.problem.is_none()
+            && !opts.mapping.filters.iter().enumerate().all(|(i, f)| {
+                let value = record.filters.get(i).and_then(|v| v.as_deref());
+                f.passes(value.unwrap_or(""))
+            });
+        if filtered_out {
+            stats.filtered += 1;
+        }
+        !filtered_out
+    }
+
+    /// The record's users (folded under `--user-id-case lower`); a bad one is rejected and
+    /// the rest go on. None if the record names no user.
+    fn users<'r>(
+        &self,
+        record: &'r Record<'_>,
+        sink: &mut impl Sink,
+    ) -> Option<SmallVec<[Cow<'r, str>; 1]>> {
+        let (line, org, first_group) = (record.line, record.org.as_deref(), record.first_group());
         let mut users: SmallVec<[Cow<'_, str>; 1]> = SmallVec::new();
         match &record.users {
             Values::One(u) => users.push(Cow::Borrowed(u.as_ref())),
@@ -298,18 +334,34 @@ impl<'o> Mapper<'o> {
             }
             Values::Missing => {
                 sink.reject_record(line, org, first_group, "", "no userId or userIds".into());
-                return;
+                return None;
             }
         }
-        if mapping.lower_user_ids {
+        if self.opts.mapping.lower_user_ids {
             for u in &mut users {
                 if let Cow::Owned(folded) = crate::text::fold_id(u) {
                     *u = Cow::Owned(folded);
                 }
             }
         }
+        Some(users)
+    }
 
-        // Every group value of every group column, split, trimmed and mapped.
+    /// Every group value of every group column, split, trimmed and mapped, with the number
+    /// of values `--unmapped skip` left out. None if the record was rejected (a bad value, or
+    /// a value the map does not list under `--unmapped invalid`).
+    fn targets<'r>(
+        &self,
+        record: &'r Record<'_>,
+        first_user: &str,
+        sink: &mut impl Sink,
+        stats: &mut InputStats,
+    ) -> Option<(SmallVec<[Target<'r>; 2]>, u64)>
+    where
+        'o: 'r,
+    {
+        let mapping = &self.opts.mapping;
+        let (line, org) = (record.line, record.org.as_deref());
         let mut targets: SmallVec<[Target<'_>; 2]> = SmallVec::new();
         let mut unmapped: Option<&str> = None;
         let mut skipped = 0u64;
@@ -323,7 +375,7 @@ impl<'o> Mapper<'o> {
                             Ok(v) => pieces.extend(self.split(v)),
                             Err(why) => {
                                 sink.reject_record(line, org, None, first_user, why.clone());
-                                return;
+                                return None;
                             }
                         }
                     }
@@ -336,10 +388,9 @@ impl<'o> Mapper<'o> {
                     targets.push((Cow::Borrowed(piece), None));
                     continue;
                 };
-                let folded = fold(piece);
                 let before = targets.len();
                 targets.extend(
-                    map.lookup(&folded, cell.column)
+                    map.lookup(&fold(piece), cell.column)
                         .map(|t| (Cow::Borrowed(t.id.as_str()), t.name.as_deref())),
                 );
                 if targets.len() > before {
@@ -370,47 +421,9 @@ impl<'o> Mapper<'o> {
                     clip(value)
                 ),
             );
-            return;
+            return None;
         }
-        stats.unmapped_skipped += skipped * users.len() as u64;
-        if skipped > 0 {
-            let org: Option<Box<str>> =
-                org.map(str::trim).filter(|o| !o.is_empty()).map(Into::into);
-            for u in &users {
-                stats.partly_unmapped.push((org.clone(), u.trim().into()));
-            }
-        }
-        if skipped > 0 && targets.is_empty() {
-            return; // every group value was unmapped and skipped: counted above
-        }
-        if self.opts.provision
-            && let Err(why) = profile(&record, &users, stats)
-        {
-            sink.reject_record(line, org, first_group, first_user, why);
-            return;
-        }
-        // The group-name column names the record's group when there is one group column.
-        let column_name = record
-            .group_name
-            .filter(|n| !n.trim().is_empty() && record.groups.len() <= 1);
-        if targets.is_empty() {
-            // No group value: the default group (`--group`), or the planner says none.
-            for u in &users {
-                sink.record(line, org, None, u);
-            }
-            if let Some(name) = column_name {
-                sink.group_name(org, None, name);
-            }
-            return;
-        }
-        for (group, name) in &targets {
-            for u in &users {
-                sink.record(line, org, Some(group), u);
-            }
-            if let Some(name) = name.or(column_name) {
-                sink.group_name(org, Some(group), name);
-            }
-        }
+        Some((targets, skipped))
     }
 
     /// The group values of one cell: split by `--group-separator`, trimmed, empty ones gone.
@@ -424,6 +437,34 @@ impl<'o> Mapper<'o> {
         })
         .map(str::trim)
         .filter(|p| !p.is_empty())
+    }
+}
+
+/// Hands the record's memberships to `sink`: every user in every target group, or in the
+/// default group when the record has no group value. The group-name column names the
+/// record's group when there is one group column.
+fn emit(record: &Record<'_>, users: &[Cow<'_, str>], targets: &[Target<'_>], sink: &mut impl Sink) {
+    let (line, org) = (record.line, record.org.as_deref());
+    let column_name = record
+        .group_name
+        .filter(|n| !n.trim().is_empty() && record.groups.len() <= 1);
+    if targets.is_empty() {
+        // No group value: the default group (`--group`), or the planner says none.
+        for u in users {
+            sink.record(line, org, None, u);
+        }
+        if let Some(name) = column_name {
+            sink.group_name(org, None, name);
+        }
+        return;
+    }
+    for (group, name) in targets {
+        for u in users {
+            sink.record(line, org, Some(group), u);
+        }
+        if let Some(name) = name.or(column_name) {
+            sink.group_name(org, Some(group), name);
+        }
     }
 }
 
