@@ -21,7 +21,9 @@
 //!   `lo`; throttled, `hi`. Once `hi / lo` is within 2%, hold `lo`. Without a `hi` (after a
 //!   probe that passed) the steps grow, 6%, 12%, 24%, ..., so a raised limit is found fast.
 //! - **Hold** `lo`. After `probe_after` (30 s, doubling after each failed probe up to 240 s)
-//!   **probe** 3% above it for 4 s worth of requests; a probe that passes means the limit
+//!   **probe** above it for 4 s worth of requests: 3% above, or 5 requests a second above
+//!   where 3% is less than that (at most 50% above, at 10 requests/s and below), so that at a
+//!   low rate a probe's excess outlasts the server's burst; a probe that passes means the limit
 //!   rose: search upwards. A failed probe costs one pause and goes back to `lo`; the
 //!   server's bucket, refilled by the pause, goes at once (less one request), since a held
 //!   rate under the limit would leave it full for good.
@@ -445,33 +447,13 @@ impl Pacer {
         s.undo = None;
         let before = s.run_start.map(|start| (start, Box::new(s.clone())));
         let tried = s.rate;
-        let mut this_run = None;
-        if let Some(start) = s.run_start.filter(|_| !s.burst_sent) {
-            let took = sent_at.saturating_duration_since(start).as_secs_f64();
-            if took > 0.0 {
-                if s.fitted.is_some_and(|limit| tried < limit) {
-                    // Throttled below the limit the runs so far fit: the limit moved, and
-                    // they no longer describe it.
-                    s.runs.clear();
-                }
-                if s.runs.len() == RUNS_KEPT {
-                    s.runs.pop_front();
-                }
-                s.runs.push_back((tried, took));
-                this_run = Some(took);
-                tracing::debug!(
-                    event = "run",
-                    rate = format!("{tried:.2}"),
-                    took = format!("{took:.3}")
-                );
-            }
-        }
+        let this_run = record_run(s, sent_at, tried);
         let in_a_row = s
             .streak_at
             .is_some_and(|t| now.saturating_duration_since(t) < STREAK_WITHIN);
         // Throttles in a row at a held rate: the limit may have moved, and a fit across runs
         // from before and after would mislead (the bucket's size above all).
-        let mut estimate = if s.phase == Phase::Hold && in_a_row {
+        let estimate = if s.phase == Phase::Hold && in_a_row {
             None
         } else {
             fit(&s.runs).map(|(limit, size)| {
@@ -512,54 +494,7 @@ impl Pacer {
                     .bucket
                     .map_or(0, |size| (size.floor() as u32).saturating_sub(1));
             }
-            Phase::Hold => {
-                if !in_a_row {
-                    s.streak = 0;
-                    // Only a rate that held a while is worth coming back to.
-                    s.streak_from =
-                        (now.saturating_duration_since(s.since) >= LONG_HELD).then_some(tried);
-                }
-                s.streak += 1;
-                s.streak_at = Some(now);
-                if s.streak >= 2 {
-                    // Throttles in a row: the limit may have moved, and runs from before it
-                    // would mislead the fit. With the bucket's size known, this one run tells
-                    // the new limit: it emptied the bucket in `took` seconds.
-                    while s.runs.len() > 1 {
-                        s.runs.pop_front();
-                    }
-                    estimate = s.bucket.zip(this_run).and_then(|(size, took)| {
-                        // The bucket emptied between the slot before and this one: read
-                        // the middle. A run too short for that to be exact (a big fall) is
-                        // read high on purpose: a limit read too high costs one more throttle,
-                        // in a longer run that reads it exactly; one read too low is held,
-                        // and nothing says so until the next probe.
-                        let slot = 1.0 / tried;
-                        let middle = tried - size / (took - slot / 2.0).max(slot / 2.0);
-                        let high = tried - size / (took + RUN_SLACK.as_secs_f64());
-                        let limit = if high > middle * 1.01 { high } else { middle };
-                        (limit > 0.2 * tried && limit < tried).then_some(limit)
-                    });
-                    if estimate.is_some() {
-                        s.fitted = estimate;
-                    }
-                }
-                let cut = (FIRST_CUT * 2f64.powi(s.streak as i32 - 1)).min(MOST_CUT);
-                s.lo = tried * (1.0 - cut);
-                s.hi = tried;
-                if let Some(limit) = estimate {
-                    s.lo = (limit * UNDER).min(tried * (1.0 - FIRST_CUT));
-                }
-                if let Some(from) = s.streak_from
-                    && s.lo < from * FELL_BELOW
-                    && s.remembered.is_none_or(|r| r < from)
-                {
-                    // The limit fell: probe back to where it was, soon and often.
-                    s.remembered = Some(from);
-                    s.return_probes = RETURN_PROBES;
-                }
-                self.set(s, s.lo, Phase::Hold, now);
-            }
+            Phase::Hold => self.throttled_holding(s, tried, this_run, estimate, in_a_row, now),
         }
         // What follows starts after the pause this throttle brings.
         s.after_pause = true;
@@ -570,6 +505,57 @@ impl Pacer {
         });
     }
 
+    /// A throttle while holding `tried`: hold lower, by more for each throttle in a row, or
+    /// just under the limit the bucket fit (or this run, with the bucket's size known) tells.
+    fn throttled_holding(
+        &self,
+        s: &mut PacerState,
+        tried: f64,
+        this_run: Option<f64>,
+        mut estimate: Option<f64>,
+        in_a_row: bool,
+        now: Instant,
+    ) {
+        if !in_a_row {
+            s.streak = 0;
+            // Only a rate that held a while is worth coming back to.
+            s.streak_from =
+                (now.saturating_duration_since(s.since) >= LONG_HELD).then_some(tried);
+        }
+        s.streak += 1;
+        s.streak_at = Some(now);
+        if s.streak >= 2 {
+            // Throttles in a row: the limit may have moved, and runs from before it
+            // would mislead the fit. With the bucket's size known, this one run tells
+            // the new limit: it emptied the bucket in `took` seconds.
+            while s.runs.len() > 1 {
+                s.runs.pop_front();
+            }
+            estimate = s
+                .bucket
+                .zip(this_run)
+                .and_then(|(size, took)| limit_of_run(size, took, tried));
+            if estimate.is_some() {
+                s.fitted = estimate;
+            }
+        }
+        let cut = (FIRST_CUT * 2f64.powi(s.streak as i32 - 1)).min(MOST_CUT);
+        s.lo = tried * (1.0 - cut);
+        s.hi = tried;
+        if let Some(limit) = estimate {
+            s.lo = (limit * UNDER).min(tried * (1.0 - FIRST_CUT));
+        }
+        if let Some(from) = s.streak_from
+            && s.lo < from * FELL_BELOW
+            && s.remembered.is_none_or(|r| r < from)
+        {
+            // The limit fell: probe back to where it was, soon and often.
+            s.remembered = Some(from);
+            s.return_probes = RETURN_PROBES;
+        }
+        self.set(s, s.lo, Phase::Hold, now);
+    }
+
     /// Holds just under the limit the bucket fit estimates.
     fn hold_under(&self, s: &mut PacerState, limit: f64, tried: f64, now: Instant) {
         s.lo = (limit * UNDER).min(tried * (1.0 - FIRST_CUT));
@@ -577,6 +563,44 @@ impl Pacer {
         s.hi = s.hi.min(tried);
         self.set(s, s.lo, Phase::Hold, now);
     }
+}
+
+/// Adds the run that ended at the request sent at `sent_at` at rate `tried` to the runs the
+/// bucket fit reads, unless it began with the burst after a pause. Returns how long it took.
+fn record_run(s: &mut PacerState, sent_at: Instant, tried: f64) -> Option<f64> {
+    let start = s.run_start.filter(|_| !s.burst_sent)?;
+    let took = sent_at.saturating_duration_since(start).as_secs_f64();
+    if took <= 0.0 {
+        return None;
+    }
+    if s.fitted.is_some_and(|limit| tried < limit) {
+        // Throttled below the limit the runs so far fit: the limit moved, and they no longer
+        // describe it.
+        s.runs.clear();
+    }
+    if s.runs.len() == RUNS_KEPT {
+        s.runs.pop_front();
+    }
+    s.runs.push_back((tried, took));
+    tracing::debug!(
+        event = "run",
+        rate = format!("{tried:.2}"),
+        took = format!("{took:.3}")
+    );
+    Some(took)
+}
+
+/// The limit a run at `tried` that emptied a bucket of `size` in `took` seconds tells. The
+/// bucket emptied between the slot before and this one: read the middle. A run too short for
+/// that to be exact (a big fall) is read high on purpose: a limit read too high costs one
+/// more throttle, in a longer run that reads it exactly; one read too low is held, and nothing
+/// says so until the next probe.
+fn limit_of_run(size: f64, took: f64, tried: f64) -> Option<f64> {
+    let slot = 1.0 / tried;
+    let middle = tried - size / (took - slot / 2.0).max(slot / 2.0);
+    let high = tried - size / (took + RUN_SLACK.as_secs_f64());
+    let limit = if high > middle * 1.01 { high } else { middle };
+    (limit > 0.2 * tried && limit < tried).then_some(limit)
 }
 
 /// Runs kept for the fit.
