@@ -120,6 +120,9 @@ fn previous_last_success(path: &Path) -> Option<f64> {
         .filter(|v| v.is_finite() && *v > 0.0)
 }
 
+/// One gauge: its name (after the prefix), help text and samples (labels, value).
+type Gauge = (&'static str, &'static str, Vec<(String, String)>);
+
 fn render(
     stats: &RunStats,
     exit_code: u8,
@@ -129,15 +132,66 @@ fn render(
     last_success: Option<f64>,
 ) -> String {
     let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, samples: &[(String, String)]| {
+    let one = |v: String| vec![(String::new(), v)];
+    let mut gauges = count_gauges(stats);
+    gauges.extend([
+        (
+            "throttled_seconds",
+            "Time the last run waited on throttling (pauses after 429s and learned quota windows).",
+            one(format!("{:.3}", stats.throttled_for.as_secs_f64())),
+        ),
+        (
+            "duration_seconds",
+            "Wall time of the last run.",
+            one(format!("{:.3}", duration.as_secs_f64())),
+        ),
+        (
+            "exit_code",
+            "Exit code of the last run (0 all done, 1 incomplete, 2 usage or input, 3 credentials, 130/143 interrupted).",
+            one(exit_code.to_string()),
+        ),
+        (
+            "last_run_success",
+            "1 if the last run sent everything and exited 0 (a dry run never counts), else 0.",
+            one(u8::from(success).to_string()),
+        ),
+        (
+            "last_run_timestamp_seconds",
+            "Unix time at which the last run ended.",
+            one(format!("{now_s:.3}")),
+        ),
+    ]);
+    if let Some(t) = last_success {
+        gauges.push((
+            "last_success_timestamp_seconds",
+            "Unix time at which the last fully successful run ended.",
+            one(format!("{t:.3}")),
+        ));
+    }
+    for (name, help, samples) in gauges {
         let _ = writeln!(out, "# HELP {PREFIX}_{name} {help}");
         let _ = writeln!(out, "# TYPE {PREFIX}_{name} gauge");
         for (labels, value) in samples {
             let _ = writeln!(out, "{PREFIX}_{name}{labels} {value}");
         }
-    };
+    }
+    out
+}
+
+/// Samples labelled `{label="key"}`, one per count.
+fn labelled(label: &str, counts: &[(&str, u64)]) -> Vec<(String, String)> {
+    counts
+        .iter()
+        .map(|(k, n)| (format!("{{{label}=\"{k}\"}}"), n.to_string()))
+        .collect()
+}
+
+/// The gauges that count what the run did: rows by status, requests, retries, throttles,
+/// what the input left out, organization users.
+fn count_gauges(stats: &RunStats) -> Vec<Gauge> {
     let c = &stats.counts;
-    let by_status: Vec<(String, String)> = [
+    let one = |v: u64| vec![(String::new(), v.to_string())];
+    let by_status = [
         ("added", c.added),
         ("unchanged", c.unchanged),
         ("removed", c.removed),
@@ -147,97 +201,60 @@ fn render(
         ("invalid", c.invalid),
         ("not_attempted", c.not_attempted),
         ("planned", c.planned),
-    ]
-    .iter()
-    .map(|(s, n)| (format!("{{status=\"{s}\"}}"), n.to_string()))
-    .collect();
-    gauge(
-        "memberships",
-        "Rows of the last run's report, by status.",
-        &by_status,
-    );
+    ];
     let requests: Vec<(String, String)> = stats
         .requests
         .iter()
         .map(|(code, n)| (format!("{{code=\"{code}\"}}"), n.to_string()))
         .collect();
-    gauge(
-        "requests",
-        "Requests the last run sent, by HTTP status of the answer (none: no answer).",
-        &requests,
-    );
-    let one = |v: String| [(String::new(), v)];
-    gauge(
-        "retries",
-        "Requests the last run sent again after throttling, faults or lost answers.",
-        &one(stats.retries.to_string()),
-    );
-    gauge(
-        "throttled_requests",
-        "Requests of the last run answered 429 RESOURCE_EXHAUSTED.",
-        &one(stats.throttled.to_string()),
-    );
-    gauge(
-        "records_filtered",
-        "Input records the last run left out by --include / --exclude.",
-        &one(stats.filtered.to_string()),
-    );
-    gauge(
-        "unmapped_skipped",
-        "Memberships the last run left out because --group-map does not list their group (--unmapped skip).",
-        &one(stats.unmapped_skipped.to_string()),
-    );
+    let mut gauges: Vec<Gauge> = vec![
+        (
+            "memberships",
+            "Rows of the last run's report, by status.",
+            labelled("status", &by_status),
+        ),
+        (
+            "requests",
+            "Requests the last run sent, by HTTP status of the answer (none: no answer).",
+            requests,
+        ),
+        (
+            "retries",
+            "Requests the last run sent again after throttling, faults or lost answers.",
+            one(stats.retries),
+        ),
+        (
+            "throttled_requests",
+            "Requests of the last run answered 429 RESOURCE_EXHAUSTED.",
+            one(stats.throttled),
+        ),
+        (
+            "records_filtered",
+            "Input records the last run left out by --include / --exclude.",
+            one(stats.filtered),
+        ),
+        (
+            "unmapped_skipped",
+            "Memberships the last run left out because --group-map does not list their group (--unmapped skip).",
+            one(stats.unmapped_skipped),
+        ),
+    ];
     if let Some(u) = &stats.users {
-        let by_result: Vec<(String, String)> = [
+        let by_result = [
             ("created", u.created),
             ("updated", u.updated),
             ("unchanged", u.unchanged),
             ("removed", u.removed),
             ("protected", u.protected),
             ("failed", u.failed),
-        ]
-        .iter()
-        .map(|(r, n)| (format!("{{result=\"{r}\"}}"), n.to_string()))
-        .collect();
-        gauge(
+        ];
+        gauges.push((
             "users",
             "Organization users of the last run (--provision-users), by what happened to them (failed: not done).",
-            &by_result,
-        );
+            labelled("result", &by_result),
+        ));
     }
-    gauge(
-        "throttled_seconds",
-        "Time the last run waited on throttling (pauses after 429s and learned quota windows).",
-        &one(format!("{:.3}", stats.throttled_for.as_secs_f64())),
-    );
-    gauge(
-        "duration_seconds",
-        "Wall time of the last run.",
-        &one(format!("{:.3}", duration.as_secs_f64())),
-    );
-    gauge(
-        "exit_code",
-        "Exit code of the last run (0 all done, 1 incomplete, 2 usage or input, 3 credentials, 130/143 interrupted).",
-        &one(exit_code.to_string()),
-    );
-    gauge(
-        "last_run_success",
-        "1 if the last run sent everything and exited 0 (a dry run never counts), else 0.",
-        &one(u8::from(success).to_string()),
-    );
-    gauge(
-        "last_run_timestamp_seconds",
-        "Unix time at which the last run ended.",
-        &one(format!("{now_s:.3}")),
-    );
-    if let Some(t) = last_success {
-        gauge(
-            "last_success_timestamp_seconds",
-            "Unix time at which the last fully successful run ended.",
-            &one(format!("{t:.3}")),
-        );
-    }
-    out
+    gauges
 }
 
 #[cfg(test)]

@@ -115,71 +115,82 @@ impl<'o> JsonRecords<'o> {
             let Some((key, v)) = entry(Field::Group(i)) else {
                 continue;
             };
-            let values = match v {
-                Value::Null => Values::Missing,
-                Value::Array(items) => Values::Many(
-                    items
-                        .iter()
-                        .map(|v| {
-                            json_id(v).ok_or_else(|| {
-                                format!("{key} must hold strings, found {}", json_kind(v))
-                            })
-                        })
-                        .collect(),
-                ),
-                v => match json_id(v) {
-                    Some(id) => Values::One(id),
-                    None => {
-                        record.problem.get_or_insert_with(|| {
-                            format!("{key} must be a string, found {}", json_kind(v))
-                        });
-                        Values::Missing
-                    }
-                },
-            };
+            let values = group_values(key, v, &mut record.problem);
             record.groups.push(GroupCell {
                 column: key,
                 values,
             });
         }
         for (i, seen) in self.filter_seen.iter_mut().enumerate() {
-            let value = match entry(Field::Filter(i)) {
-                None => None,
-                Some((key, v)) => {
-                    *seen = true;
-                    match v {
-                        Value::Null => None,
-                        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
-                        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-                        Value::Number(n) => Some(Cow::Owned(n.to_string())),
-                        other => {
-                            record.problem.get_or_insert_with(|| {
-                                format!(
-                                    "{key} is {}; --include and --exclude compare single values",
-                                    json_kind(other)
-                                )
-                            });
-                            None
-                        }
-                    }
-                }
-            };
+            let value = entry(Field::Filter(i)).and_then(|(key, v)| {
+                *seen = true;
+                filter_value(key, v, &mut record.problem)
+            });
             record.filters.push(value);
         }
         let users = entry(Field::User).or_else(|| entry(Field::Users));
-        record.users = match users {
-            None => Values::Missing,
-            Some((key, Value::Array(items))) => {
-                if items.is_empty() && record.problem.is_none() {
-                    record.problem = Some(format!("{key} is an empty list"));
-                }
-                Values::Many(items.iter().map(user_id).collect())
-            }
-            Some((key, Value::Null)) => Values::Many(vec![Err(format!("{key} is null"))]),
-            Some((_, Value::String(s))) => Values::One(Cow::Borrowed(s)),
-            Some((_, other)) => Values::Many(vec![user_id(other)]),
-        };
+        record.users = users_of(users, &mut record.problem);
         self.mapper.take(record, sink, stats);
+    }
+}
+
+/// The group values of a group field: a string (or number), a list of them, or null.
+fn group_values<'v>(key: &str, v: &'v Value, problem: &mut Option<String>) -> Values<'v> {
+    match v {
+        Value::Null => Values::Missing,
+        Value::Array(items) => Values::Many(
+            items
+                .iter()
+                .map(|v| {
+                    json_id(v)
+                        .ok_or_else(|| format!("{key} must hold strings, found {}", json_kind(v)))
+                })
+                .collect(),
+        ),
+        v => match json_id(v) {
+            Some(id) => Values::One(id),
+            None => {
+                problem.get_or_insert_with(|| {
+                    format!("{key} must be a string, found {}", json_kind(v))
+                });
+                Values::Missing
+            }
+        },
+    }
+}
+
+/// The single value an `--include` / `--exclude` filter compares.
+fn filter_value<'v>(key: &str, v: &'v Value, problem: &mut Option<String>) -> Option<Cow<'v, str>> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(Cow::Borrowed(s.as_str())),
+        Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        other => {
+            problem.get_or_insert_with(|| {
+                format!(
+                    "{key} is {}; --include and --exclude compare single values",
+                    json_kind(other)
+                )
+            });
+            None
+        }
+    }
+}
+
+/// The user IDs of the user field (`userId`) or the user list (`userIds`).
+fn users_of<'v>(users: Option<(&String, &'v Value)>, problem: &mut Option<String>) -> Values<'v> {
+    match users {
+        None => Values::Missing,
+        Some((key, Value::Array(items))) => {
+            if items.is_empty() && problem.is_none() {
+                *problem = Some(format!("{key} is an empty list"));
+            }
+            Values::Many(items.iter().map(user_id).collect())
+        }
+        Some((key, Value::Null)) => Values::Many(vec![Err(format!("{key} is null"))]),
+        Some((_, Value::String(s))) => Values::One(Cow::Borrowed(s)),
+        Some((_, other)) => Values::Many(vec![user_id(other)]),
     }
 }
 
