@@ -157,42 +157,12 @@ impl GroupMap {
             .delimiter(super::csv::detect_delimiter(first_line.as_bytes()))
             .flexible(true)
             .from_reader(text.as_bytes());
-        // The csv crate's line numbers drift over blank lines: count them from the offsets.
-        let line_at = |pos: Option<&::csv::Position>| {
-            let at = pos.map_or(0, |p| p.byte() as usize).min(text.len());
-            let before = memchr::memchr_iter(b'\n', &text.as_bytes()[..at]).count();
-            let blank = text.as_bytes()[at..]
-                .iter()
-                .take_while(|b| b.is_ascii_whitespace())
-                .filter(|&&b| b == b'\n')
-                .count();
-            (before + blank + 1) as u64
-        };
         let headers = csv
             .headers()
             .map_err(|e| Error::input(name, 1, format!("cannot read the group map: {e}")))?
             .clone();
-        let header_line = line_at(headers.position());
-        let find = |wanted: &[&str]| {
-            wanted.iter().find_map(|w| {
-                headers
-                    .iter()
-                    .position(|h| h.trim().eq_ignore_ascii_case(w))
-            })
-        };
-        let (Some(source_col), Some(target_col)) = (find(&[SOURCE]), find(TARGETS)) else {
-            let has: Vec<&str> = headers.iter().map(str::trim).collect();
-            return Err(Error::input(
-                name,
-                header_line,
-                format!(
-                    "a group map needs the columns `source` and `organizationUserGroupId` (or `groupId`); its columns are: {}",
-                    clip(&has.join(", "))
-                ),
-            ));
-        };
-        let name_col = find(&["name"]);
-        let column_col = find(&["column"]);
+        let header_line = line_at(text, headers.position());
+        let cols = MapColumns::find(&headers, name, header_line)?;
         let mut map = GroupMap {
             path: name.to_string(),
             by_source: HashMap::new(),
@@ -203,58 +173,17 @@ impl GroupMap {
                 Ok(true) => {}
                 Ok(false) => break,
                 Err(e) => {
-                    let line = line_at(e.position());
-                    return Err(Error::input(
-                        name,
-                        line,
-                        format!("cannot read the group map: {e}"),
-                    ));
+                    let line = line_at(text, e.position());
+                    let message = format!("cannot read the group map: {e}");
+                    return Err(Error::input(name, line, message));
                 }
             }
             if record.iter().all(|f| f.trim().is_empty()) {
                 continue;
             }
             // Counted only for a message: counting for every row was quadratic.
-            let line = || line_at(record.position());
-            let cell = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::trim);
-            let source = cell(Some(source_col)).unwrap_or("");
-            let id = cell(Some(target_col)).unwrap_or("");
-            if record.len() != headers.len() {
-                return Err(Error::input(
-                    name,
-                    line(),
-                    format!(
-                        "row has {} fields but the header has {} (quote values that hold the delimiter)",
-                        record.len(),
-                        headers.len()
-                    ),
-                ));
-            }
-            if source.is_empty() {
-                return Err(Error::input(
-                    name,
-                    line(),
-                    "`source` is empty; give the group value as the export writes it",
-                ));
-            }
-            if id.is_empty() {
-                return Err(Error::input(
-                    name,
-                    line(),
-                    format!(
-                        "no group ID for `{}`; fill in `{}`",
-                        clip(source),
-                        headers.get(target_col).unwrap_or("organizationUserGroupId")
-                    ),
-                ));
-            }
-            let target = Target {
-                column: cell(column_col)
-                    .filter(|c| !c.is_empty())
-                    .map(|c| fold(c).into_owned()),
-                id: id.to_string(),
-                name: cell(name_col).filter(|n| !n.is_empty()).map(String::from),
-            };
+            let error = |message: String| Error::input(name, line_at(text, record.position()), message);
+            let (source, target) = cols.target(&record, &headers).map_err(error)?;
             let targets = map.by_source.entry(fold(source).into_owned()).or_default();
             if !targets.contains(&target) {
                 targets.push(target);
@@ -281,6 +210,92 @@ impl GroupMap {
                     .as_deref()
                     .is_none_or(|c| column.trim().eq_ignore_ascii_case(c) || fold(column) == c)
             })
+    }
+}
+
+/// The line of `text` a CSV position is on. The csv crate's line numbers drift over blank
+/// lines: this counts them from the byte offset.
+fn line_at(text: &str, pos: Option<&::csv::Position>) -> u64 {
+    let at = pos.map_or(0, |p| p.byte() as usize).min(text.len());
+    let before = memchr::memchr_iter(b'\n', &text.as_bytes()[..at]).count();
+    let blank = text.as_bytes()[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_whitespace())
+        .filter(|&&b| b == b'\n')
+        .count();
+    (before + blank + 1) as u64
+}
+
+/// Where a group map's columns are.
+struct MapColumns {
+    source: usize,
+    target: usize,
+    name: Option<usize>,
+    column: Option<usize>,
+}
+
+impl MapColumns {
+    fn find(headers: &::csv::StringRecord, name: &str, line: u64) -> Result<MapColumns, Error> {
+        let find = |wanted: &[&str]| {
+            wanted.iter().find_map(|w| {
+                headers
+                    .iter()
+                    .position(|h| h.trim().eq_ignore_ascii_case(w))
+            })
+        };
+        let (Some(source), Some(target)) = (find(&[SOURCE]), find(TARGETS)) else {
+            let has: Vec<&str> = headers.iter().map(str::trim).collect();
+            return Err(Error::input(
+                name,
+                line,
+                format!(
+                    "a group map needs the columns `source` and `organizationUserGroupId` (or `groupId`); its columns are: {}",
+                    clip(&has.join(", "))
+                ),
+            ));
+        };
+        Ok(MapColumns {
+            source,
+            target,
+            name: find(&["name"]),
+            column: find(&["column"]),
+        })
+    }
+
+    /// The source value of one row and the group it maps to, or why the row is wrong.
+    fn target<'r>(
+        &self,
+        record: &'r ::csv::StringRecord,
+        headers: &::csv::StringRecord,
+    ) -> Result<(&'r str, Target), String> {
+        let cell = |i: Option<usize>| i.and_then(|i| record.get(i)).map(str::trim);
+        let source = cell(Some(self.source)).unwrap_or("");
+        let id = cell(Some(self.target)).unwrap_or("");
+        if record.len() != headers.len() {
+            return Err(format!(
+                "row has {} fields but the header has {} (quote values that hold the delimiter)",
+                record.len(),
+                headers.len()
+            ));
+        }
+        if source.is_empty() {
+            return Err("`source` is empty; give the group value as the export writes it".into());
+        }
+        if id.is_empty() {
+            return Err(format!(
+                "no group ID for `{}`; fill in `{}`",
+                clip(source),
+                headers.get(self.target).unwrap_or("organizationUserGroupId")
+            ));
+        }
+        let target = Target {
+            column: cell(self.column)
+                .filter(|c| !c.is_empty())
+                .map(|c| fold(c).into_owned()),
+            id: id.to_string(),
+            name: cell(self.name).filter(|n| !n.is_empty()).map(String::from),
+        };
+        Ok((source, target))
     }
 }
 
