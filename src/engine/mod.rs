@@ -424,6 +424,49 @@ pub async fn execute(
     confirmed: &crate::journal::Confirmed,
 ) -> Execution {
     let run = Run::new(client, opts, interrupt, journal);
+    let (mut outcomes, mut accounts) = starting_outcomes(plan, confirmed);
+    plan.removing = opts.mode == Mode::Remove;
+    let unread = match run.reconcile(plan, &mut outcomes, &mut accounts, interrupt).await {
+        Ok(unread) => unread,
+        Err(Ended::Stopped) => {
+            let code = interrupt.code();
+            return run.execution((outcomes, accounts), code, 0);
+        }
+        Err(Ended::Refused(why)) => return run.refuse((outcomes, accounts), why),
+    };
+    if opts.dry_run {
+        for o in outcomes.iter_mut().chain(accounts.iter_mut()) {
+            if o.still_to_send() {
+                o.status = Status::Planned;
+            }
+        }
+        return run.execution((outcomes, accounts), None, unread);
+    }
+    let plan = &*plan;
+    progress.set_length((outcomes.len() + accounts.len()) as u64);
+    // Done already: from the journal, unchanged, or refused removals (which are never sent).
+    let done = outcomes.iter().chain(&accounts);
+    progress.inc(done.filter(|o| !o.still_to_send()).count() as u64);
+
+    let mut results = send::Results {
+        outcomes: &mut outcomes,
+        accounts: &mut accounts,
+    };
+    let interrupted = send::send_all(&run, plan, &mut results, progress, interrupt).await;
+    run.say_why_unsent(&mut outcomes, &mut accounts, interrupted);
+    run.execution((outcomes, accounts), interrupted, unread)
+}
+
+/// How the reading before sending ended a run early.
+enum Ended {
+    /// Interrupted, or the credentials were refused: nothing was written.
+    Stopped,
+    /// A check refused the run (an organization provisioning would create).
+    Refused(String),
+}
+
+/// Every row not attempted yet, but those a journal holds as confirmed by an earlier run.
+fn starting_outcomes(plan: &Plan, confirmed: &crate::journal::Confirmed) -> (Vec<Outcome>, Vec<Outcome>) {
     let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
     let accounts_len = plan.accounts.as_ref().map_or(0, |a| a.list.len());
     let mut accounts = vec![Outcome::new(Status::NotAttempted); accounts_len];
@@ -442,50 +485,50 @@ pub async fn execute(
             }
         }
     }
-    let mut unread = 0;
-    plan.removing = opts.mode == Mode::Remove;
-    let mut keep = keep::Keep::new(plan, opts);
-    // Provisioning must not create an organization by a typo: each must hold a user.
-    let check_orgs = !opts.create_organization;
-    if opts.mode == Mode::Add
-        && check_orgs
-        && let Some(a) = &plan.accounts
-    {
-        let Some(users) = run.probe_orgs(a, interrupt).await else {
-            let code = interrupt.code();
-            return run.execution((outcomes, accounts), code, 0);
-        };
-        if lock(&run.auth_failure).is_some() {
-            return run.execution((outcomes, accounts), None, 0);
-        }
-        if let Some(why) = provision::would_create(a, &users) {
-            return run.refuse((outcomes, accounts), why);
-        }
-    }
-    if opts.mode != Mode::Add {
-        let Some(current) = run.read_groups(plan, interrupt).await else {
-            // Interrupted while reading: nothing was written.
-            let code = interrupt.code();
-            return run.execution((outcomes, accounts), code, 0);
-        };
-        let users = match &plan.accounts {
-            Some(a) => match run.read_org_users(a, interrupt).await {
-                Some(users) => Some(users),
-                None => {
-                    let code = interrupt.code();
-                    return run.execution((outcomes, accounts), code, 0);
+    (outcomes, accounts)
+}
+
+impl Run<'_> {
+    /// Reads what the run needs before it sends: in add mode with provisioning, one user per
+    /// organization (so that a typo never creates one); in the other modes every group and
+    /// organization, then works out what to add, update and remove. Returns the number of
+    /// groups and organizations that could not be read.
+    async fn reconcile(
+        &self,
+        plan: &mut Plan,
+        outcomes: &mut Vec<Outcome>,
+        accounts: &mut Vec<Outcome>,
+        interrupt: &Interrupt,
+    ) -> Result<u64, Ended> {
+        let opts = self.opts;
+        let mut keep = keep::Keep::new(plan, opts);
+        // Provisioning must not create an organization by a typo: each must hold a user.
+        let check_orgs = !opts.create_organization;
+        if opts.mode == Mode::Add {
+            if check_orgs && let Some(a) = &plan.accounts {
+                let users = self.probe_orgs(a, interrupt).await.ok_or(Ended::Stopped)?;
+                if lock(&self.auth_failure).is_some() {
+                    return Err(Ended::Stopped);
                 }
-            },
+                if let Some(why) = provision::would_create(a, &users) {
+                    return Err(Ended::Refused(why));
+                }
+            }
+            return Ok(0);
+        }
+        let current = self.read_groups(plan, interrupt).await.ok_or(Ended::Stopped)?;
+        let users = match &plan.accounts {
+            Some(a) => Some(self.read_org_users(a, interrupt).await.ok_or(Ended::Stopped)?),
             None => None,
         };
-        if lock(&run.auth_failure).is_some() {
-            return run.execution((outcomes, accounts), None, 0);
+        if lock(&self.auth_failure).is_some() {
+            return Err(Ended::Stopped);
         }
         if let (Some(users), Some(a)) = (&users, &plan.accounts)
             && check_orgs
             && let Some(why) = provision::would_create(a, users)
         {
-            return run.refuse((outcomes, accounts), why);
+            return Err(Ended::Refused(why));
         }
         if opts.fold_user_ids {
             let ids: Vec<Box<str>> = plan
@@ -497,71 +540,62 @@ pub async fn execute(
         }
         keep.note_members(plan, &current);
         let changes = reconcile::reconcile(plan, current, opts, &keep);
-        unread = changes.unread;
-        reconcile::apply(plan, &mut outcomes, changes);
+        let mut unread = changes.unread;
+        reconcile::apply(plan, outcomes, changes);
         if let (Some(users), Some(a)) = (users, plan.accounts.as_mut()) {
-            unread += provision::reconcile(a, &mut accounts, users, &keep, opts);
+            unread += provision::reconcile(a, accounts, users, &keep, opts);
         }
+        Ok(unread)
     }
-    if opts.dry_run {
-        for o in outcomes.iter_mut().chain(&mut accounts) {
-            if o.still_to_send() {
-                o.status = Status::Planned;
-            }
-        }
-        return run.execution((outcomes, accounts), None, unread);
-    }
-    let plan = &*plan;
-    progress.set_length((outcomes.len() + accounts.len()) as u64);
-    // Done already: from the journal, unchanged, or refused removals (which are never sent).
-    let done = outcomes.iter().chain(&accounts);
-    progress.inc(done.filter(|o| !o.still_to_send()).count() as u64);
 
-    let mut results = send::Results {
-        outcomes: &mut outcomes,
-        accounts: &mut accounts,
-    };
-    let interrupted = send::send_all(&run, plan, &mut results, progress, interrupt).await;
-    let (throttled_for, throttle_exhausted) = run.gate.throttled();
-    if throttle_exhausted {
-        let why = attempt::detail(
-            format!(
-                "not sent: the server kept throttling and the run had waited {} s, all that \
-                 --max-throttle-wait allows; re-run later",
-                throttled_for.as_secs()
-            ),
-            Some("RESOURCE_EXHAUSTED".into()),
-            None,
-        );
-        for o in outcomes.iter_mut().chain(&mut accounts) {
-            if o.still_to_send() {
-                o.hold(why.clone());
+    /// Every row the run did not send says why: a spent throttle budget, a signal, or
+    /// refused credentials.
+    fn say_why_unsent(
+        &self,
+        outcomes: &mut [Outcome],
+        accounts: &mut [Outcome],
+        interrupted: Option<u8>,
+    ) {
+        let (throttled_for, throttle_exhausted) = self.gate.throttled();
+        if throttle_exhausted {
+            let why = attempt::detail(
+                format!(
+                    "not sent: the server kept throttling and the run had waited {} s, all that \
+                     --max-throttle-wait allows; re-run later",
+                    throttled_for.as_secs()
+                ),
+                Some("RESOURCE_EXHAUSTED".into()),
+                None,
+            );
+            for o in outcomes.iter_mut().chain(accounts.iter_mut()) {
+                if o.still_to_send() {
+                    o.hold(why.clone());
+                }
+            }
+        }
+        // Every row the run did not send says why: a signal, or refused credentials.
+        let stopped = match interrupted {
+            Some(code) => Some(format!(
+                "not sent: the run was interrupted by {}; re-run (with the same --state) to finish",
+                if code == crate::error::exit::SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                }
+            )),
+            None => lock(&self.auth_failure)
+                .as_ref()
+                .map(|_| "not sent: the API refused the credentials and the run stopped".to_string()),
+        };
+        if let Some(why) = stopped {
+            let why = attempt::detail(why, None, None);
+            for o in outcomes.iter_mut().chain(accounts.iter_mut()) {
+                if o.still_to_send() && o.detail.is_none() {
+                    o.detail = Some(why.clone());
+                }
             }
         }
     }
-    // Every row the run did not send says why: a signal, or refused credentials.
-    let stopped = match interrupted {
-        Some(code) => Some(format!(
-            "not sent: the run was interrupted by {}; re-run (with the same --state) to finish",
-            if code == crate::error::exit::SIGTERM {
-                "SIGTERM"
-            } else {
-                "SIGINT"
-            }
-        )),
-        None => lock(&run.auth_failure)
-            .as_ref()
-            .map(|_| "not sent: the API refused the credentials and the run stopped".to_string()),
-    };
-    if let Some(why) = stopped {
-        let why = attempt::detail(why, None, None);
-        for o in outcomes.iter_mut().chain(&mut accounts) {
-            if o.still_to_send() && o.detail.is_none() {
-                o.detail = Some(why.clone());
-            }
-        }
-    }
-    run.execution((outcomes, accounts), interrupted, unread)
 }
 
 #[cfg(test)]

@@ -86,7 +86,6 @@ pub(crate) fn reconcile(
     let deprovision = opts.deprovision_users && opts.mode == Mode::Mirror;
     let mut unread = 0;
     for (o, users) in current.into_iter().enumerate() {
-        let org_id = accounts.orgs[o].id.clone();
         let users = match users {
             Ok(users) => users,
             Err(e) => {
@@ -96,7 +95,7 @@ pub(crate) fn reconcile(
                 unread += u64::from(deprovision);
                 tracing::error!(
                     event = "read_failed",
-                    organizationId = &*org_id,
+                    organizationId = &*accounts.orgs[o].id,
                     message = %why,
                     consequence = if deprovision {
                         "its users are added as in add mode; none is removed from it"
@@ -107,84 +106,109 @@ pub(crate) fn reconcile(
                 continue;
             }
         };
-        let mut by_key: HashMap<Cow<'_, str>, &OrgUser> = HashMap::with_capacity(users.len());
-        for u in &users {
-            // Of two spellings of one folded ID, the one the input has (folded) wins.
-            let key = keep.key(&u.user_id);
-            if *key == *u.user_id || !by_key.contains_key(&key) {
-                by_key.insert(key, u);
-            }
-        }
-        for &a in &accounts.orgs[o].users {
-            let account = &mut accounts.list[a as usize];
-            let Some(&there) = by_key.get(&*keep.key(&account.user)) else {
-                continue;
-            };
-            if *there.user_id != *account.user {
-                account.user = there.user_id.as_str().into();
-            }
-            let same_name = there.name.as_deref().map(str::trim) == Some(&*account.name);
-            let same_email = there
-                .email
-                .as_deref()
-                .is_some_and(|e| e.trim().eq_ignore_ascii_case(&account.email));
-            account.action = if same_name && same_email {
-                Action::Keep
-            } else {
-                Action::Update
-            };
-            let out = &mut outcomes[a as usize];
-            if account.action == Action::Keep && out.still_to_send() {
-                out.status = Status::Unchanged;
-            }
-        }
-        if !deprovision {
-            continue;
-        }
-        let listed: HashSet<Cow<'_, str>> = accounts.orgs[o]
-            .users
-            .iter()
-            .map(|&a| {
-                keep.key(&accounts.list[a as usize].user)
-                    .into_owned()
-                    .into()
-            })
-            .collect();
-        // Users no record names: a user named only by a record the input could not use is
-        // not a leaver (the input is wrong, not the user gone).
-        // Every user passes through `once`: it ends as the distinct users the guard counts.
-        let mut once = HashSet::new();
-        let extra = users.iter().filter(|u| {
-            once.insert(u.user_id.as_str())
-                && !listed.contains(&keep.key(&u.user_id))
-                && !keep.named(&org_id, &u.user_id)
-        });
-        let mut candidates = Vec::new();
-        for u in extra {
-            match keep.protected(&org_id, None, &u.user_id, u.email.as_deref()) {
-                Some(kept) => {
-                    accounts.push_removal(o as u32, &u.user_id);
-                    let mut out = Outcome::new(Status::Protected);
-                    out.detail = Some(detail(kept.message(), None, None));
-                    outcomes.push(out);
-                }
-                None => candidates.push(u.user_id.as_str()),
-            }
-        }
-        if candidates.is_empty() {
-            continue;
-        }
-        let refused = refusal(&org_id, candidates.len(), once.len(), opts);
-        for user in candidates {
-            accounts.push_removal(o as u32, user);
-            let mut out = Outcome::new(Status::NotAttempted);
-            if let Some(why) = &refused {
-                out.hold(why.clone());
-            }
-            outcomes.push(out);
+        match_listed(accounts, o, &users, keep, outcomes);
+        if deprovision {
+            leavers(accounts, o, &users, keep, outcomes, opts);
         }
     }
     unread
+}
+
+/// The input's users of organization `o` that it holds already: kept when their name and
+/// e-mail are the same, else updated; they take the server's spelling of their ID.
+fn match_listed(
+    accounts: &mut Accounts,
+    o: usize,
+    users: &[OrgUser],
+    keep: &Keep<'_>,
+    outcomes: &mut [Outcome],
+) {
+    let mut by_key: HashMap<Cow<'_, str>, &OrgUser> = HashMap::with_capacity(users.len());
+    for u in users {
+        // Of two spellings of one folded ID, the one the input has (folded) wins.
+        let key = keep.key(&u.user_id);
+        if *key == *u.user_id || !by_key.contains_key(&key) {
+            by_key.insert(key, u);
+        }
+    }
+    for &a in &accounts.orgs[o].users {
+        let account = &mut accounts.list[a as usize];
+        let Some(&there) = by_key.get(&*keep.key(&account.user)) else {
+            continue;
+        };
+        if *there.user_id != *account.user {
+            account.user = there.user_id.as_str().into();
+        }
+        let same_name = there.name.as_deref().map(str::trim) == Some(&*account.name);
+        let same_email = there
+            .email
+            .as_deref()
+            .is_some_and(|e| e.trim().eq_ignore_ascii_case(&account.email));
+        account.action = if same_name && same_email {
+            Action::Keep
+        } else {
+            Action::Update
+        };
+        let out = &mut outcomes[a as usize];
+        if account.action == Action::Keep && out.still_to_send() {
+            out.status = Status::Unchanged;
+        }
+    }
+}
+
+/// `--deprovision-users`: the users of organization `o` that no record names become
+/// removals, protected ones kept, the rest held back if the guard refuses them.
+fn leavers(
+    accounts: &mut Accounts,
+    o: usize,
+    users: &[OrgUser],
+    keep: &Keep<'_>,
+    outcomes: &mut Vec<Outcome>,
+    opts: &ExecOptions,
+) {
+    let org_id = accounts.orgs[o].id.clone();
+    let listed: HashSet<Cow<'_, str>> = accounts.orgs[o]
+        .users
+        .iter()
+        .map(|&a| {
+            keep.key(&accounts.list[a as usize].user)
+                .into_owned()
+                .into()
+        })
+        .collect();
+    // Users no record names: a user named only by a record the input could not use is not a
+    // leaver (the input is wrong, not the user gone). Every user passes through `once`: it
+    // ends as the distinct users the guard counts.
+    let mut once = HashSet::new();
+    let extra = users.iter().filter(|u| {
+        once.insert(u.user_id.as_str())
+            && !listed.contains(&keep.key(&u.user_id))
+            && !keep.named(&org_id, &u.user_id)
+    });
+    let mut candidates = Vec::new();
+    for u in extra {
+        match keep.protected(&org_id, None, &u.user_id, u.email.as_deref()) {
+            Some(kept) => {
+                accounts.push_removal(o as u32, &u.user_id);
+                let mut out = Outcome::new(Status::Protected);
+                out.detail = Some(detail(kept.message(), None, None));
+                outcomes.push(out);
+            }
+            None => candidates.push(u.user_id.as_str()),
+        }
+    }
+    if candidates.is_empty() {
+        return;
+    }
+    let refused = refusal(&org_id, candidates.len(), once.len(), opts);
+    for user in candidates {
+        accounts.push_removal(o as u32, user);
+        let mut out = Outcome::new(Status::NotAttempted);
+        if let Some(why) = &refused {
+            out.hold(why.clone());
+        }
+        outcomes.push(out);
+    }
 }
 
 /// The organizations provisioning would create: those whose listing holds no user at all
