@@ -167,33 +167,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
         let mut resends = 0u32;
         let mut created = false;
         loop {
-            let users: Vec<&str> = pending
-                .iter()
-                .map(|&p| self.user_of(kind, members[p]))
-                .collect();
-            let target = scope.target(kind.event());
-            let result = run
-                .attempt(
-                    target,
-                    || {
-                        self.mark_in_flight(task, &pending);
-                        async {
-                            let answer = self.call(scope, kind, members, &pending, &users).await;
-                            if let Some(t) = self.tasks().get_mut(&task) {
-                                t.in_flight.clear();
-                            }
-                            match answer {
-                                Answer::PerUser {
-                                    http_status,
-                                    entries,
-                                } => Ok((http_status, entries)),
-                                other => Err(other),
-                            }
-                        }
-                    },
-                    |interim| self.settle(task, &pending, interim),
-                )
-                .await;
+            let result = self.attempt(task, (scope, kind), members, &pending).await;
             let failure = match result {
                 Ok((http_status, entries)) => {
                     let missing = self.take_answer(
@@ -215,34 +189,10 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 }
                 Err(failure) => failure,
             };
-            let mut failure = failure;
-            if let Failure::Refused { detail: d, .. } = &failure
-                && kind == Kind::Add
-                && let Scope::Group(group) = scope
-                && d.error_status.as_deref() == Some("NOT_FOUND")
-            {
-                // The group may not exist: create it once and send the same users again, or
-                // say how to.
-                let why = if !run.opts.create_missing_groups {
-                    "the group may not exist; pass --create-missing-groups to create it".to_string()
-                } else if !created {
-                    created = true;
-                    match run.ensure_group(group).await {
-                        Ok(()) => continue,
-                        Err(why) => why,
-                    }
-                } else {
-                    "the group was created, and the server still does not find it".to_string()
-                };
-                failure = Failure::Refused {
-                    detail: detail(
-                        format!("{} ({why})", d.message),
-                        d.error_status.clone(),
-                        d.http_status,
-                    ),
-                    invalid_argument: false,
-                };
-            }
+            let failure = match self.missing_group(failure, (scope, kind), &mut created).await {
+                Ok(()) => continue,
+                Err(failure) => failure,
+            };
             self.settle(task, &pending, &failure);
             return match failure {
                 Failure::Refused {
@@ -252,6 +202,84 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 _ => Sent::Done,
             };
         }
+    }
+
+    /// One call of the chunk's `pending` positions through the attempt loop, with what is in
+    /// flight marked in the task's registry entry while it is.
+    async fn attempt(
+        &self,
+        task: u64,
+        (scope, kind): (Scope<'_>, Kind),
+        members: &[u32],
+        pending: &[usize],
+    ) -> Result<(u16, HashMap<String, UserEntry>), Failure> {
+        let users: Vec<&str> = pending
+            .iter()
+            .map(|&p| self.user_of(kind, members[p]))
+            .collect();
+        let target = scope.target(kind.event());
+        self.run
+            .attempt(
+                target,
+                || {
+                    self.mark_in_flight(task, pending);
+                    async {
+                        let answer = self.call(scope, kind, members, pending, &users).await;
+                        if let Some(t) = self.tasks().get_mut(&task) {
+                            t.in_flight.clear();
+                        }
+                        match answer {
+                            Answer::PerUser {
+                                http_status,
+                                entries,
+                            } => Ok((http_status, entries)),
+                            other => Err(other),
+                        }
+                    }
+                },
+                |interim| self.settle(task, pending, interim),
+            )
+            .await
+    }
+
+    /// An add refused NOT_FOUND: the group may not exist. With `--create-missing-groups` it is
+    /// created once and `Ok` says to send the same users again; otherwise the failure comes
+    /// back saying how to go on.
+    async fn missing_group(
+        &self,
+        failure: Failure,
+        (scope, kind): (Scope<'_>, Kind),
+        created: &mut bool,
+    ) -> Result<(), Failure> {
+        let run = self.run;
+        let Failure::Refused { detail: d, .. } = &failure else {
+            return Err(failure);
+        };
+        let Scope::Group(group) = scope else {
+            return Err(failure);
+        };
+        if kind != Kind::Add || d.error_status.as_deref() != Some("NOT_FOUND") {
+            return Err(failure);
+        }
+        let why = if !run.opts.create_missing_groups {
+            "the group may not exist; pass --create-missing-groups to create it".to_string()
+        } else if !*created {
+            *created = true;
+            match run.ensure_group(group).await {
+                Ok(()) => return Ok(()),
+                Err(why) => why,
+            }
+        } else {
+            "the group was created, and the server still does not find it".to_string()
+        };
+        Err(Failure::Refused {
+            detail: detail(
+                format!("{} ({why})", d.message),
+                d.error_status.clone(),
+                d.http_status,
+            ),
+            invalid_argument: false,
+        })
     }
 
     /// The user ID of a chunk's member: a membership's, or an account's.
