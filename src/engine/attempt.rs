@@ -122,42 +122,14 @@ impl Run<'_> {
                 }
                 Err(answer) => answer,
             };
-            let (http, status, message) = rejection(&answer);
             match next {
-                Next::Done => unreachable!("an answer that is not a result is never done"),
                 Next::Pause { retry_after } => {
+                    let (_, _, message) = rejection(&answer);
                     if !gate.pause(sent_at, retry_after, &message) {
                         return Err(Failure::Stopped);
                     }
                     // Not a retry: the same request goes again after the pause.
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                }
-                Next::Stop => {
-                    self.fail_auth(message.clone());
-                    return Err(Failure::Credentials(detail(message, status, http)));
-                }
-                Next::Refuse { invalid_argument } => {
-                    return Err(Failure::Refused {
-                        detail: detail(message, status, http),
-                        invalid_argument,
-                    });
-                }
-                Next::GiveUp {
-                    why,
-                    maybe_applied,
-                    held_back,
-                } => {
-                    let detail = match why {
-                        GaveUp::TooLong(ra) => self.too_long(ra, http, &message),
-                        GaveUp::NoMoreAttempts => {
-                            gave_up(tries.retries + 1, status, http, &message)
-                        }
-                    };
-                    return Err(Failure::GaveUp {
-                        detail,
-                        maybe_applied,
-                        held_back,
-                    });
                 }
                 Next::Retry {
                     wait,
@@ -165,6 +137,7 @@ impl Run<'_> {
                     tries: after,
                 } => {
                     // Told, so that a run cut short during the wait knows why.
+                    let (http, status, message) = rejection(&answer);
                     on_retry(&Failure::GaveUp {
                         detail: gave_up(after.retries, status, http, &message),
                         maybe_applied: after.maybe_applied,
@@ -177,7 +150,38 @@ impl Run<'_> {
                     retry_cost = Some(cost);
                     tries = after;
                 }
+                ended => return Err(self.failure(ended, tries, &answer)),
             }
+        }
+    }
+
+    /// The failure a request ends in after `answer` at `tries`: refused, given up, or stopped
+    /// by refused credentials (which stops the run).
+    fn failure(&self, next: Next, tries: Tries, answer: &Answer) -> Failure {
+        let (http, status, message) = rejection(answer);
+        match next {
+            Next::Stop => {
+                self.fail_auth(message.clone());
+                Failure::Credentials(detail(message, status, http))
+            }
+            Next::Refuse { invalid_argument } => Failure::Refused {
+                detail: detail(message, status, http),
+                invalid_argument,
+            },
+            Next::GiveUp {
+                why,
+                maybe_applied,
+                held_back,
+            } => Failure::GaveUp {
+                detail: match why {
+                    GaveUp::TooLong(ra) => self.too_long(ra, http, &message),
+                    GaveUp::NoMoreAttempts => gave_up(tries.retries + 1, status, http, &message),
+                },
+                maybe_applied,
+                held_back,
+            },
+            // A result, a pause or a retry does not end the request.
+            Next::Done | Next::Pause { .. } | Next::Retry { .. } => Failure::Stopped,
         }
     }
 
