@@ -60,40 +60,10 @@ impl Notify {
             .filter(|u| !u.is_empty())
             .collect();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                Error::Config(format!(
-                    "{}: cannot read the --notify-file ({e}); check the path",
-                    path.display()
-                ))
-            })?;
-            urls.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_string),
-            );
+            urls.extend(read_file(path)?);
         }
         for url in &urls {
-            let parsed = reqwest::Url::parse(url)
-                .ok()
-                .filter(|u| matches!(u.scheme(), "http" | "https"));
-            let Some(parsed) = parsed else {
-                return Err(Error::Config(format!(
-                    "a --notify URL ({}) is not an http(s) URL; check it",
-                    shown(url)
-                )));
-            };
-            if parsed.scheme() == "http"
-                && !allow_insecure_http
-                && !crate::credentials::is_loopback(&parsed)
-            {
-                return Err(Error::Config(format!(
-                    "a --notify URL ({}) is plain http to another host: a webhook URL is a \
-                     credential and would travel unencrypted; use https://, or pass \
-                     --allow-insecure-http",
-                    shown(url)
-                )));
-            }
+            check(url, allow_insecure_http)?;
         }
         Ok(Notify { urls, on, format })
     }
@@ -140,6 +110,45 @@ impl Notify {
         }
         warnings
     }
+}
+
+/// The URLs of a `--notify-file`: one a line, blank lines and `#` comments left out.
+fn read_file(path: &std::path::Path) -> Result<Vec<String>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::Config(format!(
+            "{}: cannot read the --notify-file ({e}); check the path",
+            path.display()
+        ))
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect())
+}
+
+/// A notification URL must be http(s), and plain http only to this machine unless
+/// `allow_insecure_http`: a webhook URL is a credential.
+fn check(url: &str, allow_insecure_http: bool) -> Result<(), Error> {
+    let parsed = reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    let Some(parsed) = parsed else {
+        return Err(Error::Config(format!(
+            "a --notify URL ({}) is not an http(s) URL; check it",
+            shown(url)
+        )));
+    };
+    if parsed.scheme() == "http" && !allow_insecure_http && !crate::credentials::is_loopback(&parsed)
+    {
+        return Err(Error::Config(format!(
+            "a --notify URL ({}) is plain http to another host: {}",
+            shown(url),
+            "a webhook URL is a credential and would travel unencrypted; use https://, or pass --allow-insecure-http"
+        )));
+    }
+    Ok(())
 }
 
 /// A webhook URL as it may be shown: its scheme and host only.
