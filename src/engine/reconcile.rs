@@ -42,6 +42,71 @@ pub(crate) struct Changes {
     pub unread: u64,
 }
 
+/// What a paged listing has shown so far, to tell one that does not end normally.
+struct Listing {
+    seen: HashSet<String>,
+    tokens: HashSet<String>,
+    pages: u64,
+    page_size: u32,
+}
+
+impl Listing {
+    fn new(page_size: u32) -> Listing {
+        Listing {
+            seen: HashSet::new(),
+            tokens: HashSet::new(),
+            pages: 0,
+            page_size: page_size.max(1),
+        }
+    }
+
+    /// Checks the next page, after `before` entries: not beyond what a listing holds, not
+    /// larger than asked for, no entry listed twice.
+    fn take<T>(&mut self, page: &[T], before: usize, key: fn(&T) -> &str) -> Result<(), String> {
+        self.pages += 1;
+        let pages = self.pages;
+        let largest_page = self.page_size as usize;
+        if before + page.len() > MAX_LISTED {
+            return Err(format!(
+                "the server lists more than {MAX_LISTED} entries, more than a listing is taken to hold"
+            ));
+        }
+        if page.len() > largest_page {
+            return Err(format!(
+                "the server returned {} entries on page {pages}, more than the {largest_page} asked for (--page-size)",
+                page.len()
+            ));
+        }
+        for item in page {
+            if !self.seen.insert(key(item).to_string()) {
+                return Err(format!(
+                    "the server listed `{}` twice (page {pages}): {}",
+                    crate::text::escape_controls(&crate::text::shorten(key(item))),
+                    "a listing that repeats entries or pages that overlap may leave others out"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the token for the next page. A server that hands back a token it gave before,
+    /// or pages without end, would keep the run reading for ever.
+    fn next(&mut self, token: &str, empty: bool) -> Result<(), String> {
+        let (pages, page_size) = (self.pages, self.page_size);
+        if !self.tokens.insert(token.to_string()) {
+            Err("the server returned a page token it had returned before".to_string())
+        } else if empty {
+            Err("the server returned an empty page, and another page token".to_string())
+        } else if pages >= MAX_LISTED.div_ceil(page_size as usize) as u64 {
+            Err(format!(
+                "the server keeps returning pages: {pages} pages of {page_size} exceed the {MAX_LISTED} entries a listing is taken to hold"
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
 impl Run<'_> {
     /// Every member of a group, page by page. A group the server does not know has none.
     async fn read_members(&self, group: &Group) -> Result<Vec<OrgUser>, Failure> {
@@ -71,11 +136,7 @@ impl Run<'_> {
     {
         let mut items: Vec<T> = Vec::new();
         let mut token: Option<String> = None;
-        let mut tokens = HashSet::new();
-        let mut seen: HashSet<String> = HashSet::new();
-        let mut pages = 0u64;
-        let page_size = self.opts.page_size.max(1);
-        let largest_page = page_size as usize;
+        let mut listing = Listing::new(self.opts.page_size);
         let unreadable = |problem: String| Failure::Refused {
             detail: detail(format!("{problem}; cannot read it"), None, None),
             invalid_argument: false,
@@ -85,61 +146,29 @@ impl Run<'_> {
             let page = match page {
                 Ok(p) => p,
                 Err(Failure::Refused { detail, .. })
-                    if pages == 0 && detail.error_status.as_deref() == Some("NOT_FOUND") =>
+                    if listing.pages == 0
+                        && detail.error_status.as_deref() == Some("NOT_FOUND") =>
                 {
                     return Ok(items);
                 }
-                Err(Failure::Refused { detail, .. }) if pages > 0 => {
+                Err(Failure::Refused { detail, .. }) if listing.pages > 0 => {
                     return Err(unreadable(format!(
                         "the listing failed on page {} ({}), so it is incomplete",
-                        pages + 1,
+                        listing.pages + 1,
                         detail.message
                     )));
                 }
                 Err(e) => return Err(e),
             };
-            pages += 1;
-            if items.len() + page.users.len() > MAX_LISTED {
-                return Err(unreadable(format!(
-                    "the server lists more than {MAX_LISTED} entries, more than a listing is taken to hold"
-                )));
-            }
-            if page.users.len() > largest_page {
-                return Err(unreadable(format!(
-                    "the server returned {} entries on page {pages}, more than the {largest_page} asked for (--page-size)",
-                    page.users.len()
-                )));
-            }
-            for item in &page.users {
-                if !seen.insert(key(item).to_string()) {
-                    return Err(unreadable(format!(
-                        "the server listed `{}` twice (page {pages}): a listing that repeats \
-                         entries or pages that overlap may leave others out",
-                        crate::text::escape_controls(&crate::text::shorten(key(item)))
-                    )));
-                }
-            }
+            listing
+                .take(&page.users, items.len(), key)
+                .map_err(unreadable)?;
             let empty = page.users.is_empty();
             items.extend(page.users);
             let Some(next) = page.next_page_token else {
                 return Ok(items);
             };
-            // A server that hands back a token it gave before, or pages without end, would
-            // keep the run reading for ever.
-            let problem = if !tokens.insert(next.clone()) {
-                Some("the server returned a page token it had returned before".to_string())
-            } else if empty {
-                Some("the server returned an empty page, and another page token".to_string())
-            } else if pages >= MAX_LISTED.div_ceil(largest_page) as u64 {
-                Some(format!(
-                    "the server keeps returning pages: {pages} pages of {page_size} exceed the {MAX_LISTED} entries a listing is taken to hold"
-                ))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                return Err(unreadable(problem));
-            }
+            listing.next(&next, empty).map_err(unreadable)?;
             token = Some(next);
         }
     }
