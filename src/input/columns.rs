@@ -90,6 +90,16 @@ const NOWHERE: Look<'static> = Look {
     aliases: &[],
 };
 
+impl<'a> Look<'a> {
+    /// A column named on the command line: that name only.
+    fn named(name: &'a str) -> Look<'a> {
+        Look {
+            chosen: Some(name),
+            aliases: &[],
+        }
+    }
+}
+
 /// Resolves names to fields under the command line's choices.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolver<'a> {
@@ -125,82 +135,39 @@ impl<'a> Resolver<'a> {
         let c = &opts.columns;
         let report = opts.only_status.is_some();
         let filters = opts.mapping.filters.as_slice();
-        let mut looks: SmallVec<[Look<'a>; 12]> = SmallVec::new();
-        looks.push(Look {
-            chosen: c.org.as_deref(),
-            aliases: ORG_ALIASES,
-        });
-        looks.push(Look {
-            chosen: c.user.as_deref(),
-            aliases: USER_ALIASES,
-        });
-        looks.push(if c.user.is_none() {
-            Look {
-                chosen: None,
-                aliases: USERS_ALIASES,
-            }
-        } else {
-            NOWHERE
-        });
-        looks.push(match c.group_name.as_deref() {
-            Some(n) => Look {
-                chosen: Some(n),
-                aliases: &[],
-            },
-            None => NOWHERE,
-        });
-        for name in ["status", "action"] {
-            looks.push(if report {
-                Look {
-                    chosen: Some(name),
-                    aliases: &[],
-                }
-            } else {
-                NOWHERE
-            });
-        }
-        let chosen = |name: Option<&'a str>| Look {
-            chosen: name,
-            aliases: &[],
-        };
-        let parts = c.name_parts.as_ref();
         let provision = opts.provision;
-        looks.push(match (provision, c.name.as_deref(), parts) {
-            (false, _, _) | (true, None, Some(_)) => NOWHERE,
-            (true, Some(n), _) => chosen(Some(n)),
-            (true, None, None) => Look {
+        // A column chosen on the command line, else one found by its usual names.
+        let look = |chosen: Option<&'a str>, aliases: &'a [&'a str]| match chosen {
+            Some(n) => Look::named(n),
+            None => Look {
                 chosen: None,
-                aliases: NAME_ALIASES,
+                aliases,
             },
-        });
-        looks.push(chosen(parts.filter(|_| provision).map(|p| p.0.as_str())));
-        looks.push(chosen(parts.filter(|_| provision).map(|p| p.1.as_str())));
-        looks.push(match (provision, c.email.as_deref()) {
-            (false, _) => NOWHERE,
-            (true, Some(e)) => chosen(Some(e)),
-            (true, None) => Look {
-                chosen: None,
-                aliases: EMAIL_ALIASES,
-            },
-        });
+        };
+        let only = |wanted: bool, l: Look<'a>| if wanted { l } else { NOWHERE };
+        let parts = c.name_parts.as_ref().filter(|_| provision);
+        let mut looks: SmallVec<[Look<'a>; 12]> = SmallVec::new();
+        looks.extend([
+            look(c.org.as_deref(), ORG_ALIASES),
+            look(c.user.as_deref(), USER_ALIASES),
+            only(c.user.is_none(), look(None, USERS_ALIASES)),
+            look(c.group_name.as_deref(), &[]),
+            only(report, Look::named("status")),
+            only(report, Look::named("action")),
+            // First and last name columns stand for a name column.
+            only(
+                provision && (c.name.is_some() || parts.is_none()),
+                look(c.name.as_deref(), NAME_ALIASES),
+            ),
+            look(parts.map(|p| p.0.as_str()), &[]),
+            look(parts.map(|p| p.1.as_str()), &[]),
+            only(provision, look(c.email.as_deref(), EMAIL_ALIASES)),
+        ]);
         if c.group.is_empty() {
-            looks.push(Look {
-                chosen: None,
-                aliases: GROUP_ALIASES,
-            });
+            looks.push(look(None, GROUP_ALIASES));
         }
-        for g in &c.group {
-            looks.push(Look {
-                chosen: Some(g),
-                aliases: &[],
-            });
-        }
-        for f in filters {
-            looks.push(Look {
-                chosen: Some(&f.column),
-                aliases: &[],
-            });
-        }
+        looks.extend(c.group.iter().map(|g| Look::named(g)));
+        looks.extend(filters.iter().map(|f| Look::named(&f.column)));
         Resolver {
             columns: c,
             filters,
