@@ -140,7 +140,9 @@ fn check(url: &str, allow_insecure_http: bool) -> Result<(), Error> {
             shown(url)
         )));
     };
-    if parsed.scheme() == "http" && !allow_insecure_http && !crate::credentials::is_loopback(&parsed)
+    if parsed.scheme() == "http"
+        && !allow_insecure_http
+        && !crate::credentials::is_loopback(&parsed)
     {
         return Err(Error::Config(format!(
             "a --notify URL ({}) is plain http to another host: {}",

@@ -64,56 +64,9 @@ pub(super) async fn gate(
     let config = &shared.config;
     if let Some(seconds) = throttled {
         shared.throttled.fetch_add(1, Ordering::Relaxed);
-        let seconds = config.retry_after_secs.unwrap_or(seconds);
-        let message = match config.window_limit {
-            Some((_, length)) => format!(
-                "Rate limit exceeded. Please try again after {}.",
-                spoken(length)
-            ),
-            None => "Rate limit exceeded. Try again later.".to_string(),
-        };
-        let mut r = error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RESOURCE_EXHAUSTED",
-            &message,
-        );
-        let value = if config.omit_retry_after {
-            None
-        } else if config.retry_after_http_date {
-            // HTTP-dates have whole seconds: round up so the wait is never shorter.
-            let at = std::time::SystemTime::now() + Duration::from_secs(seconds + 1);
-            HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
-        } else {
-            Some(HeaderValue::from(seconds))
-        };
-        if let Some(v) = value {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        return Err(r);
+        return Err(throttled_answer(config, seconds));
     }
-    // One draw decides which fault, if any, this request meets.
-    let draw = lock(&shared.rng).f64();
-    let mut edge = config.unavailable_fraction;
-    if draw < edge {
-        return Err(error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "The service is currently unavailable.",
-        ));
-    }
-    edge += config.internal_fraction;
-    if draw < edge {
-        return Err(error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL",
-            "Internal error.",
-        ));
-    }
-    edge += config.drop_before_fraction;
-    if draw < edge {
-        return Err(dropped_connection());
-    }
-    let drop_after = draw < edge + config.drop_after_fraction;
+    let drop_after = fault(shared).map_err(|r| *r)?;
     if let Some(r) = check_credentials(&shared.config, headers) {
         return Err(r);
     }
@@ -132,6 +85,65 @@ pub(super) async fn gate(
         drop_after,
         arrived: arrived.duration_since(shared.started),
     })
+}
+
+/// The 429 `RESOURCE_EXHAUSTED` answer to a throttled request, with a `Retry-After` of
+/// `seconds` (or the configured one) in the configured form.
+fn throttled_answer(config: &EmulatorConfig, seconds: u64) -> Response {
+    let seconds = config.retry_after_secs.unwrap_or(seconds);
+    let message = match config.window_limit {
+        Some((_, length)) => format!(
+            "Rate limit exceeded. Please try again after {}.",
+            spoken(length)
+        ),
+        None => "Rate limit exceeded. Try again later.".to_string(),
+    };
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RESOURCE_EXHAUSTED",
+        &message,
+    );
+    let value = if config.omit_retry_after {
+        None
+    } else if config.retry_after_http_date {
+        // HTTP-dates have whole seconds: round up so the wait is never shorter.
+        let at = std::time::SystemTime::now() + Duration::from_secs(seconds + 1);
+        HeaderValue::from_str(&httpdate::fmt_http_date(at)).ok()
+    } else {
+        Some(HeaderValue::from(seconds))
+    };
+    if let Some(v) = value {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// One draw decides which fault, if any, this request meets: an answer instead of the work,
+/// or `Ok(true)` for a connection to drop after the work is applied.
+fn fault(shared: &Shared) -> Result<bool, Box<Response>> {
+    let config = &shared.config;
+    let draw = lock(&shared.rng).f64();
+    let mut edge = config.unavailable_fraction;
+    if draw < edge {
+        return Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "UNAVAILABLE",
+            "The service is currently unavailable.",
+        )));
+    }
+    edge += config.internal_fraction;
+    if draw < edge {
+        return Err(Box::new(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error.",
+        )));
+    }
+    edge += config.drop_before_fraction;
+    if draw < edge {
+        return Err(Box::new(dropped_connection()));
+    }
+    Ok(draw < edge + config.drop_after_fraction)
 }
 
 /// A request that passed the gate.
@@ -232,53 +244,66 @@ async fn change_members(
             "Deleted organization users from group successfully.",
         )
     };
-    let mut entries = serde_json::Map::new();
-    {
-        let mut groups = shared.groups();
-        let key = (data.org.clone(), data.group.clone());
-        let known = groups.contains_key(&key);
-        if !known && (call == Call::Delete || shared.config.groups_must_exist) {
-            return group_not_found();
-        }
-        let members = groups.entry(key).or_default();
-        // Held with the groups (always taken in this order), not copied: an organization
-        // may hold many users.
-        let org_users = shared
-            .config
-            .require_org_users
-            .then(|| lock(&shared.org_users));
-        for user in data.users {
-            if call == Call::Add
-                && org_users.as_ref().is_some_and(|all| {
-                    !all.get(&data.org)
-                        .is_some_and(|known| known.contains_key(&user))
-                })
-            {
-                entries.insert(
-                    user,
-                    json!({"success": false, "organizationUserGroupId": data.group,
-                           "message": "User is not part of the organization."}),
-                );
-                continue;
-            }
-            // Removing a user who is not a member leaves the group as asked: a success.
-            if call == Call::Add {
-                members.insert(user.clone());
-            } else {
-                members.remove(&user);
-            }
-            entries.insert(
-                user,
-                json!({"success": true, "organizationUserGroupId": data.group,
-                       "message": user_message}),
-            );
-        }
-    }
+    let entries = match apply_members(shared, call, data, user_message) {
+        Ok(entries) => entries,
+        Err(r) => return *r,
+    };
     success(
         shared,
         &passed,
         json!({"status": "success", "message": message, "data": entries}),
     )
+}
+
+/// Adds the users to the group, or removes them from it; the per-user answer. A user the
+/// organization does not hold (`require_org_users`) is not added.
+fn apply_members(
+    shared: &Shared,
+    call: Call,
+    data: AddData,
+    user_message: &str,
+) -> Result<serde_json::Map<String, Value>, Box<Response>> {
+    let mut entries = serde_json::Map::new();
+    let mut groups = shared.groups();
+    let key = (data.org.clone(), data.group.clone());
+    let known = groups.contains_key(&key);
+    if !known && (call == Call::Delete || shared.config.groups_must_exist) {
+        return Err(Box::new(group_not_found()));
+    }
+    let members = groups.entry(key).or_default();
+    // Held with the groups (always taken in this order), not copied: an organization may
+    // hold many users.
+    let org_users = shared
+        .config
+        .require_org_users
+        .then(|| lock(&shared.org_users));
+    for user in data.users {
+        if call == Call::Add
+            && org_users.as_ref().is_some_and(|all| {
+                !all.get(&data.org)
+                    .is_some_and(|known| known.contains_key(&user))
+            })
+        {
+            entries.insert(
+                user,
+                json!({"success": false, "organizationUserGroupId": data.group,
+                       "message": "User is not part of the organization."}),
+            );
+            continue;
+        }
+        // Removing a user who is not a member leaves the group as asked: a success.
+        if call == Call::Add {
+            members.insert(user.clone());
+        } else {
+            members.remove(&user);
+        }
+        entries.insert(
+            user,
+            json!({"success": true, "organizationUserGroupId": data.group,
+                   "message": user_message}),
+        );
+    }
+    Ok(entries)
 }
 
 pub(super) async fn get_users(
@@ -291,41 +316,15 @@ pub(super) async fn get_users(
         Ok(p) => p,
         Err(r) => return r,
     };
-    let data = &passed.data;
-    let Some(Value::String(org)) = data.get("organizationId") else {
-        return invalid("organizationId is required and must be a non-empty string");
-    };
-    let group_ids: Vec<String> = match data.get("organizationUserGroupIds") {
-        None => Vec::new(),
-        Some(Value::Array(ids)) if ids.len() <= 30 => ids
-            .iter()
-            .filter_map(|v| v.as_str().map(str::to_string))
-            .collect(),
-        Some(_) => {
-            return invalid("organizationUserGroupIds must be an array of at most 30 IDs");
-        }
-    };
-    let page_size = match data.get("pageSize") {
-        None => 1000,
-        Some(v) => match v.as_u64() {
-            Some(n @ 1..=1000) => n as usize,
-            _ => return invalid("pageSize must be a number from 1 to 1000"),
-        },
-    };
-    // The token is the page's number and the last user ID of the page before: each page is
-    // read from there, so paging through a large group costs a page's work per call, not the
-    // whole group's.
-    let (number, after): (u64, Option<String>) = match data.get("pageToken") {
-        None | Some(Value::Null) => (1, None),
-        Some(Value::String(t)) => match t
-            .strip_prefix("after:")
-            .and_then(|t| t.split_once(':'))
-            .and_then(|(n, last)| Some((n.parse().ok()?, last)))
-        {
-            Some((n, last)) => (n, Some(last.to_string())),
-            None => return invalid("pageToken is not one this server handed out"),
-        },
-        Some(_) => return invalid("pageToken must be a string"),
+    let UsersQuery {
+        org,
+        group_ids,
+        page_size,
+        number,
+        after,
+    } = match UsersQuery::parse(&passed.data) {
+        Ok(q) => q,
+        Err(message) => return invalid(message),
     };
     let fault = shared.config.listing_fault;
     if let Some(ListingFault::FailPage(p, status)) = fault
@@ -337,28 +336,7 @@ pub(super) async fn get_users(
         Some(ListingFault::Oversize) => page_size * 2,
         _ => page_size,
     };
-    let users: Vec<String> = {
-        let groups = shared.groups();
-        let mut users = BTreeSet::new();
-        let from = match &after {
-            Some(last) => Bound::Excluded(last.clone()),
-            None => Bound::Unbounded,
-        };
-        for ((o, g), members) in groups.iter() {
-            if o == org && (group_ids.is_empty() || group_ids.contains(g)) {
-                let range = members.range((from.clone(), Bound::Unbounded));
-                users.extend(range.take(size + 1).cloned());
-            }
-        }
-        // The organization's own users (`/users/add`) count when no group narrows the read.
-        if group_ids.is_empty()
-            && let Some(known) = lock(&shared.org_users).get(org)
-        {
-            let range = known.range::<String, _>((from.clone(), Bound::Unbounded));
-            users.extend(range.take(size + 1).map(|(u, _)| u.clone()));
-        }
-        users.into_iter().take(size + 1).collect()
-    };
+    let users = listed(&shared, &org, &group_ids, after.as_deref(), size + 1);
     let mut more = users.len() > size;
     if let Some(ListingFault::EndAfterPage(last)) = fault
         && number >= last
@@ -370,7 +348,7 @@ pub(super) async fn get_users(
         _ => 1,
     };
     let all = lock(&shared.org_users);
-    let known = all.get(org);
+    let known = all.get(&org);
     let page: Vec<Value> = users
         .iter()
         .take(size)
@@ -394,6 +372,93 @@ pub(super) async fn get_users(
         result["nextPageToken"] = json!(token);
     }
     success(&shared, &passed, result)
+}
+
+/// A `/organizations/users/get` request's query.
+struct UsersQuery {
+    org: String,
+    group_ids: Vec<String>,
+    page_size: usize,
+    /// The page's number, from 1.
+    number: u64,
+    /// The last user ID of the page before.
+    after: Option<String>,
+}
+
+impl UsersQuery {
+    fn parse(data: &serde_json::Map<String, Value>) -> Result<UsersQuery, &'static str> {
+        let Some(Value::String(org)) = data.get("organizationId") else {
+            return Err("organizationId is required and must be a non-empty string");
+        };
+        let group_ids: Vec<String> = match data.get("organizationUserGroupIds") {
+            None => Vec::new(),
+            Some(Value::Array(ids)) if ids.len() <= 30 => ids
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            Some(_) => return Err("organizationUserGroupIds must be an array of at most 30 IDs"),
+        };
+        let page_size = match data.get("pageSize") {
+            None => 1000,
+            Some(v) => match v.as_u64() {
+                Some(n @ 1..=1000) => n as usize,
+                _ => return Err("pageSize must be a number from 1 to 1000"),
+            },
+        };
+        // The token is the page's number and the last user ID of the page before: each page
+        // is read from there, so paging through a large group costs a page's work per call,
+        // not the whole group's.
+        let (number, after): (u64, Option<String>) = match data.get("pageToken") {
+            None | Some(Value::Null) => (1, None),
+            Some(Value::String(t)) => match t
+                .strip_prefix("after:")
+                .and_then(|t| t.split_once(':'))
+                .and_then(|(n, last)| Some((n.parse().ok()?, last)))
+            {
+                Some((n, last)) => (n, Some(last.to_string())),
+                None => return Err("pageToken is not one this server handed out"),
+            },
+            Some(_) => return Err("pageToken must be a string"),
+        };
+        Ok(UsersQuery {
+            org: org.clone(),
+            group_ids,
+            page_size,
+            number,
+            after,
+        })
+    }
+}
+
+/// At most `most` users of `org` after `after`, in order: the members of its groups (those
+/// in `group_ids`, or all), and its own users when no group narrows the read.
+fn listed(
+    shared: &Shared,
+    org: &str,
+    group_ids: &[String],
+    after: Option<&str>,
+    most: usize,
+) -> Vec<String> {
+    let groups = shared.groups();
+    let mut users = BTreeSet::new();
+    let from = match after {
+        Some(last) => Bound::Excluded(last.to_string()),
+        None => Bound::Unbounded,
+    };
+    for ((o, g), members) in groups.iter() {
+        if o == org && (group_ids.is_empty() || group_ids.contains(g)) {
+            let range = members.range((from.clone(), Bound::Unbounded));
+            users.extend(range.take(most).cloned());
+        }
+    }
+    // The organization's own users (`/users/add`) count when no group narrows the read.
+    if group_ids.is_empty()
+        && let Some(known) = lock(&shared.org_users).get(org)
+    {
+        let range = known.range::<String, _>((from.clone(), Bound::Unbounded));
+        users.extend(range.take(most).map(|(u, _)| u.clone()));
+    }
+    users.into_iter().take(most).collect()
 }
 
 /// The HTTP status the callable protocol gives an error status.

@@ -189,7 +189,10 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 }
                 Err(failure) => failure,
             };
-            let failure = match self.missing_group(failure, (scope, kind), &mut created).await {
+            let failure = match self
+                .missing_group(failure, (scope, kind), &mut created)
+                .await
+            {
                 Ok(()) => continue,
                 Err(failure) => failure,
             };

@@ -426,7 +426,10 @@ pub async fn execute(
     let run = Run::new(client, opts, interrupt, journal);
     let (mut outcomes, mut accounts) = starting_outcomes(plan, confirmed);
     plan.removing = opts.mode == Mode::Remove;
-    let unread = match run.reconcile(plan, &mut outcomes, &mut accounts, interrupt).await {
+    let unread = match run
+        .reconcile(plan, &mut outcomes, &mut accounts, interrupt)
+        .await
+    {
         Ok(unread) => unread,
         Err(Ended::Stopped) => {
             let code = interrupt.code();
@@ -466,7 +469,10 @@ enum Ended {
 }
 
 /// Every row not attempted yet, but those a journal holds as confirmed by an earlier run.
-fn starting_outcomes(plan: &Plan, confirmed: &crate::journal::Confirmed) -> (Vec<Outcome>, Vec<Outcome>) {
+fn starting_outcomes(
+    plan: &Plan,
+    confirmed: &crate::journal::Confirmed,
+) -> (Vec<Outcome>, Vec<Outcome>) {
     let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
     let accounts_len = plan.accounts.as_ref().map_or(0, |a| a.list.len());
     let mut accounts = vec![Outcome::new(Status::NotAttempted); accounts_len];
@@ -516,9 +522,16 @@ impl Run<'_> {
             }
             return Ok(0);
         }
-        let current = self.read_groups(plan, interrupt).await.ok_or(Ended::Stopped)?;
+        let current = self
+            .read_groups(plan, interrupt)
+            .await
+            .ok_or(Ended::Stopped)?;
         let users = match &plan.accounts {
-            Some(a) => Some(self.read_org_users(a, interrupt).await.ok_or(Ended::Stopped)?),
+            Some(a) => Some(
+                self.read_org_users(a, interrupt)
+                    .await
+                    .ok_or(Ended::Stopped)?,
+            ),
             None => None,
         };
         if lock(&self.auth_failure).is_some() {
@@ -583,9 +596,9 @@ impl Run<'_> {
                     "SIGINT"
                 }
             )),
-            None => lock(&self.auth_failure)
-                .as_ref()
-                .map(|_| "not sent: the API refused the credentials and the run stopped".to_string()),
+            None => lock(&self.auth_failure).as_ref().map(|_| {
+                "not sent: the API refused the credentials and the run stopped".to_string()
+            }),
         };
         if let Some(why) = stopped {
             let why = attempt::detail(why, None, None);

@@ -519,8 +519,7 @@ impl Pacer {
         if !in_a_row {
             s.streak = 0;
             // Only a rate that held a while is worth coming back to.
-            s.streak_from =
-                (now.saturating_duration_since(s.since) >= LONG_HELD).then_some(tried);
+            s.streak_from = (now.saturating_duration_since(s.since) >= LONG_HELD).then_some(tried);
         }
         s.streak += 1;
         s.streak_at = Some(now);

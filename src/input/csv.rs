@@ -201,7 +201,11 @@ fn find_header<R: BufRead>(
 }
 
 /// The columns the header row at `header_at` names.
-fn column_names(headers: &csv::ByteRecord, name: &str, header_at: u64) -> Result<Vec<String>, Error> {
+fn column_names(
+    headers: &csv::ByteRecord,
+    name: &str,
+    header_at: u64,
+) -> Result<Vec<String>, Error> {
     if headers.iter().all(|h| h.trim_ascii().is_empty()) {
         return Err(Error::input(
             name,

@@ -182,7 +182,8 @@ impl GroupMap {
                 continue;
             }
             // Counted only for a message: counting for every row was quadratic.
-            let error = |message: String| Error::input(name, line_at(text, record.position()), message);
+            let error =
+                |message: String| Error::input(name, line_at(text, record.position()), message);
             let (source, target) = cols.target(&record, &headers).map_err(error)?;
             let targets = map.by_source.entry(fold(source).into_owned()).or_default();
             if !targets.contains(&target) {
@@ -285,7 +286,9 @@ impl MapColumns {
             return Err(format!(
                 "no group ID for `{}`; fill in `{}`",
                 clip(source),
-                headers.get(self.target).unwrap_or("organizationUserGroupId")
+                headers
+                    .get(self.target)
+                    .unwrap_or("organizationUserGroupId")
             ));
         }
         let target = Target {
