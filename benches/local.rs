@@ -5,7 +5,8 @@
 
 use velt_group_sync::input::FormatArg;
 use velt_group_sync::input::{self, InputOptions};
-use velt_group_sync::outcome::{Outcome, Status};
+use velt_group_sync::ledger::Ledger;
+use velt_group_sync::outcome::Status;
 use velt_group_sync::plan::{Defaults, Plan, Planner};
 use velt_group_sync::report::ReportFormat;
 use velt_group_sync::report::{self, Summary};
@@ -49,26 +50,15 @@ fn parse_and_plan_100k(bencher: divan::Bencher) {
 #[divan::bench]
 fn write_csv_report_100k(bencher: divan::Bencher) {
     let plan = plan(&csv_input());
-    let outcomes = vec![Outcome::new(Status::Planned); plan.memberships.len()];
-    let summary = Summary::new(
-        report::count(&plan, report::Outcomes::memberships(&outcomes)),
-        0,
-        0,
-        Default::default(),
-    );
+    let ledger = Ledger::new(&plan, false, Status::Planned);
+    let summary = Summary::new(report::count(&plan, &ledger), 0, 0, Default::default());
     let mut out = Vec::with_capacity(8 << 20);
     bencher
         .counter(divan::counter::ItemsCount::new(ROWS))
         .bench_local(|| {
             out.clear();
-            report::write_rows(
-                &mut out,
-                ReportFormat::Csv,
-                &plan,
-                report::Outcomes::memberships(&outcomes),
-                &summary,
-            )
-            .expect("in memory");
+            report::write_rows(&mut out, ReportFormat::Csv, &plan, &ledger, &summary)
+                .expect("in memory");
             out.len()
         });
 }

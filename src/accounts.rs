@@ -28,16 +28,14 @@ pub enum Action {
     Remove,
 }
 
-/// One (organization, user).
+/// One (organization, user) the input names. What the run does about it is the ledger's.
 #[derive(Debug)]
 pub struct Account {
     /// Index into `Accounts::orgs`.
     pub org: u32,
     pub user: Box<str>,
-    /// Empty for a user to remove (the input does not name it).
     pub name: Box<str>,
     pub email: Box<str>,
-    pub action: Action,
 }
 
 /// One organization the input names, with its accounts.
@@ -46,8 +44,6 @@ pub struct Org {
     pub id: Box<str>,
     /// Indexes into `Accounts::list` of the users the input names, in order of first appearance.
     pub users: Vec<u32>,
-    /// Indexes into `Accounts::list` of users to remove (`--deprovision-users`).
-    pub removals: Vec<u32>,
 }
 
 /// `--access-role`.
@@ -66,15 +62,16 @@ impl AccessRole {
     }
 }
 
-/// Sentinel of `Accounts::of_membership` for a membership without an account (a removal).
-pub const NO_ACCOUNT: u32 = u32::MAX;
+/// Sentinel of `Accounts::of_membership` for a membership without an account (its user has no
+/// profile: the record was rejected before, so this is never seen outside `build`'s output).
+const NO_ACCOUNT: u32 = u32::MAX;
 
 #[derive(Debug, Default)]
 pub struct Accounts {
     pub orgs: Vec<Org>,
     pub list: Vec<Account>,
-    /// The account of each membership of the input (`NO_ACCOUNT` for rows the server added).
-    pub of_membership: Vec<u32>,
+    /// The account of each membership of the input; read through `of`.
+    of_membership: Vec<u32>,
 }
 
 impl Accounts {
@@ -98,7 +95,6 @@ impl Accounts {
                 accounts.orgs.push(Org {
                     id: org_id.into(),
                     users: Vec::new(),
-                    removals: Vec::new(),
                 });
                 accounts.orgs.len() as u32 - 1
             });
@@ -110,7 +106,6 @@ impl Accounts {
                     user: user.into(),
                     name: profile.name.clone(),
                     email: profile.email.clone(),
-                    action: Action::Create,
                 });
                 let a = list.len() as u32 - 1;
                 orgs[org as usize].users.push(a);
@@ -119,20 +114,6 @@ impl Accounts {
             accounts.of_membership.push(a);
         }
         accounts
-    }
-
-    /// Adds a user of organization `org` that the input does not list, to be removed.
-    pub fn push_removal(&mut self, org: u32, user: &str) -> u32 {
-        self.list.push(Account {
-            org,
-            user: user.into(),
-            name: "".into(),
-            email: "".into(),
-            action: Action::Remove,
-        });
-        let a = self.list.len() as u32 - 1;
-        self.orgs[org as usize].removals.push(a);
-        a
     }
 
     pub fn org_of(&self, a: &Account) -> &str {
@@ -148,10 +129,10 @@ impl Accounts {
     }
 }
 
-/// The report's `user` column for an account with this outcome: what happened to the user in
-/// its organization. `Unchanged`: there already (read in delta and mirror modes, or an add the
-/// server answered "already exists").
-pub fn user_column(account: &Account, outcome: &Outcome) -> &'static str {
+/// The report's `user` column for an account the run meant to `action`, with this outcome:
+/// what happened to the user in its organization. `Unchanged`: there already (read in delta
+/// and mirror modes, or an add the server answered "already exists").
+pub fn user_column(action: Action, outcome: &Outcome) -> &'static str {
     match outcome.status {
         Status::Failed => "failed",
         Status::Unconfirmed => "unconfirmed",
@@ -159,7 +140,7 @@ pub fn user_column(account: &Account, outcome: &Outcome) -> &'static str {
         Status::Invalid => "",
         Status::Unchanged => "unchanged",
         Status::Protected => "protected",
-        Status::Added | Status::Planned | Status::Removed => match account.action {
+        Status::Added | Status::Planned | Status::Removed => match action {
             Action::Keep => "unchanged",
             Action::Create => "created",
             Action::Update => "updated",
@@ -183,18 +164,15 @@ pub struct UserCounts {
 }
 
 impl UserCounts {
-    pub fn of(accounts: &Accounts, outcomes: &[Outcome]) -> UserCounts {
-        let mut c = UserCounts::default();
-        for (a, o) in accounts.list.iter().zip(outcomes) {
-            match user_column(a, o) {
-                "created" => c.created += 1,
-                "updated" => c.updated += 1,
-                "unchanged" => c.unchanged += 1,
-                "removed" => c.removed += 1,
-                "protected" => c.protected += 1,
-                _ => c.failed += 1,
-            }
+    /// Counts one user by its `user` column.
+    pub fn add(&mut self, column: &str) {
+        match column {
+            "created" => self.created += 1,
+            "updated" => self.updated += 1,
+            "unchanged" => self.unchanged += 1,
+            "removed" => self.removed += 1,
+            "protected" => self.protected += 1,
+            _ => self.failed += 1,
         }
-        c
     }
 }

@@ -57,6 +57,13 @@ pub fn fingerprint(plan: &Plan, base_url: &str, terms: &str) -> u64 {
     h
 }
 
+/// What a journal line names: a membership of the plan, or one of its organization users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    Membership(u32),
+    Account(u32),
+}
+
 /// What a journal says earlier runs confirmed.
 #[derive(Debug, Default)]
 pub struct Confirmed {
@@ -254,19 +261,15 @@ impl Journal {
         &self.path
     }
 
-    /// Appends confirmed membership indexes in one write, so a crash loses at most this batch.
-    pub fn record(&mut self, indexes: impl IntoIterator<Item = u32>) -> io::Result<()> {
-        self.append("", indexes)
-    }
-
-    /// Appends organization users confirmed created or updated.
-    pub fn record_accounts(&mut self, indexes: impl IntoIterator<Item = u32>) -> io::Result<()> {
-        self.append("u", indexes)
-    }
-
-    fn append(&mut self, prefix: &str, indexes: impl IntoIterator<Item = u32>) -> io::Result<()> {
+    /// Appends confirmed memberships and organization users (created or updated) in one
+    /// write, so a crash loses at most this batch.
+    pub fn record(&mut self, keys: impl IntoIterator<Item = Key>) -> io::Result<()> {
         self.buf.clear();
-        for i in indexes {
+        for key in keys {
+            let (prefix, i) = match key {
+                Key::Membership(m) => ("", m),
+                Key::Account(a) => ("u", a),
+            };
             self.buf.extend_from_slice(prefix.as_bytes());
             self.buf.extend_from_slice(i.to_string().as_bytes());
             self.buf.push(b'\n');
@@ -294,7 +297,7 @@ mod tests {
         let path = dir.path().join("state");
         let (mut j, done) = Journal::open(&path, 42, 100, 10).unwrap();
         assert!(done.is_empty());
-        j.record([3, 7]).unwrap();
+        j.record([3, 7].map(Key::Membership)).unwrap();
         drop(j);
         // A crash in the middle of writing "12\n".
         std::fs::OpenOptions::new()
@@ -305,7 +308,7 @@ mod tests {
             .unwrap();
         let (mut j, done) = Journal::open(&path, 42, 100, 10).unwrap();
         assert_eq!(done.memberships, [3, 7]);
-        j.record([12]).unwrap();
+        j.record([Key::Membership(12)]).unwrap();
         drop(j);
         let (_, done) = Journal::open(&path, 42, 100, 10).unwrap();
         assert_eq!(done.memberships, [3, 7, 12]);
@@ -316,7 +319,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("state");
         let (mut j, _) = Journal::open(&path, 42, 100, 10).unwrap();
-        j.record([5]).unwrap();
+        j.record([Key::Membership(5)]).unwrap();
         drop(j);
         // Another input: set aside, a fresh journal.
         let (j, done) = Journal::open(&path, 43, 100, 10).unwrap();
@@ -327,7 +330,7 @@ mod tests {
         // The same input, interrupted: resumed.
         let (mut j, done) = Journal::open(&path, 43, 100, 10).unwrap();
         assert!(done.is_empty());
-        j.record([7]).unwrap();
+        j.record([Key::Membership(7)]).unwrap();
         drop(j);
         let (mut j, done) = Journal::open(&path, 43, 100, 10).unwrap();
         assert_eq!(done.memberships, [7]);

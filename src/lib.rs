@@ -24,6 +24,7 @@ pub mod history;
 pub mod input;
 pub mod interrupt;
 pub mod journal;
+pub mod ledger;
 pub mod metrics;
 pub mod notify;
 pub mod outcome;

@@ -29,9 +29,6 @@ pub struct Group {
     pub members: Vec<u32>,
     /// Display name for `--create-missing-groups` (`--group-name-column`); the ID if absent.
     pub name: Option<Box<str>>,
-    /// `--mode mirror`: indexes into `Plan::memberships` of current members the input does
-    /// not list, to be removed.
-    pub removals: Vec<u32>,
 }
 
 /// One unique (organization, group, user) triple. The user ID is `Plan::user`.
@@ -41,27 +38,14 @@ pub struct Membership {
     pub group: u32,
     user_len: u32,
     user_at: u64,
-    /// Input line where the membership first appeared; `None` for a current member the
-    /// server holds and the input does not list (a removal). Lines start at 1.
-    line: Option<NonZeroU64>,
-}
-
-/// Where a membership came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// The input, at this line.
-    Line(u64),
-    /// The server: a current member to remove (`--mode mirror`).
-    Server,
+    /// Input line where the membership first appeared. Lines start at 1.
+    line: NonZeroU64,
 }
 
 impl Membership {
-    pub fn origin(&self) -> Origin {
-        self.line.map_or(Origin::Server, |l| Origin::Line(l.get()))
-    }
-
-    pub fn is_removal(&self) -> bool {
-        self.origin() == Origin::Server
+    /// The input line where the membership first appeared.
+    pub fn line(&self) -> u64 {
+        self.line.get()
     }
 }
 
@@ -84,8 +68,6 @@ pub struct Plan {
     pub invalid: Vec<Invalid>,
     /// Valid records that repeated a membership already seen.
     pub duplicates: u64,
-    /// The input lists memberships to remove (`--mode remove`), not to add.
-    pub removing: bool,
     /// Records left out by `--include` / `--exclude`.
     pub filtered: u64,
     /// Memberships left out because the group map does not list their group (`--unmapped skip`).
@@ -124,31 +106,10 @@ impl Plan {
         &self.groups[m.group as usize]
     }
 
-    /// Adds a current member of group `g` that is to be removed; its row follows the input's.
-    pub fn push_removal(&mut self, g: u32, user: &str) -> u32 {
-        let index = self.push_membership(g, user, Origin::Server);
-        self.groups[g as usize].removals.push(index);
-        index
-    }
-
-    /// Spells membership `i`'s user as the server does (`--user-id-case lower`): the same ID
-    /// but for the case of ASCII letters, so of the same length. Another spelling is ignored.
-    pub fn respell(&mut self, i: u32, spelling: &str) {
-        let m = &self.memberships[i as usize];
-        let at = m.user_at as usize;
-        let span = at..at + m.user_len as usize;
-        if self.ids[span.clone()].eq_ignore_ascii_case(spelling) {
-            self.ids.replace_range(span, spelling);
-        }
-    }
-
     /// Stores a membership (the user ID in the arena) and returns its index.
-    fn push_membership(&mut self, g: u32, user: &str, origin: Origin) -> u32 {
-        let line = match origin {
-            // Input lines start at 1; a 0 from a caller is still the input's, not the server's.
-            Origin::Line(l) => NonZeroU64::new(l.max(1)),
-            Origin::Server => None,
-        };
+    fn push_membership(&mut self, g: u32, user: &str, line: u64) -> u32 {
+        // Input lines start at 1; a 0 from a caller is taken as the first.
+        let line = NonZeroU64::MIN.saturating_add(line.saturating_sub(1));
         let index = u32::try_from(self.memberships.len())
             .expect("more than 4 billion memberships in one run");
         self.memberships.push(Membership {
@@ -333,7 +294,7 @@ impl State {
             plan.duplicates += 1;
             return;
         }
-        plan.push_membership(g, user, Origin::Line(line));
+        plan.push_membership(g, user, line);
         plan.groups[g as usize].members.push(index);
     }
 
@@ -382,7 +343,6 @@ impl State {
             id: group.into(),
             members: Vec::new(),
             name: None,
-            removals: Vec::new(),
         });
         self.last_group = Some(g);
         g
@@ -449,11 +409,7 @@ mod tests {
         assert_eq!(names, ["o1/b", "o1/a", "o2/b"]);
         assert_eq!(users(&plan, 0), ["u1", "u3"]);
         assert_eq!(plan.duplicates, 1);
-        assert_eq!(
-            plan.memberships[0].origin(),
-            Origin::Line(2),
-            "first appearance is kept"
-        );
+        assert_eq!(plan.memberships[0].line(), 2, "first appearance is kept");
     }
 
     #[test]
@@ -481,9 +437,7 @@ mod tests {
         assert_eq!(users(&plan, 0).len(), 2_500);
         assert_eq!(users(&plan, 1)[..2], ["u0", "u1"]);
         assert!(
-            plan.memberships
-                .iter()
-                .all(|m| matches!(m.origin(), Origin::Line(l) if l <= 5_000)),
+            plan.memberships.iter().all(|m| m.line() <= 5_000),
             "first sightings kept"
         );
     }

@@ -9,10 +9,10 @@ use std::time::Duration;
 use crate::files::Destination;
 use serde::Serialize;
 
-use crate::accounts::{Account, Action, UserCounts, user_column};
+use crate::accounts::UserCounts;
 use crate::error::Error;
-use crate::outcome::{Counts, Outcome, Status};
-use crate::plan::Origin;
+use crate::ledger::{Ledger, RowRef, Subject};
+use crate::outcome::{Counts, Status};
 use crate::plan::Plan;
 
 /// The report's columns, in order. The first three are input column names, so a CSV report
@@ -51,23 +51,6 @@ pub struct Row<'a> {
     /// `--provision-users`: what happened to the row's user in its organization (`created`,
     /// `updated`, `unchanged`, `removed`, `failed`, ...); none without provisioning.
     pub user: Option<&'static str>,
-}
-
-/// The outcomes a report is written from: one per membership, and one per organization user
-/// (`--provision-users`; empty without).
-#[derive(Debug, Clone, Copy)]
-pub struct Outcomes<'a> {
-    pub memberships: &'a [Outcome],
-    pub accounts: &'a [Outcome],
-}
-
-impl<'a> Outcomes<'a> {
-    pub fn memberships(memberships: &'a [Outcome]) -> Outcomes<'a> {
-        Outcomes {
-            memberships,
-            accounts: &[],
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -146,14 +129,14 @@ pub struct Refusal {
 
 /// Counts every row's status. Rows of users removed from their organization count only
 /// when they did not go through (their successes are `UserCounts::removed`).
-pub fn count(plan: &Plan, outcomes: Outcomes<'_>) -> Counts {
+pub fn count(plan: &Plan, ledger: &Ledger) -> Counts {
     let mut counts = Counts::default();
-    for o in outcomes.memberships {
-        counts.add(o.status);
-    }
-    for (_, o) in user_removals(plan, outcomes) {
-        if !o.status.is_success() {
-            counts.add(o.status);
+    for r in ledger.rows() {
+        match r.subject {
+            Subject::Account { .. } => {}
+            // Users removed from their organizations count only when they did not go.
+            Subject::Leaver { .. } if r.outcome.status.is_success() => {}
+            _ => counts.add(r.outcome.status),
         }
     }
     for _ in &plan.invalid {
@@ -162,86 +145,67 @@ pub fn count(plan: &Plan, outcomes: Outcomes<'_>) -> Counts {
     counts
 }
 
-/// The organization users to remove (`--deprovision-users`), with their outcomes.
-fn user_removals<'a>(
-    plan: &'a Plan,
-    outcomes: Outcomes<'a>,
-) -> impl Iterator<Item = (&'a Account, &'a Outcome)> + 'a {
-    plan.accounts
-        .iter()
-        .flat_map(|a| a.list.iter())
-        .zip(outcomes.accounts)
-        .filter(|(a, _)| a.action == Action::Remove)
-}
-
 /// Calls `f` with every row, in input order; users removed from their organizations last.
 pub fn for_each_row<E>(
     plan: &Plan,
-    outcomes: Outcomes<'_>,
+    ledger: &Ledger,
     mut f: impl FnMut(&Row<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     let mut invalid = plan.invalid.iter().peekable();
-    let accounts = plan.accounts.as_ref();
-    let user = |i: usize| {
-        let accounts = accounts?;
-        let a = accounts.of(i)? as usize;
-        let outcome = outcomes.accounts.get(a)?;
-        Some(user_column(&accounts.list[a], outcome))
-    };
-    for (i, (m, o)) in plan
-        .memberships
-        .iter()
-        .zip(outcomes.memberships)
-        .enumerate()
-    {
-        while let Some(bad) = invalid.next_if(|bad| bad.before <= i) {
+    let provisioning = plan.accounts.is_some();
+    let mut memberships = 0;
+    for r in ledger.rows() {
+        match r.subject {
+            Subject::Member { .. } | Subject::Stray { .. } => {}
+            _ => continue,
+        }
+        while let Some(bad) = invalid.next_if(|bad| bad.before <= memberships) {
             f(&invalid_row(bad))?;
         }
-        let group = plan.group_of(m);
-        let detail = o.detail.as_deref();
-        f(&Row {
-            organization_id: &group.org,
-            organization_user_group_id: &group.id,
-            user_id: plan.user(m),
-            status: o.status.as_str(),
-            message: detail.map(|d| d.message.as_str()),
-            error_status: detail.and_then(|d| d.error_status.as_deref()),
-            http_status: detail.and_then(|d| d.http_status),
-            attempts: o.attempts,
-            line: match m.origin() {
-                Origin::Line(l) => Some(l),
-                Origin::Server => None,
-            },
-            action: if o.status == Status::Unchanged {
-                "none"
-            } else if m.is_removal() || plan.removing {
-                "remove"
-            } else {
-                "add"
-            },
-            user: user(i).or(accounts.map(|_| "")),
-        })?;
+        memberships += 1;
+        f(&row_of(plan, ledger, r, provisioning))?;
     }
     for bad in invalid {
         f(&invalid_row(bad))?;
     }
-    for (a, o) in user_removals(plan, outcomes) {
-        let detail = o.detail.as_deref();
-        f(&Row {
-            organization_id: accounts.map_or("", |list| list.org_of(a)),
-            organization_user_group_id: "",
-            user_id: &a.user,
-            status: o.status.as_str(),
-            message: detail.map(|d| d.message.as_str()),
-            error_status: detail.and_then(|d| d.error_status.as_deref()),
-            http_status: detail.and_then(|d| d.http_status),
-            attempts: o.attempts,
-            line: None,
-            action: "remove-user",
-            user: Some(user_column(a, o)),
-        })?;
+    for r in ledger.rows() {
+        if matches!(r.subject, Subject::Leaver { .. }) {
+            f(&row_of(plan, ledger, r, provisioning))?;
+        }
     }
     Ok(())
+}
+
+/// The report row of a ledger row (a membership, a removal, a user leaving).
+fn row_of<'a>(plan: &'a Plan, ledger: &'a Ledger, r: RowRef<'a>, provisioning: bool) -> Row<'a> {
+    let (org, group) = ledger.place(plan, r.index);
+    let o = r.outcome;
+    let detail = o.detail.as_deref();
+    let leaver = matches!(r.subject, Subject::Leaver { .. });
+    Row {
+        organization_id: org,
+        organization_user_group_id: group,
+        user_id: ledger.user(plan, r.index),
+        status: o.status.as_str(),
+        message: detail.map(|d| d.message.as_str()),
+        error_status: detail.and_then(|d| d.error_status.as_deref()),
+        http_status: detail.and_then(|d| d.http_status),
+        attempts: o.attempts,
+        line: match r.subject {
+            Subject::Member { m, .. } => Some(plan.memberships[m as usize].line()),
+            _ => None,
+        },
+        action: if leaver {
+            "remove-user"
+        } else if o.status == Status::Unchanged {
+            "none"
+        } else if ledger.is_removal(r.index) {
+            "remove"
+        } else {
+            "add"
+        },
+        user: ledger.user_column(r.index).or(provisioning.then_some("")),
+    }
 }
 
 fn invalid_row(bad: &crate::plan::Invalid) -> Row<'_> {
@@ -312,12 +276,7 @@ impl ReportTarget {
         self.file.is_none()
     }
 
-    pub fn write(
-        self,
-        plan: &Plan,
-        outcomes: Outcomes<'_>,
-        summary: &Summary,
-    ) -> Result<(), Error> {
+    pub fn write(self, plan: &Plan, ledger: &Ledger, summary: &Summary) -> Result<(), Error> {
         let report_err = |source: io::Error| Error::Report {
             path: self.path.clone(),
             source,
@@ -326,12 +285,12 @@ impl ReportTarget {
             None => {
                 let stdout = io::stdout();
                 let mut out = BufWriter::new(stdout.lock());
-                write_rows(&mut out, self.format, plan, outcomes, summary)
+                write_rows(&mut out, self.format, plan, ledger, summary)
                     .and_then(|()| out.flush())
                     .map_err(report_err)
             }
             Some(file) => file
-                .commit(|out| write_rows(out, self.format, plan, outcomes, summary))
+                .commit(|out| write_rows(out, self.format, plan, ledger, summary))
                 .map_err(report_err),
         }
     }
@@ -393,7 +352,7 @@ pub fn write_rows<W: Write>(
     out: &mut W,
     format: ReportFormat,
     plan: &Plan,
-    outcomes: Outcomes<'_>,
+    ledger: &Ledger,
     summary: &Summary,
 ) -> io::Result<()> {
     match format {
@@ -404,7 +363,7 @@ pub fn write_rows<W: Write>(
                 itoa::Buffer::new(),
                 itoa::Buffer::new(),
             ];
-            for_each_row(plan, outcomes, |row| {
+            for_each_row(plan, ledger, |row| {
                 let [http, attempts, line] = &mut numbers;
                 write_csv_record(
                     out,
@@ -424,7 +383,7 @@ pub fn write_rows<W: Write>(
                 )
             })
         }
-        ReportFormat::Jsonl => for_each_row(plan, outcomes, |row| {
+        ReportFormat::Jsonl => for_each_row(plan, ledger, |row| {
             serde_json::to_writer(&mut *out, row)?;
             out.write_all(b"\n")
         }),
@@ -433,7 +392,7 @@ pub fn write_rows<W: Write>(
             serde_json::to_writer(&mut *out, summary)?;
             out.write_all(b",\n \"results\": [")?;
             let mut first = true;
-            for_each_row(plan, outcomes, |row| {
+            for_each_row(plan, ledger, |row| {
                 out.write_all(if first { b"\n  " } else { b",\n  " })?;
                 first = false;
                 serde_json::to_writer(&mut *out, row).map_err(io::Error::from)

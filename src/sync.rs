@@ -5,7 +5,6 @@
 
 use std::time::Instant;
 
-use crate::accounts::{Action, UserCounts};
 use crate::cli::{InputArgs, RateArg, SyncArgs};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, VeltClient};
 use crate::engine::{ExecOptions, Mode, execute};
@@ -14,11 +13,12 @@ use crate::input::mapping::UserIdCase;
 use crate::input::{self, Columns, Filter, GroupMap, InputOptions, Mapping};
 use crate::interrupt::Interrupt;
 use crate::journal::{self, Journal};
+use crate::ledger::{Ledger, Subject};
 use crate::metrics::{self, RunStats};
-use crate::outcome::{Outcome, Status};
+use crate::outcome::Status;
 use crate::output::{Output, print_plan, progress_bar};
 use crate::plan::{Defaults, Plan, Planner};
-use crate::report::{self, Ended, Outcomes, Refusal, ReportTarget, Summary};
+use crate::report::{self, Ended, Refusal, ReportTarget, Summary};
 
 /// What a run needs from outside its command line.
 #[derive(Debug, Clone)]
@@ -45,31 +45,30 @@ const CHANGES_LISTED: usize = 20;
 
 /// The first changes of a run: rows added, removed or (dry run) planned, users created,
 /// updated or removed.
-fn first_changes(plan: &Plan, execution: &crate::engine::Execution) -> Vec<String> {
+fn first_changes(plan: &Plan, ledger: &Ledger) -> Vec<String> {
     let mut out = Vec::new();
-    for (i, o) in execution.outcomes.iter().enumerate() {
+    for r in ledger.rows() {
         if out.len() >= CHANGES_LISTED {
             break;
         }
-        let m = &plan.memberships[i];
-        let verb = match o.status {
-            Status::Added => "added",
-            Status::Removed => "removed",
-            Status::Planned if m.is_removal() || plan.removing => "would remove",
-            Status::Planned => "would add",
-            _ => continue,
-        };
-        let g = plan.group_of(m);
-        out.push(format!("{verb} {}/{}/{}", g.org, g.id, plan.user(m)));
-    }
-    if let Some(accounts) = &plan.accounts {
-        for (a, o) in accounts.list.iter().zip(&execution.accounts) {
-            if out.len() >= CHANGES_LISTED {
-                break;
+        let (org, group) = ledger.place(plan, r.index);
+        let user = ledger.user(plan, r.index);
+        match r.subject {
+            Subject::Member { .. } | Subject::Stray { .. } => {
+                let verb = match r.outcome.status {
+                    Status::Added => "added",
+                    Status::Removed => "removed",
+                    Status::Planned if ledger.is_removal(r.index) => "would remove",
+                    Status::Planned => "would add",
+                    _ => continue,
+                };
+                out.push(format!("{verb} {org}/{group}/{user}"));
             }
-            let verb = crate::accounts::user_column(a, o);
-            if matches!(verb, "created" | "updated" | "removed") {
-                out.push(format!("user {verb} {}/{}", accounts.org_of(a), a.user));
+            Subject::Account { .. } | Subject::Leaver { .. } => {
+                let verb = ledger.user_column(r.index).unwrap_or("");
+                if matches!(verb, "created" | "updated" | "removed") {
+                    out.push(format!("user {verb} {org}/{user}"));
+                }
             }
         }
     }
@@ -103,7 +102,7 @@ async fn sync_inner(
 ) -> Result<u8, Error> {
     let started = Instant::now();
     let report = prepare_outputs(args)?;
-    let Some(mut plan) = read_input(args, session).await? else {
+    let Some(plan) = read_input(args, session).await? else {
         return Ok(session.interrupt.code().unwrap_or(exit::SIGINT));
     };
     log_plan(&plan, args.chunk_size as usize);
@@ -115,17 +114,19 @@ async fn sync_inner(
         refusals: Vec::new(),
         changes: Vec::new(),
     };
+    let removing = args.mode == Mode::Remove;
     if args.strict && !plan.invalid.is_empty() {
-        finish(&plan, strict_rows(&plan).as_outcomes(), 0, end)?;
+        finish(&plan, &strict_rows(&plan, removing), 0, end)?;
         return Err(Error::Strict(plan.invalid.len()));
     }
     // A dry run in delta or mirror mode still reads the groups.
     if args.dry_run && args.mode == Mode::Add {
         print_plan(&plan, args.chunk_size as usize, end.report.is_stdout());
-        return finish(&plan, planned_rows(&plan).as_outcomes(), 0, end);
+        let planned = Ledger::new(&plan, removing, Status::Planned);
+        return finish(&plan, &planned, 0, end);
     }
-    let execution = send(args, session, &mut plan).await?;
-    report_run(args, &plan, execution, end, &session.output)
+    let (execution, ledger) = send(args, session, &plan).await?;
+    report_run(args, &plan, &ledger, execution, end, &session.output)
 }
 
 /// Where a run's report goes, and what it says at the end: filled in by `finish`.
@@ -137,21 +138,6 @@ struct End<'a> {
     /// What the server refused and what changed, for the end of a run that sent.
     refusals: Vec<Refusal>,
     changes: Vec<String>,
-}
-
-/// Rows of a run that sends nothing, with their outcomes.
-struct Rows {
-    memberships: Vec<Outcome>,
-    accounts: Vec<Outcome>,
-}
-
-impl Rows {
-    fn as_outcomes(&self) -> Outcomes<'_> {
-        Outcomes {
-            memberships: &self.memberships,
-            accounts: &self.accounts,
-        }
-    }
 }
 
 /// Checks everything a run writes before it reads or sends anything, and prepares the
@@ -205,7 +191,8 @@ fn log_plan(plan: &Plan, chunk_size: usize) {
 }
 
 /// `--strict` with invalid records: every row not sent, saying why.
-fn strict_rows(plan: &Plan) -> Rows {
+fn strict_rows(plan: &Plan, removing: bool) -> Ledger {
+    let mut ledger = Ledger::new(plan, removing, Status::NotAttempted);
     let why = std::sync::Arc::new(crate::outcome::Detail {
         message: format!(
             "not sent: --strict, and the input has {} invalid record(s); fix them, or drop --strict",
@@ -213,21 +200,10 @@ fn strict_rows(plan: &Plan) -> Rows {
         ),
         ..Default::default()
     });
-    let mut outcome = Outcome::new(Status::NotAttempted);
-    outcome.detail = Some(why);
-    Rows {
-        memberships: vec![outcome; plan.memberships.len()],
-        accounts: Vec::new(),
+    for o in ledger.outcomes_mut() {
+        o.detail = Some(why.clone());
     }
-}
-
-/// A dry run in add mode: every row planned.
-fn planned_rows(plan: &Plan) -> Rows {
-    let accounts = plan.accounts.as_ref().map_or(0, |a| a.list.len());
-    Rows {
-        memberships: vec![Outcome::new(Status::Planned); plan.memberships.len()],
-        accounts: vec![Outcome::new(Status::Planned); accounts],
-    }
+    ledger
 }
 
 /// Sends the plan (reading first in delta and mirror modes), resuming from and keeping the
@@ -235,8 +211,8 @@ fn planned_rows(plan: &Plan) -> Rows {
 async fn send(
     args: &SyncArgs,
     session: &Session,
-    plan: &mut Plan,
-) -> Result<crate::engine::Execution, Error> {
+    plan: &Plan,
+) -> Result<(crate::engine::Execution, Ledger), Error> {
     let opts = exec_options(args)?;
     let Some(client) = &session.client else {
         return Err(Error::Config(format!(
@@ -261,15 +237,17 @@ async fn send(
         }
         None => (None, journal::Confirmed::default()),
     };
+    let mut ledger = Ledger::new(plan, opts.mode == Mode::Remove, Status::NotAttempted);
+    ledger.confirm(&already_added);
     let progress = progress_bar(&session.output, plan.memberships.len() as u64);
     let mut execution = execute(
         plan,
+        &mut ledger,
         client,
         &opts,
         &progress,
         &session.interrupt,
         journal.as_mut(),
-        &already_added,
     )
     .await;
     progress.finish_and_clear();
@@ -277,34 +255,31 @@ async fn send(
         return Err(Error::Config(why));
     }
     if let Some(j) = journal.as_mut()
-        && settled(plan, &execution)
+        && settled(&ledger, &execution)
         && execution.journal_error.is_none()
         && let Err(e) = j.complete()
     {
         execution.journal_error = Some(e.to_string());
     }
-    Ok(execution)
+    Ok((execution, ledger))
 }
 
 /// After sending: the refusals rolled up, the report written, the run's outcome said.
 fn report_run(
     args: &SyncArgs,
     plan: &Plan,
+    ledger: &Ledger,
     execution: crate::engine::Execution,
     mut end: End<'_>,
     output: &Output,
 ) -> Result<u8, Error> {
-    end.refusals = roll_up_refusals(plan, &execution);
-    end.changes = first_changes(plan, &execution);
+    end.refusals = roll_up_refusals(plan, ledger);
+    end.changes = first_changes(plan, ledger);
     end.stats.requests = execution.requests_by_status.clone();
     end.stats.retries = execution.retries;
     end.stats.throttled = execution.throttled;
     end.stats.throttled_for = execution.throttled_for;
-    let outcomes = Outcomes {
-        memberships: &execution.outcomes,
-        accounts: &execution.accounts,
-    };
-    let rows = finish(plan, outcomes, execution.requests, end)?;
+    let rows = finish(plan, ledger, execution.requests, end)?;
     let outcome = RunOutcome {
         rows_done: rows == exit::OK,
         interrupted: execution.interrupted,
@@ -340,21 +315,11 @@ const EXAMPLES: usize = 5;
 /// One warning per distinct reason the server gave for failed rows (memberships and users),
 /// most frequent first: its count, a few user IDs, and a hint where one is known. Capped, so a
 /// million failures stay a few lines.
-fn roll_up_refusals(plan: &Plan, execution: &crate::engine::Execution) -> Vec<Refusal> {
+fn roll_up_refusals(plan: &Plan, ledger: &Ledger) -> Vec<Refusal> {
     use std::collections::HashMap;
     let mut by_reason: HashMap<&str, (u64, Vec<&str>, Option<&str>)> = HashMap::new();
-    let memberships = execution
-        .outcomes
-        .iter()
-        .enumerate()
-        .map(|(i, o)| (o, plan.user_at(i as u32)));
-    let users = plan.accounts.iter().flat_map(|a| {
-        a.list
-            .iter()
-            .zip(&execution.accounts)
-            .map(|(account, o)| (o, &*account.user))
-    });
-    for (o, user) in memberships.chain(users) {
+    for r in ledger.rows() {
+        let (o, user) = (r.outcome, ledger.user(plan, r.index));
         if o.status != Status::Failed {
             continue;
         }
@@ -546,31 +511,13 @@ fn journal_terms(args: &SyncArgs) -> String {
     )
 }
 
-/// Whether the run left nothing to resume: not cut short, and every membership has a
-/// definite outcome (a removal that a safety limit refused counts as one).
-fn settled(plan: &Plan, execution: &crate::engine::Execution) -> bool {
+/// Whether the run left nothing to resume: not cut short, and every row has a definite
+/// outcome (a removal that a safety limit refused counts as one).
+fn settled(ledger: &Ledger, execution: &crate::engine::Execution) -> bool {
     execution.interrupted.is_none()
         && execution.auth_failure.is_none()
         && !execution.throttle_exhausted
-        && execution
-            .outcomes
-            .iter()
-            .zip(&plan.memberships)
-            .all(|(o, m)| match o.status {
-                Status::Unconfirmed => false,
-                Status::NotAttempted => o.held_back && m.is_removal(),
-                _ => true,
-            })
-        && plan.accounts.as_ref().is_none_or(|a| {
-            a.list
-                .iter()
-                .zip(&execution.accounts)
-                .all(|(a, o)| match o.status {
-                    Status::Unconfirmed => false,
-                    Status::NotAttempted => o.held_back && a.action == Action::Remove,
-                    _ => true,
-                })
-        })
+        && ledger.settled()
 }
 
 /// The engine's options from the command line; reads `--protect-users @FILE` lists.
@@ -810,7 +757,7 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
 
 /// Writes the report, keeps its summary for the end of the run, and picks the exit code
 /// from the rows.
-fn finish(plan: &Plan, outcomes: Outcomes<'_>, requests: u64, end: End<'_>) -> Result<u8, Error> {
+fn finish(plan: &Plan, ledger: &Ledger, requests: u64, end: End<'_>) -> Result<u8, Error> {
     let End {
         report,
         started,
@@ -819,21 +766,18 @@ fn finish(plan: &Plan, outcomes: Outcomes<'_>, requests: u64, end: End<'_>) -> R
         refusals,
         changes,
     } = end;
-    let counts = report::count(plan, outcomes);
+    let counts = report::count(plan, ledger);
     stats.counts = counts;
     let mut summary = Summary::new(counts, plan.duplicates, requests, started.elapsed());
     summary.throttled_ms = stats.throttled_for.as_millis() as u64;
     summary.filtered = plan.filtered;
     summary.unmapped_skipped = plan.unmapped_skipped;
-    summary.users = plan
-        .accounts
-        .as_ref()
-        .map(|a| UserCounts::of(a, outcomes.accounts));
+    summary.users = ledger.user_counts(plan);
     stats.users = summary.users;
     stats.filtered = plan.filtered;
     stats.unmapped_skipped = plan.unmapped_skipped;
     let path = report.path().display().to_string();
-    report.write(plan, outcomes, &summary)?;
+    report.write(plan, ledger, &summary)?;
     *ended = Some(Ended {
         summary,
         report: path,

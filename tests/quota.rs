@@ -13,6 +13,8 @@ use velt_group_sync::client::{Credentials, VeltClient};
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 use velt_group_sync::engine::{ExecOptions, Execution, execute};
 use velt_group_sync::interrupt::Interrupt;
+use velt_group_sync::ledger::Ledger;
+use velt_group_sync::outcome::Status;
 use velt_group_sync::plan::{Defaults, Plan, Planner, Sink};
 
 /// `groups` groups of `users` users each (one add request per group at chunk size 100).
@@ -35,6 +37,7 @@ fn plan(groups: usize, users: usize) -> Plan {
 
 struct Run {
     execution: Execution,
+    ledger: Ledger,
     elapsed: Duration,
     requests: u64,
     throttled: u64,
@@ -42,7 +45,7 @@ struct Run {
 }
 
 /// Runs `plan` with `opts` against an in-process emulator with `config`.
-async fn run(config: EmulatorConfig, mut plan: Plan, opts: ExecOptions) -> Run {
+async fn run(config: EmulatorConfig, plan: Plan, opts: ExecOptions) -> Run {
     let emu = Emulator::in_process(config);
     let client = VeltClient::in_process(
         emu.router(),
@@ -53,14 +56,15 @@ async fn run(config: EmulatorConfig, mut plan: Plan, opts: ExecOptions) -> Run {
     .expect("client");
     let interrupt = Interrupt::new();
     let started = Instant::now();
+    let mut ledger = Ledger::new(&plan, false, Status::NotAttempted);
     let execution = execute(
-        &mut plan,
+        &plan,
+        &mut ledger,
         &client,
         &opts,
         &ProgressBar::hidden(),
         &interrupt,
         None,
-        &Default::default(),
     )
     .await;
     Run {
@@ -69,13 +73,14 @@ async fn run(config: EmulatorConfig, mut plan: Plan, opts: ExecOptions) -> Run {
         throttled: emu.throttled(),
         held: emu.memberships().len(),
         execution,
+        ledger,
     }
 }
 
-fn statuses(e: &Execution) -> std::collections::BTreeMap<&'static str, usize> {
+fn statuses(ledger: &Ledger) -> std::collections::BTreeMap<&'static str, usize> {
     let mut by = std::collections::BTreeMap::new();
-    for o in &e.outcomes {
-        *by.entry(o.status.as_str()).or_default() += 1;
+    for r in ledger.rows() {
+        *by.entry(r.outcome.status.as_str()).or_default() += 1;
     }
     by
 }
@@ -89,7 +94,7 @@ fn least_time(requests: u32, per_window: u32, window: Duration, rate: f64) -> Du
 }
 
 fn assert_within_quota_figures(r: &Run, memberships: usize, least: Duration) {
-    let by = statuses(&r.execution);
+    let by = statuses(&r.ledger);
     eprintln!(
         "figures: {:.1} s (least {:.1} s, ratio {:.3}), {} of {} requests throttled ({:.1}%), waited {:.0} s",
         r.elapsed.as_secs_f64(),
@@ -182,7 +187,7 @@ async fn throttles_never_spend_retries_even_with_none_allowed() {
         ..ExecOptions::default()
     };
     let r = run(config, plan(40, 5), opts).await;
-    assert_eq!(statuses(&r.execution).get("added"), Some(&200));
+    assert_eq!(statuses(&r.ledger).get("added"), Some(&200));
 }
 
 #[tokio::test(start_paused = true)]
@@ -198,11 +203,11 @@ async fn past_the_throttle_budget_the_rest_is_not_attempted_never_failed() {
         ..ExecOptions::default()
     };
     let r = run(config, plan(10, 10), opts).await;
-    let by = statuses(&r.execution);
+    let by = statuses(&r.ledger);
     assert!(r.execution.throttle_exhausted);
     assert_eq!(by.get("not_attempted"), Some(&100), "{by:?}");
-    for o in &r.execution.outcomes {
-        let d = o.detail.as_ref().expect("a reason");
+    for row in r.ledger.rows() {
+        let d = row.outcome.detail.as_ref().expect("a reason");
         assert_eq!(d.error_status.as_deref(), Some("RESOURCE_EXHAUSTED"));
         assert!(d.message.contains("--max-throttle-wait"), "{}", d.message);
     }
@@ -268,7 +273,7 @@ fn shaped(
 /// Issue 25's figures: default flags, every one of `memberships` added, in at most 1.25 times
 /// the least time plus 20 s, with at most 20% of requests 429.
 fn assert_shape_figures(r: &Run, what: &str, memberships: usize, least: Duration) {
-    let by = statuses(&r.execution);
+    let by = statuses(&r.ledger);
     eprintln!(
         "{what}: {:.1} s (least {:.1} s), {} of {} requests throttled",
         r.elapsed.as_secs_f64(),

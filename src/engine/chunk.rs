@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::attempt::{Failure, Target, detail};
 use super::{Kind, Run};
 use crate::client::{Answer, NewUser, UserEntry};
+use crate::ledger::{Names, Subject};
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
 
@@ -42,8 +43,7 @@ impl<'a> Scope<'a> {
 
 /// A running chunk task's view, kept where the main loop can read it if the run is cut short.
 pub(crate) struct TaskState {
-    /// Whether `members` are memberships or accounts (`Kind::about_users`).
-    pub kind: Kind,
+    /// The ledger's rows the chunk carries.
     pub members: Vec<u32>,
     pub outs: Vec<Outcome>,
     /// Positions (into `members`) of the request now on the wire.
@@ -54,6 +54,8 @@ pub(crate) struct TaskState {
 pub(crate) struct Chunking<'r, 'a> {
     pub run: &'r Run<'a>,
     pub plan: &'r Plan,
+    /// What the rows are about (their user IDs), read while their outcomes are written.
+    names: Names<'r>,
     tasks: Mutex<HashMap<u64, TaskState>>,
     next_task: AtomicU64,
 }
@@ -75,10 +77,11 @@ enum Sent {
 }
 
 impl<'r, 'a> Chunking<'r, 'a> {
-    pub fn new(run: &'r Run<'a>, plan: &'r Plan) -> Chunking<'r, 'a> {
+    pub fn new(run: &'r Run<'a>, plan: &'r Plan, names: Names<'r>) -> Chunking<'r, 'a> {
         Chunking {
             run,
             plan,
+            names,
             tasks: Mutex::new(HashMap::new()),
             next_task: AtomicU64::new(0),
         }
@@ -104,7 +107,6 @@ impl<'r, 'a> Chunking<'r, 'a> {
         self.tasks().insert(
             id,
             TaskState {
-                kind,
                 members: members.to_vec(),
                 outs: vec![Outcome::new(Status::NotAttempted); n],
                 in_flight: Vec::new(),
@@ -216,10 +218,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
         members: &[u32],
         pending: &[usize],
     ) -> Result<(u16, HashMap<String, UserEntry>), Failure> {
-        let users: Vec<&str> = pending
-            .iter()
-            .map(|&p| self.user_of(kind, members[p]))
-            .collect();
+        let users: Vec<&str> = pending.iter().map(|&p| self.user_of(members[p])).collect();
         let target = scope.target(kind.event());
         self.run
             .attempt(
@@ -285,17 +284,9 @@ impl<'r, 'a> Chunking<'r, 'a> {
         })
     }
 
-    /// The user ID of a chunk's member: a membership's, or an account's.
-    fn user_of(&self, kind: Kind, i: u32) -> &'r str {
-        if kind.about_users() {
-            self.plan
-                .accounts
-                .as_ref()
-                .and_then(|a| a.list.get(i as usize))
-                .map_or("", |a| &a.user)
-        } else {
-            self.plan.user_at(i)
-        }
+    /// The user ID a chunk's row carries.
+    fn user_of(&self, row: u32) -> &'r str {
+        self.names.user(self.plan, row)
     }
 
     /// One request for `pending` members of a chunk.
@@ -314,20 +305,20 @@ impl<'r, 'a> Chunking<'r, 'a> {
             (Scope::Org(org), Kind::DeleteUsers) => client.delete_org_users(org, users).await,
             (Scope::Org(org), _) => {
                 let role = self.run.opts.access_role.map(|r| r.as_str());
-                let list: Vec<NewUser<'_>> = self
-                    .plan
-                    .accounts
+                let list: Vec<NewUser<'_>> = pending
                     .iter()
-                    .flat_map(|a| {
-                        pending
-                            .iter()
-                            .filter_map(|&p| a.list.get(members[p] as usize))
-                    })
-                    .map(|a| NewUser {
-                        user_id: &a.user,
-                        name: &a.name,
-                        email: &a.email,
-                        access_role: role,
+                    .zip(users)
+                    .filter_map(|(&p, user)| {
+                        let Subject::Account { a, .. } = self.names.subject(members[p]) else {
+                            return None;
+                        };
+                        let account = self.plan.accounts.as_ref()?.list.get(a as usize)?;
+                        Some(NewUser {
+                            user_id: user,
+                            name: &account.name,
+                            email: &account.email,
+                            access_role: role,
+                        })
                     })
                     .collect();
                 client
@@ -390,7 +381,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 return missing;
             };
             for &p in pending {
-                let user = self.user_of(kind, members[p]);
+                let user = self.user_of(members[p]);
                 let out = &mut t.outs[p];
                 let entry = entries.get(user);
                 answered += usize::from(entry.is_some());
@@ -405,8 +396,10 @@ impl<'r, 'a> Chunking<'r, 'a> {
                             // An add whose user was there already changed nothing.
                             out.status = Status::Unchanged;
                         }
-                        if matches!(kind, Kind::Add | Kind::CreateUsers | Kind::UpdateUsers) {
-                            added.push(members[p]);
+                        if matches!(kind, Kind::Add | Kind::CreateUsers | Kind::UpdateUsers)
+                            && let Some(key) = self.names.key(members[p])
+                        {
+                            added.push(key);
                         }
                     }
                     Some((Some(false), message)) => {
@@ -434,7 +427,7 @@ impl<'r, 'a> Chunking<'r, 'a> {
                 }
             }
         }
-        self.run.journal_confirmed(kind, added);
+        self.run.journal_confirmed(added);
         // Entries for users this request did not carry say nothing about any row.
         if entries.len() > answered && !self.run.strays_warned.swap(true, Ordering::Relaxed) {
             tracing::warn!(

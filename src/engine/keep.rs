@@ -152,10 +152,10 @@ impl<'o> Keep<'o> {
 /// never creates a second account beside `Alice@X.com`. Of two server spellings of one ID,
 /// the one the input has wins.
 pub(crate) fn respell(
-    plan: &mut Plan,
+    plan: &Plan,
     groups: &[Listing],
     (orgs, users): (&[Box<str>], &[Listing]),
-) {
+) -> Vec<(u32, Box<str>)> {
     let mut spelling: HashMap<(Box<str>, Box<str>), Box<str>> = HashMap::new();
     let mut learn = |org: &str, users: &[OrgUser]| {
         for u in users {
@@ -179,8 +179,9 @@ pub(crate) fn respell(
             learn(&group.org, members);
         }
     }
+    let mut spelled = Vec::new();
     if spelling.is_empty() {
-        return;
+        return spelled;
     }
     for i in 0..plan.memberships.len() as u32 {
         let m = &plan.memberships[i as usize];
@@ -188,9 +189,10 @@ pub(crate) fn respell(
         if let Some(server) = spelling.get(&key)
             && **server != *key.1
         {
-            plan.respell(i, &server.clone());
+            spelled.push((i, server.clone()));
         }
     }
+    spelled
 }
 
 /// A shell-style glob: `*` any run of characters, `?` one character, anything else itself,

@@ -29,7 +29,8 @@ use indicatif::ProgressBar;
 use crate::client::{Answer, VeltClient};
 use crate::interrupt::Interrupt;
 use crate::journal::Journal;
-use crate::outcome::{Detail, Outcome, Status};
+use crate::ledger::{Decisions, Ledger};
+use crate::outcome::Status;
 use crate::plan::Plan;
 
 /// `--mode`.
@@ -187,11 +188,6 @@ impl Default for ExecOptions {
 /// What a run of requests produced.
 #[derive(Debug)]
 pub struct Execution {
-    /// One per `Plan::memberships` entry.
-    pub outcomes: Vec<Outcome>,
-    /// `--provision-users`: one per `Accounts::list` entry (`Added`: created or updated as
-    /// its action says).
-    pub accounts: Vec<Outcome>,
     pub requests: u64,
     /// Set when the API refused the credentials and the run stopped.
     pub auth_failure: Option<String>,
@@ -298,17 +294,13 @@ impl<'a> Run<'a> {
 
     /// Journals confirmed adds (memberships, or organization users created or updated) as
     /// their answer lands, so that a resume after `kill -9` resends at most what was in flight.
-    fn journal_confirmed(&self, kind: Kind, added: Vec<u32>) {
+    fn journal_confirmed(&self, added: Vec<crate::journal::Key>) {
         let Some(journal) = &self.journal else { return };
         if added.is_empty() {
             return;
         }
         let mut j = lock(journal);
-        let written = if kind.about_users() {
-            j.record_accounts(added)
-        } else {
-            j.record(added)
-        };
+        let written = j.record(added);
         if let Err(e) = written {
             let mut first = lock(&self.journal_error);
             if first.is_none() {
@@ -319,12 +311,7 @@ impl<'a> Run<'a> {
     }
 
     /// The run's result, with the request counts so far.
-    fn execution(
-        self,
-        (outcomes, accounts): (Vec<Outcome>, Vec<Outcome>),
-        interrupted: Option<u8>,
-        unread: u64,
-    ) -> Execution {
+    fn execution(self, interrupted: Option<u8>, unread: u64) -> Execution {
         if let Some(journal) = &self.journal {
             let j = lock(journal);
             if let Err(e) = j.sync() {
@@ -342,8 +329,6 @@ impl<'a> Run<'a> {
         }
         let by_status = lock(&self.counters.by_status).clone();
         Execution {
-            outcomes,
-            accounts,
             requests: by_status.values().sum(),
             auth_failure: lock(&self.auth_failure).take(),
             interrupted,
@@ -359,10 +344,10 @@ impl<'a> Run<'a> {
     }
 
     /// The run's result when it refuses to write anything, for `why`.
-    fn refuse(self, results: (Vec<Outcome>, Vec<Outcome>), why: String) -> Execution {
+    fn refuse(self, why: String) -> Execution {
         Execution {
             refused: Some(why),
-            ..self.execution(results, None, 0)
+            ..self.execution(None, 0)
         }
     }
 }
@@ -399,65 +384,49 @@ impl Kind {
             Kind::Remove | Kind::DeleteUsers => Status::Removed,
         }
     }
-
-    /// Whether the chunk's members are organization users (`Accounts::list`), not memberships.
-    pub fn about_users(self) -> bool {
-        matches!(
-            self,
-            Kind::CreateUsers | Kind::UpdateUsers | Kind::DeleteUsers
-        )
-    }
 }
 
 /// Runs the plan: in delta and mirror modes reads every group (and, with `--provision-users`,
-/// every organization's users) first and works out what to add, update and remove (removals
-/// join `plan` as rows of their own), then sends: organization users first, then every
-/// group's chunks, skipping what `confirmed` (a journal) holds. In a dry run only the reads
-/// are sent.
+/// every organization's users) first and works out what to add, update and remove (which the
+/// ledger takes in as rows), then sends: organization users first, then every group's chunks,
+/// skipping what the ledger holds as done (a journal's confirmations). In a dry run only the
+/// reads are sent.
 pub async fn execute(
-    plan: &mut Plan,
+    plan: &Plan,
+    ledger: &mut Ledger,
     client: &VeltClient,
     opts: &ExecOptions,
     progress: &ProgressBar,
     interrupt: &Interrupt,
     journal: Option<&mut Journal>,
-    confirmed: &crate::journal::Confirmed,
 ) -> Execution {
     let run = Run::new(client, opts, interrupt, journal);
-    let (mut outcomes, mut accounts) = starting_outcomes(plan, confirmed);
-    plan.removing = opts.mode == Mode::Remove;
-    let unread = match run
-        .reconcile(plan, &mut outcomes, &mut accounts, interrupt)
-        .await
-    {
-        Ok(unread) => unread,
+    let unread = match run.reconcile(plan, interrupt).await {
+        Ok((decisions, unread)) => {
+            ledger.take(decisions);
+            unread
+        }
         Err(Ended::Stopped) => {
             let code = interrupt.code();
-            return run.execution((outcomes, accounts), code, 0);
+            return run.execution(code, 0);
         }
-        Err(Ended::Refused(why)) => return run.refuse((outcomes, accounts), why),
+        Err(Ended::Refused(why)) => return run.refuse(why),
     };
     if opts.dry_run {
-        for o in outcomes.iter_mut().chain(accounts.iter_mut()) {
+        for o in ledger.outcomes_mut() {
             if o.still_to_send() {
                 o.status = Status::Planned;
             }
         }
-        return run.execution((outcomes, accounts), None, unread);
+        return run.execution(None, unread);
     }
-    let plan = &*plan;
-    progress.set_length((outcomes.len() + accounts.len()) as u64);
+    progress.set_length(ledger.len() as u64);
     // Done already: from the journal, unchanged, or refused removals (which are never sent).
-    let done = outcomes.iter().chain(&accounts);
-    progress.inc(done.filter(|o| !o.still_to_send()).count() as u64);
-
-    let mut results = send::Results {
-        outcomes: &mut outcomes,
-        accounts: &mut accounts,
-    };
-    let interrupted = send::send_all(&run, plan, &mut results, progress, interrupt).await;
-    run.say_why_unsent(&mut outcomes, &mut accounts, interrupted);
-    run.execution((outcomes, accounts), interrupted, unread)
+    let done = ledger.rows().filter(|r| !r.outcome.still_to_send()).count();
+    progress.inc(done as u64);
+    let interrupted = send::send_all(&run, plan, ledger, progress, interrupt).await;
+    run.say_why_unsent(ledger, interrupted);
+    run.execution(interrupted, unread)
 }
 
 /// How the reading before sending ended a run early.
@@ -468,32 +437,6 @@ enum Ended {
     Refused(String),
 }
 
-/// Every row not attempted yet, but those a journal holds as confirmed by an earlier run.
-fn starting_outcomes(
-    plan: &Plan,
-    confirmed: &crate::journal::Confirmed,
-) -> (Vec<Outcome>, Vec<Outcome>) {
-    let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
-    let accounts_len = plan.accounts.as_ref().map_or(0, |a| a.list.len());
-    let mut accounts = vec![Outcome::new(Status::NotAttempted); accounts_len];
-    let earlier = Arc::new(Detail {
-        message: "confirmed by an earlier run (--state)".into(),
-        ..Detail::default()
-    });
-    for (list, done) in [
-        (&mut outcomes, &confirmed.memberships),
-        (&mut accounts, &confirmed.accounts),
-    ] {
-        for &i in done {
-            if let Some(o) = list.get_mut(i as usize) {
-                o.status = Status::Added;
-                o.detail = Some(earlier.clone());
-            }
-        }
-    }
-    (outcomes, accounts)
-}
-
 impl Run<'_> {
     /// Reads what the run needs before it sends: in add mode with provisioning, one user per
     /// organization (so that a typo never creates one); in the other modes every group and
@@ -501,12 +444,11 @@ impl Run<'_> {
     /// groups and organizations that could not be read.
     async fn reconcile(
         &self,
-        plan: &mut Plan,
-        outcomes: &mut Vec<Outcome>,
-        accounts: &mut Vec<Outcome>,
+        plan: &Plan,
         interrupt: &Interrupt,
-    ) -> Result<u64, Ended> {
+    ) -> Result<(Decisions, u64), Ended> {
         let opts = self.opts;
+        let mut decisions = Decisions::default();
         let mut keep = keep::Keep::new(plan, opts);
         // Provisioning must not create an organization by a typo: each must hold a user.
         let check_orgs = !opts.create_organization;
@@ -520,7 +462,7 @@ impl Run<'_> {
                     return Err(Ended::Refused(why));
                 }
             }
-            return Ok(0);
+            return Ok((decisions, 0));
         }
         let current = self
             .read_groups(plan, interrupt)
@@ -549,26 +491,20 @@ impl Run<'_> {
                 .iter()
                 .flat_map(|a| a.orgs.iter().map(|o| o.id.clone()))
                 .collect();
-            keep::respell(plan, &current, (&ids, users.as_deref().unwrap_or(&[])));
+            decisions.member_spellings =
+                keep::respell(plan, &current, (&ids, users.as_deref().unwrap_or(&[])));
         }
         keep.note_members(plan, &current);
-        let changes = reconcile::reconcile(plan, current, opts, &keep);
-        let mut unread = changes.unread;
-        reconcile::apply(plan, outcomes, changes);
-        if let (Some(users), Some(a)) = (users, plan.accounts.as_mut()) {
-            unread += provision::reconcile(a, accounts, users, &keep, opts);
+        let mut unread = reconcile::reconcile(plan, current, opts, &keep, &mut decisions);
+        if let (Some(users), Some(a)) = (users, &plan.accounts) {
+            unread += provision::reconcile(a, users, &keep, opts, &mut decisions);
         }
-        Ok(unread)
+        Ok((decisions, unread))
     }
 
     /// Every row the run did not send says why: a spent throttle budget, a signal, or
     /// refused credentials.
-    fn say_why_unsent(
-        &self,
-        outcomes: &mut [Outcome],
-        accounts: &mut [Outcome],
-        interrupted: Option<u8>,
-    ) {
+    fn say_why_unsent(&self, ledger: &mut Ledger, interrupted: Option<u8>) {
         let (throttled_for, throttle_exhausted) = self.gate.throttled();
         if throttle_exhausted {
             let why = attempt::detail(
@@ -580,7 +516,7 @@ impl Run<'_> {
                 Some("RESOURCE_EXHAUSTED".into()),
                 None,
             );
-            for o in outcomes.iter_mut().chain(accounts.iter_mut()) {
+            for o in ledger.outcomes_mut() {
                 if o.still_to_send() {
                     o.hold(why.clone());
                 }
@@ -602,7 +538,7 @@ impl Run<'_> {
         };
         if let Some(why) = stopped {
             let why = attempt::detail(why, None, None);
-            for o in outcomes.iter_mut().chain(accounts.iter_mut()) {
+            for o in ledger.outcomes_mut() {
                 if o.still_to_send() && o.detail.is_none() {
                     o.detail = Some(why.clone());
                 }
@@ -659,8 +595,8 @@ mod tests {
                 allow_empty: rng.bool(),
                 ..ExecOptions::default()
             };
-            let mut plan = planner.finish();
-            let mut outcomes = vec![Outcome::new(Status::NotAttempted); plan.memberships.len()];
+            let plan = planner.finish();
+            let mut ledger = Ledger::new(&plan, false, Status::NotAttempted);
             let repeats = rng.usize(1..4);
             let listing = current
                 .iter()
@@ -672,18 +608,17 @@ mod tests {
                 })
                 .collect();
             let keep = keep::Keep::new(&plan, &opts);
-            let changes = reconcile::reconcile(&plan, vec![Ok(listing)], &opts, &keep);
-            reconcile::apply(&mut plan, &mut outcomes, changes);
-            assert_eq!(
-                outcomes.len(),
-                plan.memberships.len(),
-                "case {case}: in step"
-            );
-            let removals = &plan.groups[0].removals;
+            let mut decisions = Decisions::default();
+            reconcile::reconcile(&plan, vec![Ok(listing)], &opts, &keep, &mut decisions);
+            ledger.take(decisions);
+            let removals: Vec<_> = ledger
+                .rows()
+                .filter(|r| matches!(r.subject, crate::ledger::Subject::Stray { .. }))
+                .collect();
             let cleared: Vec<&str> = removals
                 .iter()
-                .filter(|&&i| outcomes[i as usize].still_to_send())
-                .map(|&i| plan.user_at(i))
+                .filter(|r| r.outcome.still_to_send())
+                .map(|r| ledger.user(&plan, r.index))
                 .collect();
             let extra = current
                 .iter()

@@ -14,8 +14,8 @@ use super::{ExecOptions, Kind, Mode, Run};
 use crate::accounts::{Accounts, Action};
 use crate::client::OrgUser;
 use crate::interrupt::Interrupt;
+use crate::ledger::{Decisions, Names, Subject};
 use crate::outcome::{Detail, Outcome, Status};
-use crate::plan::Plan;
 
 /// Every organization's users, in `Accounts::orgs` order.
 type Current = Vec<Result<Vec<OrgUser>, Failure>>;
@@ -77,11 +77,11 @@ impl Run<'_> {
 /// server's spelling. Returns how many organizations could not be read while their removals
 /// were asked for.
 pub(crate) fn reconcile(
-    accounts: &mut Accounts,
-    outcomes: &mut Vec<Outcome>,
+    accounts: &Accounts,
     current: Current,
     keep: &Keep<'_>,
     opts: &ExecOptions,
+    decisions: &mut Decisions,
 ) -> u64 {
     let deprovision = opts.deprovision_users && opts.mode == Mode::Mirror;
     let mut unread = 0;
@@ -106,9 +106,9 @@ pub(crate) fn reconcile(
                 continue;
             }
         };
-        match_listed(accounts, o, &users, keep, outcomes);
+        match_listed(accounts, o, &users, keep, decisions);
         if deprovision {
-            leavers(accounts, o, &users, keep, outcomes, opts);
+            leavers(accounts, o, &users, keep, opts, decisions);
         }
     }
     unread
@@ -117,11 +117,11 @@ pub(crate) fn reconcile(
 /// The input's users of organization `o` that it holds already: kept when their name and
 /// e-mail are the same, else updated; they take the server's spelling of their ID.
 fn match_listed(
-    accounts: &mut Accounts,
+    accounts: &Accounts,
     o: usize,
     users: &[OrgUser],
     keep: &Keep<'_>,
-    outcomes: &mut [Outcome],
+    decisions: &mut Decisions,
 ) {
     let mut by_key: HashMap<Cow<'_, str>, &OrgUser> = HashMap::with_capacity(users.len());
     for u in users {
@@ -132,39 +132,38 @@ fn match_listed(
         }
     }
     for &a in &accounts.orgs[o].users {
-        let account = &mut accounts.list[a as usize];
+        let account = &accounts.list[a as usize];
         let Some(&there) = by_key.get(&*keep.key(&account.user)) else {
             continue;
         };
         if *there.user_id != *account.user {
-            account.user = there.user_id.as_str().into();
+            decisions
+                .account_spellings
+                .push((a, there.user_id.as_str().into()));
         }
         let same_name = there.name.as_deref().map(str::trim) == Some(&*account.name);
         let same_email = there
             .email
             .as_deref()
             .is_some_and(|e| e.trim().eq_ignore_ascii_case(&account.email));
-        account.action = if same_name && same_email {
+        let action = if same_name && same_email {
             Action::Keep
         } else {
             Action::Update
         };
-        let out = &mut outcomes[a as usize];
-        if account.action == Action::Keep && out.still_to_send() {
-            out.status = Status::Unchanged;
-        }
+        decisions.actions.push((a, action));
     }
 }
 
 /// `--deprovision-users`: the users of organization `o` that no record names become
 /// removals, protected ones kept, the rest held back if the guard refuses them.
 fn leavers(
-    accounts: &mut Accounts,
+    accounts: &Accounts,
     o: usize,
     users: &[OrgUser],
     keep: &Keep<'_>,
-    outcomes: &mut Vec<Outcome>,
     opts: &ExecOptions,
+    decisions: &mut Decisions,
 ) {
     let org_id = accounts.orgs[o].id.clone();
     let listed: HashSet<Cow<'_, str>> = accounts.orgs[o]
@@ -189,10 +188,9 @@ fn leavers(
     for u in extra {
         match keep.protected(&org_id, None, &u.user_id, u.email.as_deref()) {
             Some(kept) => {
-                accounts.push_removal(o as u32, &u.user_id);
                 let mut out = Outcome::new(Status::Protected);
                 out.detail = Some(detail(kept.message(), None, None));
-                outcomes.push(out);
+                decisions.leavers.push((o as u32, u.user_id.clone(), out));
             }
             None => candidates.push(u.user_id.as_str()),
         }
@@ -202,12 +200,11 @@ fn leavers(
     }
     let refused = refusal(&org_id, candidates.len(), once.len(), opts);
     for user in candidates {
-        accounts.push_removal(o as u32, user);
         let mut out = Outcome::new(Status::NotAttempted);
         if let Some(why) = &refused {
             out.hold(why.clone());
         }
-        outcomes.push(out);
+        decisions.leavers.push((o as u32, user.to_string(), out));
     }
 }
 
@@ -257,76 +254,97 @@ fn refusal(org: &str, removals: usize, current: usize, opts: &ExecOptions) -> Op
     Some(detail(message, None, None))
 }
 
-/// The organization-user chunks still to send: creations and updates, or (`removals`) the
-/// users to remove, per organization.
+/// The organization-user chunks still to send: creations and updates, per organization.
 pub(crate) fn pending<'a>(
     accounts: &'a Accounts,
+    names: Names<'_>,
     outcomes: &[Outcome],
-    removals: bool,
 ) -> Vec<(Scope<'a>, Vec<u32>, Kind)> {
-    let kinds: &[(Action, Kind)] = if removals {
-        &[(Action::Remove, Kind::DeleteUsers)]
-    } else {
-        &[
-            (Action::Create, Kind::CreateUsers),
-            (Action::Update, Kind::UpdateUsers),
-        ]
-    };
     let mut out = Vec::new();
     for org in &accounts.orgs {
-        let list = if removals { &org.removals } else { &org.users };
-        for &(action, kind) in kinds {
-            let members: Vec<u32> = list
+        for (want, kind) in [
+            (Action::Create, Kind::CreateUsers),
+            (Action::Update, Kind::UpdateUsers),
+        ] {
+            let rows: Vec<u32> = org
+                .users
                 .iter()
-                .copied()
-                .filter(|&a| {
-                    accounts.list[a as usize].action == action
-                        && outcomes[a as usize].still_to_send()
+                .map(|&a| names.account_row(a))
+                .filter(|&row| {
+                    matches!(names.subject(row), Subject::Account { action, .. } if action == want)
+                        && outcomes[row as usize].still_to_send()
                 })
                 .collect();
-            if !members.is_empty() {
-                out.push((Scope::Org(&org.id), members, kind));
+            if !rows.is_empty() {
+                out.push((Scope::Org(&org.id), rows, kind));
             }
         }
     }
     out
 }
 
+/// The users to remove from their organizations (`--deprovision-users`) still to send, per
+/// organization.
+pub(crate) fn leaving<'a>(
+    accounts: &'a Accounts,
+    names: Names<'_>,
+    outcomes: &[Outcome],
+) -> Vec<(Scope<'a>, Vec<u32>, Kind)> {
+    let mut by_org: Vec<Vec<u32>> = vec![Vec::new(); accounts.orgs.len()];
+    for (row, subject) in names.rows() {
+        if let Subject::Leaver { org, .. } = subject
+            && outcomes[row as usize].still_to_send()
+        {
+            by_org[org as usize].push(row);
+        }
+    }
+    accounts
+        .orgs
+        .iter()
+        .zip(by_org)
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(org, rows)| (Scope::Org(&org.id), rows, Kind::DeleteUsers))
+        .collect()
+}
+
 /// Memberships whose user could not be made a user of the organization are not sent: each is
 /// `not_attempted`, with the reason.
-pub(crate) fn hold_unprovisioned(
-    plan: &Plan,
-    accounts: &Accounts,
-    account_outcomes: &[Outcome],
-    outcomes: &mut [Outcome],
-) {
+pub(crate) fn hold_unprovisioned(names: Names<'_>, outcomes: &mut [Outcome]) {
     let mut reasons: HashMap<u32, Arc<Detail>> = HashMap::new();
-    for (i, o) in outcomes.iter_mut().enumerate() {
-        if !o.still_to_send() || plan.memberships[i].is_removal() {
+    for (row, subject) in names.rows() {
+        let Subject::Member {
+            account: Some(a), ..
+        } = subject
+        else {
+            continue;
+        };
+        if !outcomes[row as usize].still_to_send() || names.is_removal(row) {
             continue;
         }
-        let Some(a) = accounts.of(i) else { continue };
-        let account = &account_outcomes[a as usize];
+        let account = &outcomes[a as usize];
         if account.status.is_success() {
             continue;
         }
-        let why = reasons.entry(a).or_insert_with(|| {
-            let cause = account
-                .detail
-                .as_deref()
-                .map_or("it was not sent", |d| d.message.as_str());
-            detail(
-                format!(
-                    "not sent: the user could not be made a user of the organization ({}: {cause})",
-                    account.status
-                ),
-                account
+        let why = reasons
+            .entry(a)
+            .or_insert_with(|| {
+                let cause = account
                     .detail
                     .as_deref()
-                    .and_then(|d| d.error_status.clone()),
-                account.detail.as_deref().and_then(|d| d.http_status),
-            )
-        });
-        o.hold(why.clone());
+                    .map_or("it was not sent", |d| d.message.as_str());
+                detail(
+                    format!(
+                        "not sent: the user could not be made a user of the organization ({}: {cause})",
+                        account.status
+                    ),
+                    account
+                        .detail
+                        .as_deref()
+                        .and_then(|d| d.error_status.clone()),
+                    account.detail.as_deref().and_then(|d| d.http_status),
+                )
+            })
+            .clone();
+        outcomes[row as usize].hold(why);
     }
 }

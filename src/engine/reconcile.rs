@@ -1,8 +1,7 @@
 //! Delta and mirror modes: read what each group holds (page by page, through the attempt
 //! loop), then work out what to change: members already there are `unchanged`; in mirror mode
 //! members the input does not list are removals, unless the group's safety limits refuse them.
-//! Working out (`reconcile`) and applying (`apply`) are apart, so that the plan and the
-//! outcomes grow in one place, together.
+//! What it works out goes to the ledger as `Decisions`; the plan stays as the input made it.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -15,6 +14,7 @@ use super::keep::Keep;
 use super::{ExecOptions, MaxRemovals, Mode, Run};
 use crate::client::{Answer, OrgUser, Page};
 use crate::interrupt::Interrupt;
+use crate::ledger::Decisions;
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
 
@@ -22,25 +22,6 @@ use crate::plan::{Group, Plan};
 /// server that lists more is taken to be listing without end. Bounds the memory a hostile
 /// server can make a run take (about 150 bytes a member).
 const MAX_LISTED: usize = 2_000_000;
-
-/// What reading the groups changes.
-#[derive(Debug, Default)]
-pub(crate) struct Changes {
-    /// Memberships that are there already (for `--mode remove`: that are not there).
-    pub unchanged: Vec<u32>,
-    /// `--mode remove`: memberships of the input to remove, by group.
-    pub remove: Vec<(u32, u32)>,
-    /// Memberships not to be sent, and why (a removal a safety limit refused, a group that
-    /// could not be read in remove mode).
-    pub held: Vec<(u32, Arc<Detail>)>,
-    /// `--mode remove`: memberships `--protect-users` / `--protect-groups` keep, and why.
-    pub protected: Vec<(u32, Arc<Detail>)>,
-    /// Members to remove: (group index, user, its outcome before sending: not attempted,
-    /// held back by a safety limit, or protected).
-    pub removals: Vec<(u32, String, Outcome)>,
-    /// Mirror mode: groups that could not be read, so their removals are unknown.
-    pub unread: u64,
-}
 
 /// What a paged listing has shown so far, to tell one that does not end normally.
 struct Listing {
@@ -229,14 +210,15 @@ pub(crate) fn reconcile(
     current: Vec<Result<Vec<OrgUser>, Failure>>,
     opts: &ExecOptions,
     keep: &Keep<'_>,
-) -> Changes {
-    let mut changes = Changes::default();
+    changes: &mut Decisions,
+) -> u64 {
+    let mut unread = 0;
     for (g, members) in current.into_iter().enumerate() {
         let group = &plan.groups[g];
         let members = match members {
             Ok(m) => m,
             Err(e) => {
-                unreadable(group, &e, opts, &mut changes);
+                unread += unreadable(group, &e, opts, changes);
                 continue;
             }
         };
@@ -250,7 +232,7 @@ pub(crate) fn reconcile(
                 distinct(&members),
                 opts,
                 keep,
-                &mut changes,
+                changes,
             );
             continue;
         }
@@ -281,7 +263,7 @@ pub(crate) fn reconcile(
                 Some(kept) => {
                     let mut o = Outcome::new(Status::Protected);
                     o.detail = Some(detail(kept.message(), None, None));
-                    changes.removals.push((g as u32, m.user_id.clone(), o));
+                    changes.strays.push((g as u32, m.user_id.clone(), o));
                 }
                 None => candidates.push(m.user_id.as_str()),
             }
@@ -295,10 +277,10 @@ pub(crate) fn reconcile(
             if let Some(why) = &refused {
                 o.hold(why.clone());
             }
-            changes.removals.push((g as u32, user.to_string(), o));
+            changes.strays.push((g as u32, user.to_string(), o));
         }
     }
-    changes
+    unread
 }
 
 /// How many distinct users a listing holds: what the guards measure against, whatever the
@@ -310,13 +292,12 @@ fn distinct(listing: &[OrgUser]) -> usize {
 
 /// A group that could not be read: nothing is removed from it (mirror), its listed removals
 /// are held back (remove mode), and the run says so.
-fn unreadable(group: &Group, e: &Failure, opts: &ExecOptions, changes: &mut Changes) {
+/// Returns 1 if the group's removals are unknown (mirror and remove modes), else 0.
+fn unreadable(group: &Group, e: &Failure, opts: &ExecOptions, changes: &mut Decisions) -> u64 {
     let why = e
         .detail()
         .map_or_else(|| "the run stopped".to_string(), |d| d.message.clone());
-    if matches!(opts.mode, Mode::Mirror | Mode::Remove) {
-        changes.unread += 1;
-    }
+    let unread = u64::from(matches!(opts.mode, Mode::Mirror | Mode::Remove));
     if opts.mode == Mode::Remove {
         let held = detail(
             format!("not removed: the group could not be read ({why}); re-run to remove"),
@@ -338,6 +319,7 @@ fn unreadable(group: &Group, e: &Failure, opts: &ExecOptions, changes: &mut Chan
             _ => "its users are added as in add mode",
         },
     );
+    unread
 }
 
 /// `--mode remove`: the group's listed members that are members now are to go (under the
@@ -349,7 +331,7 @@ fn remove_listed(
     members: usize,
     opts: &ExecOptions,
     keep: &Keep<'_>,
-    changes: &mut Changes,
+    changes: &mut Decisions,
 ) {
     let group = &plan.groups[g as usize];
     let mut there = Vec::new();
@@ -378,7 +360,7 @@ fn remove_listed(
         Some(why) => changes
             .held
             .extend(there.into_iter().map(|i| (i, why.clone()))),
-        None => changes.remove.extend(there.into_iter().map(|i| (g, i))),
+        None => changes.remove.extend(there),
     }
 }
 
@@ -452,30 +434,4 @@ fn refusal(
         message = %message,
     );
     Some(detail(message, None, None))
-}
-
-/// Applies the changes: `unchanged` outcomes, and each removal as a row of the plan with its
-/// outcome beside it (held back when refused, kept when protected).
-pub(crate) fn apply(plan: &mut Plan, outcomes: &mut Vec<Outcome>, changes: Changes) {
-    for i in changes.unchanged {
-        let o = &mut outcomes[i as usize];
-        if o.still_to_send() {
-            o.status = Status::Unchanged;
-        }
-    }
-    for (i, why) in changes.held {
-        outcomes[i as usize].hold(why);
-    }
-    for (i, why) in changes.protected {
-        let o = &mut outcomes[i as usize];
-        o.status = Status::Protected;
-        o.detail = Some(why);
-    }
-    for (g, i) in changes.remove {
-        plan.groups[g as usize].removals.push(i);
-    }
-    for (g, user, outcome) in changes.removals {
-        plan.push_removal(g, &user);
-        outcomes.push(outcome);
-    }
 }

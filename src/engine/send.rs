@@ -11,29 +11,27 @@ use tokio::time::Instant;
 use super::chunk::{Chunking, Chunks, Scope};
 use super::{Kind, Mode, Run, provision};
 use crate::interrupt::Interrupt;
+use crate::ledger::{Ledger, Names, Subject};
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::Plan;
 
-/// Where answers land: memberships' outcomes and organization users'.
+/// Where answers land: the ledger's outcomes, by row.
 pub(super) struct Results<'o> {
     pub outcomes: &'o mut [Outcome],
-    pub accounts: &'o mut [Outcome],
 }
 
 impl Results<'_> {
-    fn set(&mut self, kind: Kind, members: &[u32], outs: Vec<Outcome>) {
-        let list = if kind.about_users() {
-            &mut *self.accounts
-        } else {
-            &mut *self.outcomes
-        };
-        for (&i, o) in members.iter().zip(outs) {
-            if let Some(slot) = list.get_mut(i as usize) {
+    fn set(&mut self, rows: &[u32], outs: Vec<Outcome>) {
+        for (&i, o) in rows.iter().zip(outs) {
+            if let Some(slot) = self.outcomes.get_mut(i as usize) {
                 *slot = o;
             }
         }
     }
 }
+
+/// Chunks to send: what each is about, its rows, and the call.
+type Pending<'a> = Vec<(Scope<'a>, Vec<u32>, Kind)>;
 
 /// Sends every chunk: organization users first (group calls need them), then the adds of
 /// every group, then removals, then organization users to remove, so that a run cut short has
@@ -41,16 +39,18 @@ impl Results<'_> {
 pub(super) async fn send_all(
     run: &Run<'_>,
     plan: &Plan,
-    results: &mut Results<'_>,
+    ledger: &mut Ledger,
     progress: &ProgressBar,
     interrupt: &Interrupt,
 ) -> Option<u8> {
-    let chunking = Chunking::new(run, plan);
+    let (names, outcomes) = ledger.split();
+    let mut results = Results { outcomes };
+    let chunking = Chunking::new(run, plan, names);
     let opts = run.opts;
     let users = plan
         .accounts
         .as_ref()
-        .map_or_else(Vec::new, |a| provision::pending(a, results.accounts, false));
+        .map_or_else(Vec::new, |a| provision::pending(a, names, results.outcomes));
     // Chunk tasks may queue up to the most slots there can be; the slots themselves (see
     // `Concurrency`) bound what is on the wire.
     let width = opts.max_concurrency.max(opts.concurrency).max(1);
@@ -66,52 +66,68 @@ pub(super) async fn send_all(
             .buffer_unordered(width)
     };
     let mut drive = Drive::default();
-    if let Some(accounts) = &plan.accounts {
+    if plan.accounts.is_some() {
         drive
-            .run(&chunking, phase(&users), results, progress, interrupt)
+            .run(&chunking, phase(&users), &mut results, progress, interrupt)
             .await;
         if drive.aborted || drive.interrupted.is_some() || run.gate.stopping() {
-            return drive.finish(&chunking, results, interrupt);
+            return drive.finish(&chunking, &mut results, interrupt);
         }
-        provision::hold_unprovisioned(plan, accounts, results.accounts, results.outcomes);
+        provision::hold_unprovisioned(names, results.outcomes);
     }
-    let pending = |kind: Kind| -> Vec<(Scope<'_>, Vec<u32>, Kind)> {
-        plan.groups
-            .iter()
-            .filter_map(|g| {
-                let list = match kind {
-                    Kind::Remove => &g.removals,
-                    _ => &g.members,
-                };
-                let members: Vec<u32> = list
-                    .iter()
-                    .copied()
-                    .filter(|&i| results.outcomes[i as usize].still_to_send())
-                    .collect();
-                (!members.is_empty()).then_some((Scope::Group(g), members, kind))
-            })
-            .collect()
-    };
     // A removal list adds nothing: its memberships are all removals (or unchanged).
-    let adds = if opts.mode == Mode::Remove {
-        Vec::new()
-    } else {
-        pending(Kind::Add)
-    };
-    let removals = pending(Kind::Remove);
+    let removing = opts.mode == Mode::Remove;
+    let (adds, removals) = group_phases(plan, names, results.outcomes, removing);
     let user_removals = plan
         .accounts
         .as_ref()
-        .map_or_else(Vec::new, |a| provision::pending(a, results.accounts, true));
+        .map_or_else(Vec::new, |a| provision::leaving(a, names, results.outcomes));
     // Every add is answered before the first removal goes, so that a run cut short has done
     // the safe half: `chain` starts the removals only once the adds' stream has ended.
     let answers = phase(&adds)
         .chain(phase(&removals))
         .chain(phase(&user_removals));
     drive
-        .run(&chunking, answers, results, progress, interrupt)
+        .run(&chunking, answers, &mut results, progress, interrupt)
         .await;
-    drive.finish(&chunking, results, interrupt)
+    drive.finish(&chunking, &mut results, interrupt)
+}
+
+/// The group chunks still to send: every group's adds (none for a removal list), and every
+/// group's removals (a removal list's memberships, or members the input does not list).
+fn group_phases<'p>(
+    plan: &'p Plan,
+    names: Names<'_>,
+    outcomes: &[Outcome],
+    removing: bool,
+) -> (Pending<'p>, Pending<'p>) {
+    let still = |rows: &mut dyn Iterator<Item = u32>| -> Vec<u32> {
+        rows.filter(|&i| outcomes[i as usize].still_to_send())
+            .collect()
+    };
+    let mut strays: Vec<Vec<u32>> = vec![Vec::new(); plan.groups.len()];
+    for (row, subject) in names.rows() {
+        if let Subject::Stray { group, .. } = subject {
+            strays[group as usize].push(row);
+        }
+    }
+    let (mut adds, mut removals) = (Vec::new(), Vec::new());
+    for (g, group) in plan.groups.iter().enumerate() {
+        let members = still(&mut group.members.iter().map(|&m| names.member_row(m)));
+        let (list, kind) = if removing {
+            (&mut removals, Kind::Remove)
+        } else {
+            (&mut adds, Kind::Add)
+        };
+        if !members.is_empty() {
+            list.push((Scope::Group(group), members, kind));
+        }
+        let gone = still(&mut strays[g].iter().copied());
+        if !gone.is_empty() {
+            removals.push((Scope::Group(group), gone, Kind::Remove));
+        }
+    }
+    (adds, removals)
 }
 
 /// The loop that takes chunk answers as they come, and stops on signals: the first stops new
@@ -154,7 +170,7 @@ impl Drive {
                     let Some(id) = next else { break };
                     let Some(task) = chunking.tasks().remove(&id) else { continue };
                     progress.inc(task.members.len() as u64);
-                    results.set(task.kind, &task.members, task.outs);
+                    results.set(&task.members, task.outs);
                 }
             }
         }
@@ -181,7 +197,7 @@ impl Drive {
                     outs[p].status = Status::Unconfirmed;
                     outs[p].detail = Some(cut.clone());
                 }
-                results.set(task.kind, &task.members, outs);
+                results.set(&task.members, outs);
             }
         }
         self.interrupted.or_else(|| interrupt.code())

@@ -290,16 +290,7 @@ mod tests {
             .iter()
             .map(|m| {
                 let g = plan.group_of(m);
-                format!(
-                    "{}/{}/{}@{}",
-                    g.org,
-                    g.id,
-                    plan.user(m),
-                    match m.origin() {
-                        crate::plan::Origin::Line(l) => l,
-                        crate::plan::Origin::Server => 0,
-                    }
-                )
+                format!("{}/{}/{}@{}", g.org, g.id, plan.user(m), m.line())
             })
             .collect()
     }
