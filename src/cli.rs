@@ -127,19 +127,25 @@ pub struct InputArgs {
         long,
         value_name = "NAME",
         env = "VELT_NAME_COLUMN",
-        conflicts_with = "name_columns"
+        conflicts_with = "name_columns",
+        requires = "provision_users"
     )]
     pub name_column: Option<String>,
 
     /// Two columns whose values, joined by a space, are the user's name, e.g.
     /// `FirstName,LastName` (--provision-users).
     #[arg(long, value_name = "FIRST,LAST", value_parser = parse_name_columns,
-          env = "VELT_NAME_COLUMNS")]
+          env = "VELT_NAME_COLUMNS", requires = "provision_users")]
     pub name_columns: Option<(String, String)>,
 
     /// Column (or JSON key or path) that holds the user's e-mail (--provision-users);
     /// recognised without it: email, mail.
-    #[arg(long, value_name = "NAME", env = "VELT_EMAIL_COLUMN")]
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "VELT_EMAIL_COLUMN",
+        requires = "provision_users"
+    )]
     pub email_column: Option<String>,
 
     /// Keep only records whose COLUMN is one of the values (trimmed, case-insensitive), e.g.
@@ -259,14 +265,19 @@ pub struct SyncArgs {
 
     /// --provision-users: the access role new and updated users get in their organization.
     /// Default: none sent (Velt's default).
-    #[arg(long, value_enum, env = "VELT_ACCESS_ROLE")]
+    #[arg(long, value_enum, env = "VELT_ACCESS_ROLE", requires = "provision_users")]
     pub access_role: Option<AccessRole>,
 
     /// Mirror mode with --provision-users: remove from each organization the input names the
     /// users it holds that the input does not list (after --include / --exclude), with
     /// Velt's /v2/users/delete, after every group call. Organizations the input never names
     /// are never touched. See --max-user-removals.
-    #[arg(long, env = "VELT_DEPROVISION_USERS", value_parser = BoolishValueParser::new())]
+    #[arg(
+        long,
+        env = "VELT_DEPROVISION_USERS",
+        value_parser = BoolishValueParser::new(),
+        requires_if("true", "provision_users")
+    )]
     pub deprovision_users: bool,
 
     /// --deprovision-users: most users removed per organization, a count or a share of its

@@ -586,6 +586,8 @@ fn patterns(given: &[String], flag: &str) -> Result<Vec<String>, Error> {
 }
 
 /// The provisioning flags that make no sense together, before anything is read.
+/// The combinations clap cannot tell: those that depend on `--mode`, and provisioning's
+/// options with `--provision-users` turned off by its variable (clap sees it given).
 fn check_provisioning(args: &SyncArgs) -> Result<(), Error> {
     let provision = args.input.provision_users;
     let problem = if args.deprovision_users && !provision {

@@ -338,6 +338,19 @@ fn bad_flags_exit_2() {
             &["sync", "--max-throttle-wait", "soon"],
             "is not a duration",
         ),
+        // Provisioning's options without provisioning: clap's own usage error.
+        (
+            &["sync", "in.csv", "--email-column", "Mail"],
+            "required arguments were not provided:\n  --provision-users",
+        ),
+        (
+            &["sync", "in.csv", "--mode", "mirror", "--deprovision-users"],
+            "required arguments were not provided:\n  --provision-users",
+        ),
+        (
+            &["validate", "in.csv", "--name-columns", "First,Last"],
+            "required arguments were not provided:\n  --provision-users",
+        ),
     ] {
         bin(dir.path())
             .args(args)
