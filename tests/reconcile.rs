@@ -17,20 +17,12 @@ async fn sync(emu: &Emulator, rows: &[&str], args: &[&str]) -> (i32, Vec<Row>) {
         input.push('\n');
     }
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
-    let mut cmd = bin_with_credentials(dir.path());
-    cmd.args(["sync", "in.csv", "--base-url", &emu.base_url()])
-        .args(["--report", "out.csv"])
-        .args(args);
+    let mut args = args.to_vec();
     if !args.contains(&"--rate") {
-        cmd.args(["--rate", "200"]);
+        args.extend(["--rate", "200"]);
     }
-    let output = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    let code = output.status.code().expect("exit code");
-    let rows = read_report(&dir.path().join("out.csv"));
-    (code, rows)
+    let run = sync_in_process(emu, dir.path(), &args).await;
+    (run.code(), run.rows)
 }
 
 /// `user=status/action` for each row of a group, in report order.
@@ -276,17 +268,15 @@ async fn a_missing_group_is_created_on_not_found_only_with_the_flag() {
                  acme,design,\"Design, UX\",u1\nacme,design,,u2\n";
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
     let run = |extra: &'static [&'static str]| {
-        let mut cmd = bin_with_credentials(dir.path());
-        cmd.args(["sync", "in.csv", "--base-url", &emu.base_url()])
-            .args(["--report", "out.csv", "--chunk-size", "1"])
-            .args(extra);
-        cmd.output().unwrap()
+        let mut argv = vec!["in.csv", "--report", "out.csv", "--chunk-size", "1"];
+        argv.extend_from_slice(extra);
+        let (emu, dir) = (&emu, dir.path());
+        async move { sync_argv(Server::Emulator(emu), dir, &argv).await }
     };
 
-    let out = tokio::task::block_in_place(|| run(&[]));
-    assert_eq!(out.status.code(), Some(1));
-    let rows = read_report(&dir.path().join("out.csv"));
-    for r in &rows {
+    let out = run(&[]).await;
+    assert_eq!(out.code(), 1);
+    for r in &out.rows {
         assert_eq!(r["status"], "failed");
         assert_eq!(r["errorStatus"], "NOT_FOUND");
         assert!(
@@ -297,20 +287,14 @@ async fn a_missing_group_is_created_on_not_found_only_with_the_flag() {
     }
     assert_eq!(emu.calls(Call::CreateGroups), 0);
 
-    let out = tokio::task::block_in_place(|| {
-        run(&[
-            "--create-missing-groups",
-            "--group-name-column",
-            "groupName",
-        ])
-    });
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows = read_report(&dir.path().join("out.csv"));
+    let out = run(&[
+        "--create-missing-groups",
+        "--group-name-column",
+        "groupName",
+    ])
+    .await;
+    assert_eq!(out.code(), 0, "{}", out.error());
+    let rows = out.rows;
     assert!(rows.iter().all(|r| r["status"] == "added"), "{rows:?}");
     assert_eq!(
         emu.calls(Call::CreateGroups),
@@ -372,7 +356,8 @@ async fn rejected_credentials_while_reading_stop_the_run_before_any_write() {
     let (code, rows) = sync(&emu, &["acme,eng,u1", "acme,ops,u2"], &["--mode", "mirror"]).await;
     assert_eq!(code, 3);
     assert!(
-        rows.iter().all(|r| r["status"] == "not_attempted"),
+        rows.iter()
+            .all(|r| r["status"] == "not_attempted" && r["message"].contains("credentials")),
         "{rows:?}"
     );
     assert_eq!(emu.calls(Call::Add) + emu.calls(Call::Delete), 0);
@@ -502,34 +487,26 @@ async fn only_status_on_a_mirror_report_leaves_its_removals_out() {
     let mut text = String::from("organizationId,organizationUserGroupId,userId\n");
     text.push_str(&input.join("\n"));
     std::fs::write(dir.path().join("in.csv"), text).unwrap();
-    let mut cmd = bin_with_credentials(dir.path());
-    cmd.args([
-        "sync",
-        "in.csv",
-        "--base-url",
-        &emu.base_url(),
-        "--mode",
-        "mirror",
-    ])
-    .args(["--report", "mirror.csv"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let report = read_report(&dir.path().join("mirror.csv"));
+    let server = || Server::Emulator(&emu);
+    let argv = ["in.csv", "--mode", "mirror", "--report", "mirror.csv"];
+    let out = sync_argv(server(), dir.path(), &argv).await;
+    assert_eq!(out.code(), 0);
+    let report = out.rows;
     assert_eq!(
         report.iter().filter(|r| r["status"] == "removed").count(),
         2
     );
     // Fed back: every `added` and `removed` row is wanted, but only the add is a membership.
-    let mut cmd = bin_with_credentials(dir.path());
-    cmd.args(["sync", "mirror.csv", "--base-url", &emu.base_url()])
-        .args(["--only-status", "added,removed", "--report", "again.csv"]);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0));
-    let again = read_report(&dir.path().join("again.csv"));
+    let argv = [
+        "mirror.csv",
+        "--only-status",
+        "added,removed",
+        "--report",
+        "again.csv",
+    ];
+    let out = sync_argv(server(), dir.path(), &argv).await;
+    assert_eq!(out.code(), 0);
+    let again = out.rows;
     assert_eq!(outcome(&again, "eng"), ["n1=added/add"]);
     assert!(
         !members(&emu, "eng").contains(&"x1".to_string()),
@@ -617,17 +594,9 @@ async fn a_migration_and_its_undo_leave_the_server_as_it_was() {
         text.push_str(&format!("acme,eng,{u}\nacme,ops,{u}\n"));
     }
     std::fs::write(dir.path().join("in.csv"), text).unwrap();
-    let run = |args: &[&str]| {
-        let mut cmd = bin_with_credentials(dir.path());
-        cmd.args(["sync", "--base-url", &emu.base_url()]).args(args);
-        async move {
-            tokio::task::spawn_blocking(move || cmd.output().unwrap())
-                .await
-                .unwrap()
-        }
-    };
+    let run = |args: &'static [&'static str]| sync_argv(Server::Emulator(&emu), dir.path(), args);
     let out = run(&["in.csv", "--mode", "delta", "--report", "migration.csv"]).await;
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.code(), 0);
     assert_eq!(emu.memberships().len(), 5 + 30 + 32);
     let out = run(&[
         "migration.csv",
@@ -642,11 +611,6 @@ async fn a_migration_and_its_undo_leave_the_server_as_it_was() {
         "undo.csv",
     ])
     .await;
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.code(), 0, "{}", out.error());
     assert_eq!(emu.memberships(), before, "the server is as it was");
 }

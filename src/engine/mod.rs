@@ -407,7 +407,9 @@ pub async fn execute(
             unread
         }
         Err(Ended::Stopped) => {
+            // Nothing was written; every row says why.
             let code = interrupt.code();
+            run.say_why_unsent(ledger, code);
             return run.execution(code, 0);
         }
         Err(Ended::Refused(why)) => return run.refuse(why),

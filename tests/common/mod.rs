@@ -171,6 +171,24 @@ pub struct InProcess {
     pub rows: Vec<Row>,
 }
 
+impl InProcess {
+    /// The exit code the binary would have ended with.
+    pub fn code(&self) -> i32 {
+        match &self.result {
+            Ok(code) => i32::from(*code),
+            Err(e) => i32::from(e.exit_code()),
+        }
+    }
+
+    /// The error message the binary would have printed (empty for a run without an error).
+    pub fn error(&self) -> String {
+        match &self.result {
+            Ok(_) => String::new(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+}
+
 /// `sync INPUT ARGS...` run in-process (the library, not the binary) against an in-process
 /// emulator, so that a test on a paused clock (`#[tokio::test(start_paused = true)]`) runs
 /// minutes of pacing in milliseconds. The input is `dir/in.csv`; the report goes to
@@ -186,31 +204,78 @@ pub async fn sync_in_process_with(
     args: &[&str],
     interrupt: velt_group_sync::interrupt::Interrupt,
 ) -> InProcess {
+    let mut argv = vec!["in.csv", "--report", "report.csv"];
+    argv.extend_from_slice(args);
+    run_in_process(Server::Emulator(emu), dir, &argv, interrupt).await
+}
+
+/// Where an in-process run sends.
+pub enum Server<'a> {
+    Emulator(&'a Emulator),
+    /// A server on the network (a wiremock), by its base URL.
+    Url(&'a str),
+}
+
+/// Flags whose value is a path: resolved against the test's directory, as the binary run
+/// there would.
+const PATH_FLAGS: &[&str] = &[
+    "--report",
+    "--state",
+    "--group-map",
+    "--metrics-file",
+];
+
+/// `sync ARGV...` (the input first) run in-process as the binary would run it in `dir`:
+/// relative paths are `dir`'s. Returns the exit code or error, the figures and the rows of
+/// the report (found by its `--report` flag).
+pub async fn sync_argv(server: Server<'_>, dir: &Path, argv: &[&str]) -> InProcess {
+    let interrupt = velt_group_sync::interrupt::Interrupt::new();
+    run_in_process(server, dir, argv, interrupt).await
+}
+
+async fn run_in_process(
+    server: Server<'_>,
+    dir: &Path,
+    argv: &[&str],
+    interrupt: velt_group_sync::interrupt::Interrupt,
+) -> InProcess {
     use clap::Parser;
     use velt_group_sync::cli::{Cli, Command};
-    let input = dir.join("in.csv");
-    let report = dir.join("report.csv");
-    let mut argv = vec![
-        "velt-group-sync",
-        "-q",
-        "sync",
-        input.to_str().expect("path"),
-        "--report",
-        report.to_str().expect("path"),
-        "--jitter-seed",
-        "7",
-    ];
-    argv.extend_from_slice(args);
-    let cli = Cli::try_parse_from(argv).expect("arguments");
+    let mut resolved: Vec<String> = Vec::new();
+    let mut report = None;
+    for (i, a) in argv.iter().enumerate() {
+        let is_path = (i == 0 && *a != "-") || (i > 0 && PATH_FLAGS.contains(&argv[i - 1]));
+        let value = if is_path && !Path::new(a).is_absolute() {
+            dir.join(a).to_string_lossy().into_owned()
+        } else {
+            a.to_string()
+        };
+        if i > 0 && argv[i - 1] == "--report" {
+            report = Some(std::path::PathBuf::from(&value));
+        }
+        resolved.push(value);
+    }
+    let mut full = vec!["velt-group-sync", "-q", "sync", "--jitter-seed", "7"];
+    full.extend(resolved.iter().map(String::as_str));
+    let cli = Cli::try_parse_from(full).expect("arguments");
     let Command::Sync(args) = cli.command else {
         panic!("not a sync command")
     };
-    let client = velt_group_sync::client::VeltClient::in_process(
-        emu.router(),
-        args.api_version,
-        &velt_group_sync::client::Credentials::new(API_KEY, AUTH_TOKEN),
-        args.timeout,
-    )
+    let credentials = velt_group_sync::client::Credentials::new(API_KEY, AUTH_TOKEN);
+    let client = match server {
+        Server::Emulator(emu) => velt_group_sync::client::VeltClient::in_process(
+            emu.router(),
+            args.api_version,
+            &credentials,
+            args.timeout,
+        ),
+        Server::Url(url) => velt_group_sync::client::VeltClient::new(
+            url,
+            args.api_version,
+            &credentials,
+            args.timeout,
+        ),
+    }
     .expect("client");
     let session = velt_group_sync::sync::Session {
         client: Some(client),
@@ -221,10 +286,9 @@ pub async fn sync_in_process_with(
         },
     };
     let synced = velt_group_sync::sync::sync(&args, &session).await;
-    let rows = if report.exists() {
-        read_report(&report)
-    } else {
-        Vec::new()
+    let rows = match report.filter(|r| r.exists()) {
+        Some(path) => read_report(&path),
+        None => Vec::new(),
     };
     // Whatever the test: every row that did not go through says why.
     for r in &rows {
