@@ -10,31 +10,27 @@ use common::*;
 use velt_group_sync::emulator::{Call, EmulatorConfig};
 
 /// What a dry run planned: `org/group/user@line` per planned row, `line: reason` per invalid
-/// row, the exit code and stderr.
+/// row, the exit code, the error message, and what the filters and the map left out.
 struct Planned {
     code: i32,
     planned: Vec<String>,
     invalid: Vec<String>,
     stderr: String,
+    filtered: u64,
+    unmapped_skipped: u64,
 }
 
-fn dry_run(dir: &Path, input: &str, args: &[&str]) -> Planned {
-    let out = bin(dir)
-        .args(["sync", input, "--dry-run", "--report", "out.csv"])
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let code = out.status.code().unwrap();
-    let rows = if dir.join("out.csv").exists() {
-        read_report(&dir.join("out.csv"))
-    } else {
-        Vec::new()
-    };
+/// A dry run of `input` with `args`, in-process in `dir`.
+async fn dry_run(dir: &Path, input: &str, args: &[&str]) -> Planned {
+    let emu = velt_group_sync::emulator::Emulator::in_process(EmulatorConfig::default());
+    let mut argv = vec![input, "--dry-run", "--report", "out.csv"];
+    argv.extend_from_slice(args);
+    let run = sync_argv(Server::Emulator(&emu), dir, &argv).await;
+    let rows = &run.rows;
+    let here = format!("{}/", dir.display());
     let pick =
         |status: &str| -> Vec<&Row> { rows.iter().filter(|r| r["status"] == status).collect() };
     Planned {
-        code,
         planned: pick("planned")
             .iter()
             .map(|r| {
@@ -46,9 +42,13 @@ fn dry_run(dir: &Path, input: &str, args: &[&str]) -> Planned {
             .collect(),
         invalid: pick("invalid")
             .iter()
-            .map(|r| format!("{}: {}", r["line"], r["message"]))
+            // As the binary run in `dir` says it: paths as given.
+            .map(|r| format!("{}: {}", r["line"], r["message"]).replace(&here, ""))
             .collect(),
-        stderr,
+        code: run.code(),
+        stderr: run.result.as_ref().err().map_or_else(String::new, |e| e.to_string()),
+        filtered: run.stats.filtered,
+        unmapped_skipped: run.stats.unmapped_skipped,
     }
 }
 
@@ -87,13 +87,13 @@ fn bamboo_args(samples: &Path) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn bamboohr_one_row_per_employee_two_group_columns_a_map_and_leavers_left_out() {
+#[tokio::test]
+async fn bamboohr_one_row_per_employee_two_group_columns_a_map_and_leavers_left_out() {
     let dir = tempfile::tempdir().unwrap();
     let input = samples().join("hr/bamboohr-employees.csv");
     let args = bamboo_args(&samples());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let p = dry_run(dir.path(), input.to_str().unwrap(), &args);
+    let p = dry_run(dir.path(), input.to_str().unwrap(), &args).await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,
@@ -108,7 +108,7 @@ fn bamboohr_one_row_per_employee_two_group_columns_a_map_and_leavers_left_out() 
         ]
     );
     assert!(p.invalid.is_empty(), "{:?}", p.invalid);
-    assert!(p.stderr.contains("1 records filtered"), "{}", p.stderr);
+    assert_eq!(p.filtered, 1, "records filtered");
 
     // validate counts the same way.
     let out = bin(dir.path())
@@ -125,8 +125,8 @@ fn bamboohr_one_row_per_employee_two_group_columns_a_map_and_leavers_left_out() 
     );
 }
 
-#[test]
-fn gam_group_members_keep_active_users_and_map_group_addresses() {
+#[tokio::test]
+async fn gam_group_members_keep_active_users_and_map_group_addresses() {
     let dir = tempfile::tempdir().unwrap();
     // `gam print group-members` (GAM7): nested groups and the customer are members too.
     write(
@@ -161,7 +161,7 @@ fn gam_group_members_keep_active_users_and_map_group_addresses() {
             "--group-map",
             "map.csv",
         ],
-    );
+    ).await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,
@@ -171,11 +171,11 @@ fn gam_group_members_keep_active_users_and_map_group_addresses() {
         ]
     );
     assert!(p.invalid.is_empty(), "{:?}", p.invalid);
-    assert!(p.stderr.contains("3 records filtered"), "{}", p.stderr);
+    assert_eq!(p.filtered, 3, "records filtered");
 }
 
-#[test]
-fn slack_member_export_without_deactivated_accounts_bots_and_guests() {
+#[tokio::test]
+async fn slack_member_export_without_deactivated_accounts_bots_and_guests() {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -201,7 +201,7 @@ fn slack_member_export_without_deactivated_accounts_bots_and_guests() {
             "--include",
             "status=Member,Admin,Owner,Primary Owner",
         ],
-    );
+    ).await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,
@@ -211,7 +211,7 @@ fn slack_member_export_without_deactivated_accounts_bots_and_guests() {
             "acme/slack-members/boss@acme.example@7",
         ]
     );
-    assert!(p.stderr.contains("3 records filtered"), "{}", p.stderr);
+    assert_eq!(p.filtered, 3, "records filtered");
 
     // The same from the environment, as a CronJob sets it.
     let out = bin(dir.path())
@@ -231,8 +231,8 @@ fn slack_member_export_without_deactivated_accounts_bots_and_guests() {
     assert_eq!(users, ["ada@acme.example", "grace@acme.example"]);
 }
 
-#[test]
-fn adobe_user_sync_groups_cell_holds_several_groups() {
+#[tokio::test]
+async fn adobe_user_sync_groups_cell_holds_several_groups() {
     let dir = tempfile::tempdir().unwrap();
     let input = samples().join("hr/adobe-users-file.csv");
     let args = [
@@ -247,7 +247,7 @@ fn adobe_user_sync_groups_cell_holds_several_groups() {
         "--exclude",
         "groups=",
     ];
-    let p = dry_run(dir.path(), input.to_str().unwrap(), &args);
+    let p = dry_run(dir.path(), input.to_str().unwrap(), &args).await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,
@@ -259,7 +259,7 @@ fn adobe_user_sync_groups_cell_holds_several_groups() {
         ]
     );
     // Without the separator the whole cell would have been one group ID: the old silent bug.
-    let p = dry_run(dir.path(), input.to_str().unwrap(), &args[..6]);
+    let p = dry_run(dir.path(), input.to_str().unwrap(), &args[..6]).await;
     assert!(
         p.planned
             .contains(&"acme/Eng, Design, Managers/jsmith@acme.example@2".to_string())
@@ -270,8 +270,8 @@ fn adobe_user_sync_groups_cell_holds_several_groups() {
     assert!(p.invalid[0].starts_with("4: "), "{:?}", p.invalid);
 }
 
-#[test]
-fn unmapped_values_are_invalid_skipped_or_kept_and_validate_lists_them() {
+#[tokio::test]
+async fn unmapped_values_are_invalid_skipped_or_kept_and_validate_lists_them() {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -302,7 +302,7 @@ fn unmapped_values_are_invalid_skipped_or_kept_and_validate_lists_them() {
         a.extend_from_slice(extra);
         a
     };
-    let p = dry_run(dir.path(), "people.csv", &base);
+    let p = dry_run(dir.path(), "people.csv", &base).await;
     assert_eq!(p.code, 1);
     assert_eq!(p.planned, ["o/eng/a@x@2", "o/ber/a@x@2"]);
     assert_eq!(
@@ -314,15 +314,15 @@ fn unmapped_values_are_invalid_skipped_or_kept_and_validate_lists_them() {
         ]
     );
 
-    let p = dry_run(dir.path(), "people.csv", &with(&["--unmapped", "skip"]));
+    let p = dry_run(dir.path(), "people.csv", &with(&["--unmapped", "skip"])).await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,
         ["o/eng/a@x@2", "o/ber/a@x@2", "o/ber/b@x@3", "o/eng/d@x@5"]
     );
-    assert!(p.stderr.contains("4 unmapped skipped"), "{}", p.stderr);
+    assert_eq!(p.unmapped_skipped, 4, "unmapped skipped");
 
-    let p = dry_run(dir.path(), "people.csv", &with(&["--unmapped", "keep"]));
+    let p = dry_run(dir.path(), "people.csv", &with(&["--unmapped", "keep"])).await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(p.planned.len(), 8);
     assert!(
@@ -376,28 +376,16 @@ async fn a_filter_column_the_input_lacks_is_a_usage_error_before_anything_is_sen
             "in.jsonl:1: no record has a key named `status` (the first has: active, groupId, orgId, userId); check --include",
         ),
     ] {
-        let mut cmd = bin_with_credentials(dir.path());
-        cmd.args([
-            "sync",
-            input,
-            "--base-url",
-            &emu.base_url(),
-            "--include",
-            rule,
-        ]);
-        let out = tokio::task::spawn_blocking(move || cmd.output())
-            .await
-            .unwrap()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(expected), "{stderr}");
+        let argv = [input, "--include", rule, "--report", "out.csv"];
+        let run = sync_argv(Server::Emulator(&emu), dir.path(), &argv).await;
+        assert_eq!(run.code(), 2, "{}", run.error());
+        assert!(run.error().contains(expected), "{}", run.error());
     }
     assert_eq!(emu.calls(Call::Add), 0, "nothing is sent");
 }
 
-#[test]
-fn bad_group_maps_are_usage_errors_naming_file_and_line() {
+#[tokio::test]
+async fn bad_group_maps_are_usage_errors_naming_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "in.csv", "orgId,group,userId\no,Eng,u1\n");
     write(dir.path(), "no-target.csv", "source,target\nEng,eng\n");
@@ -417,21 +405,9 @@ fn bad_group_maps_are_usage_errors_naming_file_and_line() {
             "empty-target.csv:3: no group ID for `Ops`; fill in `groupId`",
         ),
     ] {
-        let out = bin(dir.path())
-            .args([
-                "sync",
-                "in.csv",
-                "--dry-run",
-                "--report",
-                "out.csv",
-                "--group-map",
-                map,
-            ])
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(stderr.contains(expected), "{stderr}");
+        let p = dry_run(dir.path(), "in.csv", &["--group-map", map]).await;
+        assert_eq!(p.code, 2, "{}", p.stderr);
+        assert!(p.stderr.contains(expected), "{}", p.stderr);
         assert!(
             !dir.path().join("out.csv").exists(),
             "no report: nothing was planned"
@@ -439,8 +415,8 @@ fn bad_group_maps_are_usage_errors_naming_file_and_line() {
     }
 }
 
-#[test]
-fn json_group_arrays_and_boolean_filters() {
+#[tokio::test]
+async fn json_group_arrays_and_boolean_filters() {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -466,14 +442,14 @@ fn json_group_arrays_and_boolean_filters() {
             "--user-id-case",
             "lower",
         ],
-    );
+    ).await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,
         ["o/Eng/u1@2", "o/Ops/u1@2"],
         "u1 at line 4 is a duplicate"
     );
-    assert!(p.stderr.contains("1 records filtered"), "{}", p.stderr);
+    assert_eq!(p.filtered, 1, "records filtered");
 }
 
 #[tokio::test]
@@ -577,22 +553,17 @@ async fn missing_groups_are_created_with_the_maps_names() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = bin_with_credentials(dir.path());
-    cmd.arg("sync")
-        .arg(samples().join("hr/bamboohr-employees.csv"))
-        .args(["--base-url", &emu.base_url(), "--report", "out.csv"])
-        .arg("--create-missing-groups")
-        .args(bamboo_args(&samples()));
-    let out = tokio::task::spawn_blocking(move || cmd.output())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let input = samples().join("hr/bamboohr-employees.csv");
+    let bamboo = bamboo_args(&samples());
+    let mut argv = vec![
+        input.to_str().unwrap(),
+        "--report",
+        "out.csv",
+        "--create-missing-groups",
+    ];
+    argv.extend(bamboo.iter().map(String::as_str));
+    let run = sync_argv(Server::Emulator(&emu), dir.path(), &argv).await;
+    assert_eq!(run.code(), 0, "{}", run.error());
     let names = emu.group_names();
     let name = |g: &str| names.get(&("acme".to_string(), g.to_string())).cloned();
     assert_eq!(name("eng").as_deref(), Some("Engineering & Product"));
