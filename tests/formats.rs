@@ -9,35 +9,51 @@ use std::path::Path;
 use common::*;
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 
-/// `org/group/user@line` for each planned row of a dry run, and the exit code and stderr.
+/// `org/group/user@line` for each planned row of a dry run, and the exit code and the error
+/// message. In-process, but for standard input (`stdin`), which the binary reads.
 fn plan(
     dir: &Path,
     input: &str,
     args: &[&str],
     stdin: Option<Vec<u8>>,
 ) -> (i32, Vec<String>, String) {
-    let mut cmd = bin(dir);
-    cmd.args(["sync", input, "--dry-run", "--report", "out.csv"])
-        .args(args);
-    if let Some(bytes) = stdin {
-        cmd.write_stdin(bytes);
-    }
-    let out = cmd.output().unwrap();
-    let code = out.status.code().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let rows = if code < 2 {
-        read_report(&dir.join("out.csv"))
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}/{}/{}@{}",
-                    r["organizationId"], r["organizationUserGroupId"], r["userId"], r["line"]
-                )
-            })
-            .collect()
-    } else {
-        Vec::new()
+    let (code, rows, stderr) = match stdin {
+        Some(bytes) => {
+            let mut cmd = bin(dir);
+            cmd.args(["sync", input, "--dry-run", "--report", "out.csv"])
+                .args(args)
+                .write_stdin(bytes);
+            let out = cmd.output().unwrap();
+            let code = out.status.code().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+            let rows = if code < 2 {
+                read_report(&dir.join("out.csv"))
+            } else {
+                Vec::new()
+            };
+            (code, rows, stderr)
+        }
+        None => {
+            let emu = velt_group_sync::emulator::Emulator::in_process(Default::default());
+            let mut argv = vec![input, "--dry-run", "--report", "out.csv"];
+            argv.extend_from_slice(args);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let run = runtime.block_on(sync_argv(Server::Emulator(&emu), dir, &argv));
+            (run.code(), run.rows.clone(), run.error())
+        }
     };
+    let rows = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}/{}@{}",
+                r["organizationId"], r["organizationUserGroupId"], r["userId"], r["line"]
+            )
+        })
+        .collect();
     (code, rows, stderr)
 }
 
