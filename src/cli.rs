@@ -265,7 +265,12 @@ pub struct SyncArgs {
 
     /// --provision-users: the access role new and updated users get in their organization.
     /// Default: none sent (Velt's default).
-    #[arg(long, value_enum, env = "VELT_ACCESS_ROLE", requires = "provision_users")]
+    #[arg(
+        long,
+        value_enum,
+        env = "VELT_ACCESS_ROLE",
+        requires = "provision_users"
+    )]
     pub access_role: Option<AccessRole>,
 
     /// Mirror mode with --provision-users: remove from each organization the input names the

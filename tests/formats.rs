@@ -9,52 +9,46 @@ use std::path::Path;
 use common::*;
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 
-/// `org/group/user@line` for each planned row of a dry run, and the exit code and the error
-/// message. In-process, but for standard input (`stdin`), which the binary reads.
-fn plan(
-    dir: &Path,
-    input: &str,
-    args: &[&str],
-    stdin: Option<Vec<u8>>,
-) -> (i32, Vec<String>, String) {
-    let (code, rows, stderr) = match stdin {
-        Some(bytes) => {
-            let mut cmd = bin(dir);
-            cmd.args(["sync", input, "--dry-run", "--report", "out.csv"])
-                .args(args)
-                .write_stdin(bytes);
-            let out = cmd.output().unwrap();
-            let code = out.status.code().unwrap();
-            let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-            let rows = if code < 2 {
-                read_report(&dir.join("out.csv"))
-            } else {
-                Vec::new()
-            };
-            (code, rows, stderr)
-        }
-        None => {
-            let emu = velt_group_sync::emulator::Emulator::in_process(Default::default());
-            let mut argv = vec![input, "--dry-run", "--report", "out.csv"];
-            argv.extend_from_slice(args);
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            let run = runtime.block_on(sync_argv(Server::Emulator(&emu), dir, &argv));
-            (run.code(), run.rows.clone(), run.error())
-        }
+/// `org/group/user@line` for each planned row of a dry run (in-process), and the exit code and
+/// the error message.
+fn plan(dir: &Path, input: &str, args: &[&str]) -> (i32, Vec<String>, String) {
+    let emu = velt_group_sync::emulator::Emulator::in_process(Default::default());
+    let mut argv = vec![input, "--dry-run", "--report", "out.csv"];
+    argv.extend_from_slice(args);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = runtime.block_on(sync_argv(Server::Emulator(&emu), dir, &argv));
+    (run.code(), planned(&run.rows), run.error())
+}
+
+/// The same, through the binary's standard input.
+fn plan_stdin(dir: &Path, args: &[&str], stdin: Vec<u8>) -> (i32, Vec<String>, String) {
+    let mut cmd = bin(dir);
+    cmd.args(["sync", "-", "--dry-run", "--report", "out.csv"])
+        .args(args)
+        .write_stdin(stdin);
+    let out = cmd.output().unwrap();
+    let code = out.status.code().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let rows = if code < 2 {
+        read_report(&dir.join("out.csv"))
+    } else {
+        Vec::new()
     };
-    let rows = rows
-        .iter()
+    (code, planned(&rows), stderr)
+}
+
+fn planned(rows: &[Row]) -> Vec<String> {
+    rows.iter()
         .map(|r| {
             format!(
                 "{}/{}/{}@{}",
                 r["organizationId"], r["organizationUserGroupId"], r["userId"], r["line"]
             )
         })
-        .collect();
-    (code, rows, stderr)
+        .collect()
 }
 
 /// An ADP/Workday-style report: a title, a run date and a blank row above the header;
@@ -103,7 +97,7 @@ fn a_workbook_with_title_rows_reads_cells_as_text_at_their_sheet_rows() {
         "--group-column",
         "Department",
     ];
-    let (code, rows, stderr) = plan(dir.path(), "roster.xlsx", &args, None);
+    let (code, rows, stderr) = plan(dir.path(), "roster.xlsx", &args);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         rows,
@@ -122,7 +116,6 @@ fn a_workbook_with_title_rows_reads_cells_as_text_at_their_sheet_rows() {
             "--group-column",
             "Hire Date",
         ],
-        None,
     );
     assert_eq!(
         rows,
@@ -133,9 +126,8 @@ fn a_workbook_with_title_rows_reads_cells_as_text_at_their_sheet_rows() {
     );
     // Another sheet by name; through standard input, found by its first bytes.
     let bytes = std::fs::read(dir.path().join("roster.xlsx")).unwrap();
-    let (code, rows, stderr) = plan(
+    let (code, rows, stderr) = plan_stdin(
         dir.path(),
-        "-",
         &[
             "--org",
             "acme",
@@ -146,7 +138,7 @@ fn a_workbook_with_title_rows_reads_cells_as_text_at_their_sheet_rows() {
             "--sheet",
             "leavers",
         ],
-        Some(bytes),
+        bytes,
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, ["acme/Sales/2001@2"]);
@@ -154,7 +146,6 @@ fn a_workbook_with_title_rows_reads_cells_as_text_at_their_sheet_rows() {
         dir.path(),
         "roster.xlsx",
         &["--org", "acme", "--sheet", "Nope"],
-        None,
     );
     assert_eq!(code, 2);
     assert!(
@@ -176,7 +167,7 @@ fn a_german_excel_csv_in_windows_1252_with_semicolons() {
         "--group-column",
         "Abteilung",
     ];
-    let (code, _, stderr) = plan(dir.path(), "export.csv", &args, None);
+    let (code, _, stderr) = plan(dir.path(), "export.csv", &args);
     assert_eq!(code, 2);
     assert!(
         stderr.contains("export.csv:2: not valid UTF-8; most likely a legacy single-byte encoding")
@@ -185,7 +176,7 @@ fn a_german_excel_csv_in_windows_1252_with_semicolons() {
     );
     let mut with = args.to_vec();
     with.extend(["--encoding", "windows-1252"]);
-    let (code, rows, stderr) = plan(dir.path(), "export.csv", &with, None);
+    let (code, rows, stderr) = plan(dir.path(), "export.csv", &with);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         rows,
@@ -214,10 +205,10 @@ fn excel_unicode_text_is_utf16le_tab_delimited_with_or_without_a_bom() {
         "acme/design/zoë@acme.example@2",
         "acme/design/李@acme.example@3",
     ];
-    let (code, rows, stderr) = plan(dir.path(), "bom.txt", &["--org", "acme"], None);
+    let (code, rows, stderr) = plan(dir.path(), "bom.txt", &["--org", "acme"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, expected);
-    let (code, _, stderr) = plan(dir.path(), "nobom.txt", &["--org", "acme"], None);
+    let (code, _, stderr) = plan(dir.path(), "nobom.txt", &["--org", "acme"]);
     assert_eq!(code, 2);
     assert!(
         stderr.contains("UTF-16 text without a byte order mark; give --encoding utf-16le"),
@@ -227,7 +218,6 @@ fn excel_unicode_text_is_utf16le_tab_delimited_with_or_without_a_bom() {
         dir.path(),
         "nobom.txt",
         &["--org", "acme", "--encoding", "utf-16le"],
-        None,
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, expected);
@@ -253,7 +243,7 @@ fn entras_template_skips_its_version_line_and_example_row() {
         "--user-column",
         "memberObjectIdOrUpn",
     ];
-    let (code, rows, stderr) = plan(dir.path(), "members.csv", &args, None);
+    let (code, rows, stderr) = plan(dir.path(), "members.csv", &args);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         rows,
@@ -273,12 +263,7 @@ fn header_row_names_the_header_line_explicitly() {
         "userId\nnote\nuser,groupId\nu1,g\n",
     )
     .unwrap();
-    let (code, rows, stderr) = plan(
-        dir.path(),
-        "in.csv",
-        &["--org", "o", "--header-row", "3"],
-        None,
-    );
+    let (code, rows, stderr) = plan(dir.path(), "in.csv", &["--org", "o", "--header-row", "3"]);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, ["o/g/u1@4"]);
 }
@@ -304,15 +289,15 @@ fn workday_and_graph_wrapped_json_is_unwrapped() {
         "--include",
         "Worker_Status=Active",
     ];
-    let (code, rows, stderr) = plan(dir.path(), "workday.json", &args, None);
+    let (code, rows, stderr) = plan(dir.path(), "workday.json", &args);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, ["acme/CC-100/21001@3"]);
-    let (code, rows, stderr) = plan(dir.path(), "-", &args, Some(workday.as_bytes().to_vec()));
+    let (code, rows, stderr) = plan_stdin(dir.path(), &args, workday.as_bytes().to_vec());
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, ["acme/CC-100/21001@3"]);
     let mut named = args.to_vec();
     named.extend(["--records-path", "Report_Entry"]);
-    let (_, rows, _) = plan(dir.path(), "workday.json", &named, None);
+    let (_, rows, _) = plan(dir.path(), "workday.json", &named);
     assert_eq!(rows, ["acme/CC-100/21001@3"]);
 
     // Graph: `value`, beside an @odata.context string and a nextLink.
@@ -328,7 +313,7 @@ fn workday_and_graph_wrapped_json_is_unwrapped() {
         "--group-column",
         "department",
     ];
-    let (code, rows, stderr) = plan(dir.path(), "graph.json", &args, None);
+    let (code, rows, stderr) = plan(dir.path(), "graph.json", &args);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, ["acme/Eng/ada@acme.example@2"]);
 
@@ -341,14 +326,14 @@ fn workday_and_graph_wrapped_json_is_unwrapped() {
     .unwrap();
     let mut nested = args.to_vec();
     nested.extend(["--records-path", "data.users"]);
-    let (code, rows, stderr) = plan(dir.path(), "nested.json", &nested, None);
+    let (code, rows, stderr) = plan(dir.path(), "nested.json", &nested);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(rows, ["acme/Ops/bob@acme.example@2"]);
 
     // A wrong path, and an object without records, say what the object holds.
     let mut wrong = args.to_vec();
     wrong.extend(["--records-path", "data.users"]);
-    let (code, _, stderr) = plan(dir.path(), "graph.json", &wrong, None);
+    let (code, _, stderr) = plan(dir.path(), "graph.json", &wrong);
     assert_eq!(code, 2);
     assert!(
         stderr.contains(
@@ -361,7 +346,7 @@ fn workday_and_graph_wrapped_json_is_unwrapped() {
         r#"{"userId": "u", "groupId": "g"}"#,
     )
     .unwrap();
-    let (code, _, stderr) = plan(dir.path(), "one.json", &["--org", "acme"], None);
+    let (code, _, stderr) = plan(dir.path(), "one.json", &["--org", "acme"]);
     assert_eq!(code, 2);
     assert!(
         stderr.contains("the object holds no array of records (its keys: userId, groupId)")
@@ -396,7 +381,7 @@ fn scim_users_and_groups_through_field_paths() {
         "--include",
         "active=true",
     ];
-    let (code, rows, stderr) = plan(dir.path(), "users.json", &args, None);
+    let (code, rows, stderr) = plan(dir.path(), "users.json", &args);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         rows,
@@ -422,7 +407,7 @@ fn scim_users_and_groups_through_field_paths() {
         "--user-column",
         "members[].value",
     ];
-    let (code, rows, stderr) = plan(dir.path(), "groups.json", &args, None);
+    let (code, rows, stderr) = plan(dir.path(), "groups.json", &args);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(
         rows,
@@ -457,11 +442,10 @@ fn header_row_means_the_same_in_csv_and_workbooks() {
     }
     book.save(dir.path().join("in.xlsx")).unwrap();
     for file in ["in.csv", "in.xlsx"] {
-        let (code, rows, stderr) =
-            plan(dir.path(), file, &["--org", "o", "--header-row", "4"], None);
+        let (code, rows, stderr) = plan(dir.path(), file, &["--org", "o", "--header-row", "4"]);
         assert_eq!(code, 0, "{file}: {stderr}");
         assert_eq!(rows, ["o/g/u1@5"], "{file}");
-        let (code, _, stderr) = plan(dir.path(), file, &["--org", "o", "--header-row", "3"], None);
+        let (code, _, stderr) = plan(dir.path(), file, &["--org", "o", "--header-row", "3"]);
         assert_eq!(code, 2, "{file}");
         assert!(
             stderr.contains(":3: --header-row 3: line 3 is blank, or the input ends before it"),

@@ -46,7 +46,11 @@ async fn dry_run(dir: &Path, input: &str, args: &[&str]) -> Planned {
             .map(|r| format!("{}: {}", r["line"], r["message"]).replace(&here, ""))
             .collect(),
         code: run.code(),
-        stderr: run.result.as_ref().err().map_or_else(String::new, |e| e.to_string()),
+        stderr: run
+            .result
+            .as_ref()
+            .err()
+            .map_or_else(String::new, |e| e.to_string()),
         filtered: run.stats.filtered,
         unmapped_skipped: run.stats.unmapped_skipped,
     }
@@ -161,7 +165,8 @@ async fn gam_group_members_keep_active_users_and_map_group_addresses() {
             "--group-map",
             "map.csv",
         ],
-    ).await;
+    )
+    .await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,
@@ -201,7 +206,8 @@ async fn slack_member_export_without_deactivated_accounts_bots_and_guests() {
             "--include",
             "status=Member,Admin,Owner,Primary Owner",
         ],
-    ).await;
+    )
+    .await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,
@@ -442,7 +448,8 @@ async fn json_group_arrays_and_boolean_filters() {
             "--user-id-case",
             "lower",
         ],
-    ).await;
+    )
+    .await;
     assert_eq!(p.code, 0, "{}", p.stderr);
     assert_eq!(
         p.planned,

@@ -218,12 +218,7 @@ pub enum Server<'a> {
 
 /// Flags whose value is a path: resolved against the test's directory, as the binary run
 /// there would.
-const PATH_FLAGS: &[&str] = &[
-    "--report",
-    "--state",
-    "--group-map",
-    "--metrics-file",
-];
+const PATH_FLAGS: &[&str] = &["--report", "--state", "--group-map", "--metrics-file"];
 
 /// `sync ARGV...` (the input first) run in-process as the binary would run it in `dir`:
 /// relative paths are `dir`'s. Returns the exit code or error, the figures and the rows of
