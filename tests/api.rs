@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use predicates::prelude::*;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -63,6 +62,15 @@ fn sync_cmd(dir: &std::path::Path, base_url: &str, input: &str) -> assert_cmd::C
     cmd
 }
 
+/// `sync in.csv EXTRA...` of `input` in-process against `base_url`; the report is
+/// `velt-group-sync-report.csv`, as by default.
+async fn sync_api(dir: &std::path::Path, base_url: &str, input: &str, extra: &[&str]) -> InProcess {
+    std::fs::write(dir.join("in.csv"), input).unwrap();
+    let mut argv = vec!["in.csv", "--report", "velt-group-sync-report.csv"];
+    argv.extend_from_slice(extra);
+    sync_argv(Server::Url(base_url), dir, &argv).await
+}
+
 async fn bodies(server: &MockServer) -> Vec<Value> {
     server
         .received_requests()
@@ -96,12 +104,10 @@ async fn sends_the_exact_body_and_headers_once_per_group() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let cmd = sync_cmd(
-        dir.path(),
+    let r = sync_api(dir.path(),
         &server.uri(),
-        "organizationId,organizationUserGroupId,userId\nacme,engineering,alice\nacme,engineering,bob\nacme,design,carol\nacme,engineering,alice\n",
-    );
-    run(cmd).await.code(0);
+        "organizationId,organizationUserGroupId,userId\nacme,engineering,alice\nacme,engineering,bob\nacme,design,carol\nacme,engineering,alice\n", &[]).await;
+    assert_eq!(r.code(), 0, "{}", r.error());
     server.verify().await;
     let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
     assert_eq!(
@@ -130,9 +136,14 @@ async fn a_group_is_split_into_ceil_n_over_chunk_requests() {
         input.push_str(&format!("o,small,user-{i:04}\n"));
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = sync_cmd(dir.path(), &server.uri(), &input);
-    cmd.args(["--chunk-size", "100", "--rate", "1000"]);
-    run(cmd).await.code(0);
+    let r = sync_api(
+        dir.path(),
+        &server.uri(),
+        &input,
+        &["--chunk-size", "100", "--rate", "1000"],
+    )
+    .await;
+    assert_eq!(r.code(), 0, "{}", r.error());
     let mut sizes: Vec<(String, usize)> = bodies(&server)
         .await
         .iter()
@@ -189,15 +200,20 @@ async fn per_user_refusals_and_missing_entries_are_reported_per_user() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let cmd = sync_cmd(
+    let r = sync_api(
         dir.path(),
         &server.uri(),
         "orgId,groupId,userId\no,g,alice\no,g,bob\no,g,carol\n",
+        &[],
+    )
+    .await;
+    assert_eq!(r.code(), 1, "{}", r.error());
+    let c = r.stats.counts;
+    assert_eq!(
+        (c.added, c.failed, c.unconfirmed),
+        (1, 1, 1),
+        "the summary's counts"
     );
-    run(cmd)
-        .await
-        .code(1)
-        .stderr(predicate::str::contains("1 added, 1 failed, 1 unconfirmed"));
     let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
     let got: Vec<_> = rows
         .iter()
@@ -258,13 +274,14 @@ async fn a_refused_request_fails_only_its_own_users() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = sync_cmd(
+    let r = sync_api(
         dir.path(),
         &server.uri(),
         "orgId,groupId,userId\no,bad,x\no,bad,y\no,proxy,z\no,good,w\n",
-    );
-    cmd.args(["--max-retries", "0"]);
-    run(cmd).await.code(1);
+        &["--max-retries", "0"],
+    )
+    .await;
+    assert_eq!(r.code(), 1, "{}", r.error());
     let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
     let got: Vec<_> = rows
         .iter()
@@ -306,19 +323,29 @@ async fn rejected_credentials_stop_the_run_with_exit_3() {
         input.push_str(&format!("o,g{g},u\n"));
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = sync_cmd(dir.path(), &server.uri(), &input);
-    cmd.args([
-        "--concurrency",
-        "4",
-        "--max-concurrency",
-        "4",
-        "--rate",
-        "100",
-    ]);
-    run(cmd)
-        .await
-        .code(3)
-        .stderr(predicate::str::contains("the API refused the credentials"));
+    let r = sync_api(
+        dir.path(),
+        &server.uri(),
+        &input,
+        &[
+            "--concurrency",
+            "4",
+            "--max-concurrency",
+            "4",
+            "--rate",
+            "100",
+        ],
+    )
+    .await;
+    assert_eq!(r.code(), 3, "{}", r.error());
+    assert!(
+        r.rows
+            .iter()
+            .filter(|row| row["status"] == "not_attempted")
+            .all(|row| row["message"].contains("the API refused the credentials")),
+        "{:?}",
+        r.rows
+    );
     let sent = server.received_requests().await.unwrap().len();
     assert!(
         sent <= 4,
@@ -349,9 +376,14 @@ async fn api_version_v2_uses_v2_paths() {
         .mount(&server)
         .await;
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = sync_cmd(dir.path(), &server.uri(), "orgId,groupId,userId\no,g,u\n");
-    cmd.args(["--api-version", "v2"]);
-    run(cmd).await.code(0);
+    let r = sync_api(
+        dir.path(),
+        &server.uri(),
+        "orgId,groupId,userId\no,g,u\n",
+        &["--api-version", "v2"],
+    )
+    .await;
+    assert_eq!(r.code(), 0, "{}", r.error());
     server.verify().await;
 }
 
@@ -364,13 +396,14 @@ async fn an_unreachable_server_fails_every_membership() {
         .unwrap()
         .port();
     let dir = tempfile::tempdir().unwrap();
-    let mut cmd = sync_cmd(
+    let r = sync_api(
         dir.path(),
         &format!("http://127.0.0.1:{port}"),
         "orgId,groupId,userId\no,g,u1\no,g,u2\n",
-    );
-    cmd.args(["--max-retries", "2", "--max-backoff", "10ms"]);
-    run(cmd).await.code(1);
+        &["--max-retries", "2", "--max-backoff", "10ms"],
+    )
+    .await;
+    assert_eq!(r.code(), 1, "{}", r.error());
     let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
     // Nothing reached the server, so `failed` is certain; every attempt is counted.
     assert!(
