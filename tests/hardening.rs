@@ -70,15 +70,15 @@ async fn redirects_are_never_followed_and_credentials_stay_home() {
             .await;
         let dir = tempfile::tempdir().unwrap();
         write_input(dir.path());
-        let out = sync(dir.path(), &api.uri(), &[]).await;
-        assert_eq!(out.status.code(), Some(1), "{code}: {}", stderr(&out));
+        let argv = ["in.csv", "--report", "report.csv"];
+        let run = sync_argv(Server::Url(&api.uri()), dir.path(), &argv).await;
+        assert_eq!(run.code(), 1, "{code}: {}", run.error());
         let received = elsewhere.received_requests().await.unwrap();
         assert!(
             received.is_empty(),
             "{code}: the other host got {received:?}"
         );
-        let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
-        for r in &rows {
+        for r in &run.rows {
             assert_eq!(r["status"], "failed", "{code}: {r:?}");
             assert_eq!(r["httpStatus"], code.to_string());
             assert!(r["message"].contains(&location), "{code}: {}", r["message"]);
@@ -475,19 +475,14 @@ async fn an_empty_export_is_no_good_night_unless_allowed() {
         ("in.csv", "organizationId,organizationUserGroupId,userId\n"),
     ] {
         std::fs::write(dir.path().join(name), text).unwrap();
-        let mut cmd = process(dir.path());
-        cmd.env("VELT_API_KEY", API_KEY)
-            .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
-            .args(["sync", name, "--base-url", &emu.base_url()]);
-        let out = cmd.output().unwrap();
-        assert_eq!(out.status.code(), Some(2), "{name}");
-        assert!(
-            stderr(&out).contains("holds no records"),
-            "{name}: {}",
-            stderr(&out)
-        );
-        let out = cmd.arg("--allow-empty").output().unwrap();
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let server = || Server::Emulator(&emu);
+        let argv = [name, "--report", "report.csv"];
+        let run = sync_argv(server(), dir.path(), &argv).await;
+        assert_eq!(run.code(), 2, "{name}");
+        assert!(run.error().contains("holds no records"), "{name}: {}", run.error());
+        let argv = [name, "--report", "report.csv", "--allow-empty"];
+        let run = sync_argv(server(), dir.path(), &argv).await;
+        assert_eq!(run.code(), 0, "{name}: {}", run.error());
     }
     assert_eq!(emu.requests(), 0);
 }
