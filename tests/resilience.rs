@@ -27,6 +27,13 @@ fn sync(dir: &Path, base_url: &str) -> assert_cmd::Command {
     cmd
 }
 
+/// `sync in.csv EXTRA...` in-process; the report is where the binary puts it by default.
+async fn sync_lib(server: Server<'_>, dir: &Path, extra: &[&str]) -> InProcess {
+    let mut argv = vec!["in.csv", "--report", "velt-group-sync-report.csv"];
+    argv.extend_from_slice(extra);
+    sync_argv(server, dir, &argv).await
+}
+
 fn report(dir: &Path) -> Vec<Row> {
     read_report(&dir.join("velt-group-sync-report.csv"))
 }
@@ -107,17 +114,17 @@ async fn each_class_of_answer_is_retried_refused_or_stopped_as_documented() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
-    let mut cmd = sync(dir.path(), &server.uri());
-    cmd.args([
+    let args = [
         "--rate",
         "100",
         "--concurrency",
         "11",
         "--max-backoff",
         "50ms",
-    ]);
-    run(cmd).await.code(1);
-    let rows = report(dir.path());
+    ];
+    let run = sync_lib(Server::Url(&server.uri()), dir.path(), &args).await;
+    assert_eq!(run.code(), 1, "{}", run.error());
+    let rows = run.rows;
     for row in &rows {
         let group = &row["organizationUserGroupId"];
         if group.starts_with("retry") {
@@ -142,22 +149,27 @@ async fn each_class_of_answer_is_retried_refused_or_stopped_as_documented() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
+#[tokio::test(start_paused = true)]
 async fn a_retry_after_longer_than_allowed_gives_up_as_not_attempted_with_resource_exhausted() {
-    let emu = emulator(EmulatorConfig {
+    let emu = Emulator::in_process(EmulatorConfig {
         rate_limit: Some(1.0),
         retry_after_secs: Some(300),
+        seed: Some(7),
         ..EmulatorConfig::default()
-    })
-    .await;
+    });
     let dir = tempfile::tempdir().unwrap();
     write_groups(dir.path(), 2, 1);
-    let mut cmd = sync(dir.path(), &emu.base_url());
-    cmd.args(["--rate", "50", "--max-retry-after", "5s"]);
-    let started = Instant::now();
-    run(cmd).await.code(1);
-    assert!(started.elapsed() < Duration::from_secs(5), "did not stall");
-    let rows = report(dir.path());
+    let started = tokio::time::Instant::now();
+    let args = ["--rate", "50", "--max-retry-after", "5s"];
+    let run = sync_lib(Server::Emulator(&emu), dir.path(), &args).await;
+    assert_eq!(run.code(), 1, "{}", run.error());
+    // On the paused clock: the run waited nothing like the 300 s asked.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "did not stall: {:?}",
+        started.elapsed()
+    );
+    let rows = run.rows;
     // A throttle is no verdict on the users: never `failed`.
     assert!(rows.iter().all(|r| r["status"] != "failed"), "{rows:?}");
     let held: Vec<_> = rows
@@ -261,19 +273,19 @@ async fn a_401_mid_run_stops_it_within_a_few_requests() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     write_groups(dir.path(), 30, 1);
-    let mut cmd = sync(dir.path(), &server.uri());
-    cmd.args([
+    let args = [
         "--rate",
         "100",
         "--concurrency",
         "2",
         "--max-concurrency",
         "2",
-    ]);
-    run(cmd).await.code(3);
+    ];
+    let run = sync_lib(Server::Url(&server.uri()), dir.path(), &args).await;
+    assert_eq!(run.code(), 3, "{}", run.error());
     let sent = server.received_requests().await.unwrap().len();
     assert!(sent <= 3 + 2, "{sent} requests");
-    let rows = report(dir.path());
+    let rows = run.rows;
     assert_eq!(rows_with(&rows, "added").len(), 3);
     assert_eq!(rows_with(&rows, "failed").len(), sent - 3);
     assert_eq!(rows_with(&rows, "not_attempted").len(), 30 - sent);
@@ -497,15 +509,20 @@ async fn only_status_reruns_the_rows_that_did_not_go_through() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     write_groups(dir.path(), 3, 2);
-    let mut cmd = sync(dir.path(), &server.uri());
-    cmd.args(["--max-retries", "0", "--report", "first.csv"]);
-    run(cmd).await.code(1);
+    let argv = ["in.csv", "--max-retries", "0", "--report", "first.csv"];
+    let run = sync_argv(Server::Url(&server.uri()), dir.path(), &argv).await;
+    assert_eq!(run.code(), 1, "{}", run.error());
 
     let emu = emulator(EmulatorConfig::default()).await;
-    let mut cmd = bin_with_credentials(dir.path());
-    cmd.args(["sync", "first.csv", "--base-url", &emu.base_url()])
-        .args(["--only-status", "failed,unconfirmed,not_attempted"]);
-    run(cmd).await.code(0);
+    let argv = [
+        "first.csv",
+        "--only-status",
+        "failed,unconfirmed,not_attempted",
+        "--report",
+        "second.csv",
+    ];
+    let run = sync_argv(Server::Emulator(&emu), dir.path(), &argv).await;
+    assert_eq!(run.code(), 0, "{}", run.error());
     assert_eq!(
         held(&emu),
         BTreeSet::from(["g01/user-0000".to_string(), "g01/user-0001".to_string()])
