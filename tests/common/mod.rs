@@ -77,10 +77,11 @@ pub async fn exit_code(mut child: Child) -> Option<i32> {
         .code()
 }
 
-/// Waits (up to 20 s) until `ready` holds: a machine under load may start the binary slowly,
+/// Waits until `ready` holds: a machine under load may start the binary slowly,
 /// so fixed sleeps would make these tests flaky.
 pub async fn wait_until(what: &str, ready: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    // Only a guard against a hang: a loaded machine passes long before it.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !ready() {
         assert!(Instant::now() < deadline, "gave up waiting: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
