@@ -123,7 +123,8 @@ fn a_huge_shared_string_used_by_thousands_of_cells_is_refused() {
 #[test]
 fn a_zip_bomb_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    // One cell of 1.5 GB that inflates from a few MB, written in 1 MB pieces.
+    // One cell of 1.5 GB that inflates from a hundredth of that, written in 1 MB pieces (the
+    // fastest compression: a slower one makes a smaller file, no different a bomb).
     let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
     let parts = xlsx_parts_without_sheet();
     for (name, text) in &parts {
@@ -132,7 +133,7 @@ fn a_zip_bomb_is_refused() {
         out.write_all(text.as_bytes()).unwrap();
     }
     let options = zip::write::SimpleFileOptions::default()
-        .compression_level(Some(9))
+        .compression_level(Some(1))
         .large_file(true);
     out.start_file("xl/worksheets/sheet1.xml", options).unwrap();
     out.write_all(SHEET_START.as_bytes()).unwrap();
@@ -146,7 +147,7 @@ fn a_zip_bomb_is_refused() {
     out.write_all(b"</t></is></c></row>").unwrap();
     out.write_all(SHEET_END.as_bytes()).unwrap();
     let bytes = out.finish().unwrap().into_inner();
-    assert!(bytes.len() < 8 << 20, "{} bytes", bytes.len());
+    assert!(bytes.len() < 16 << 20, "{} bytes", bytes.len());
     refused(dir.path(), "bomb.xlsx", &bytes, "needs more than 1024 MiB");
 }
 
