@@ -245,6 +245,8 @@ async fn huge_and_slow_answers_are_cut_off() {
             &api.uri(),
             "--max-retries",
             "2",
+            "--max-backoff",
+            "50ms",
         ])
         .stdin(Stdio::null());
     let (out, peak) = measured(cmd).await;
@@ -266,11 +268,11 @@ async fn huge_and_slow_answers_are_cut_off() {
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
         .mount(&slow)
         .await;
-    // The answer would come after 5 s: the message says the 1 s timeout cut it off.
+    // The answer would come after 5 s: the message says the timeout cut it off.
     let out = sync(
         dir.path(),
         &slow.uri(),
-        &["--timeout", "1s", "--max-retries", "0"],
+        &["--timeout", "300ms", "--max-retries", "0"],
     )
     .await;
     assert_eq!(out.status.code(), Some(1));

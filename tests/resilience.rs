@@ -345,7 +345,7 @@ async fn sigterm_writes_a_complete_report_and_exits_143() {
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_then_resume_finishes_without_resending_what_the_journal_had() {
     let emu = emulator(EmulatorConfig {
-        latency: (Duration::from_millis(50), Duration::from_millis(150)),
+        latency: (Duration::from_millis(20), Duration::from_millis(60)),
         ..EmulatorConfig::default()
     })
     .await;
