@@ -1,6 +1,7 @@
 //! What the job logs, captured from a run of the library (its own binary: the log subscriber
 //! is process-wide, so no other test may share it).
 
+#[path = "it/common/mod.rs"]
 mod common;
 
 use std::sync::{Arc, Mutex};

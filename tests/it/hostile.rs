@@ -3,13 +3,12 @@
 //! opened in a spreadsheet, provisioning profiles, legacy encodings, case folding, file modes,
 //! the journal's path), each shown by what the operator would see.
 
-mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

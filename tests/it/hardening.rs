@@ -1,14 +1,13 @@
 //! A hostile server, a hostile file, a careless operator: each defect a review found, shown
 //! by what the operator would see (exit code, report rows, stderr, what servers received).
 
-mod common;
 
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use velt_group_sync::emulator::EmulatorConfig;
 use wiremock::matchers::{method, path};

@@ -2,11 +2,10 @@
 //! Windows-1252 and UTF-16 text, Entra's bulk template. Each test asserts the exact
 //! memberships planned, or the message that says which flag to use.
 
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 
 /// `org/group/user@line` for each planned row of a dry run (in-process), and the exit code and

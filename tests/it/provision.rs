@@ -2,12 +2,11 @@
 //! group call, updated when they change, removed when they leave (`--deprovision-users`),
 //! under their guard; all against the emulator, checked by what it holds and received.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
 
 /// A BambooHR export (one row per employee, two group columns) with names and e-mails.

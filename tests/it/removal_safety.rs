@@ -4,12 +4,11 @@
 //! accounts and groups, the journal, and a filter that leaves nothing. In-process against the
 //! emulator, on a paused clock; checked by what the server holds and received.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig, ListingFault};
 
 fn emulator(fault: Option<ListingFault>) -> Emulator {

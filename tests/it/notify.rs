@@ -2,9 +2,8 @@
 //! at a local receiver (wiremock), for the JSON, Slack and Teams shapes; the webhook URL, a
 //! credential, never shown.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};

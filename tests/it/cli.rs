@@ -1,8 +1,7 @@
 //! The binary end to end, as an operator runs it: samples in, report and exit code out.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use predicates::prelude::*;
 use velt_group_sync::emulator::EmulatorConfig;
 

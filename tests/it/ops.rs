@@ -2,13 +2,12 @@
 //! runs (parsed, not string-matched), `validate`, the environment equivalents of the options,
 //! and JSON logs that are machine-readable and never carry a secret.
 
-mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use velt_group_sync::emulator::{Call, EmulatorConfig};
 

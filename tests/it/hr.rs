@@ -2,11 +2,10 @@
 //! holding several groups, display names mapped to group IDs, user IDs in any case. Each
 //! export is shaped like the real one and each test asserts the exact memberships planned.
 
-mod common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use velt_group_sync::emulator::{Call, EmulatorConfig};
 
 /// What a dry run planned: `org/group/user@line` per planned row, `line: reason` per invalid

@@ -2,9 +2,8 @@
 //! `NOT_FOUND`, and both API versions, against the built-in emulator run in-process: the
 //! tests look at what the server holds and which calls it received.
 
-mod common;
 
-use common::*;
+use crate::common::*;
 use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
 
 /// Runs `sync` over `rows` (`org,group,user` lines) with `args`; returns the exit code and

@@ -2,13 +2,12 @@
 //! fixed `--state`, mode and flags) against one emulator, with an export that changes every
 //! night, an interrupted night and its resume.
 
-mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
 
-use common::*;
+use crate::common::*;
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 
 /// The arguments the crontab sample passes to velt-group-sync, with its paths moved into

@@ -3,11 +3,10 @@
 //! milliseconds, and every timing is exact. What is asserted is what an operator would see:
 //! report rows, exit codes, and what the server received and when.
 
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 use velt_group_sync::interrupt::Interrupt;
 

@@ -3,13 +3,12 @@
 //! SIGTERM, kill -9 and resume. (The timing of retries, pauses and rates is in `paced.rs`, on
 //! a paused clock.)
 
-mod common;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 use wiremock::matchers::{body_partial_json, method};

@@ -3,13 +3,12 @@
 //! here (rust_xlsxwriter, or a zip of hand-written parts), a few KB each; a seeded fuzz then
 //! flips bytes of good workbooks and JSON exports.
 
-mod common;
 
 use std::io::{Cursor, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
 /// An xlsx of hand-written parts: one sheet, `Sheet1`, whose XML is `sheet`, and `extra`
 /// parts (name, text) such as shared strings.
