@@ -170,6 +170,28 @@ struct Shared {
     names: Mutex<BTreeMap<(String, String), String>>,
     /// Users of each organization, by user ID.
     org_users: Mutex<BTreeMap<String, BTreeMap<String, OrgUser>>>,
+    /// Requests being worked on now (a request whose client went away is dropped).
+    in_flight: AtomicU64,
+}
+
+/// Counts a request as being worked on for as long as it lives.
+struct Working<'a>(&'a AtomicU64);
+
+impl Drop for Working<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Keeps `Shared::in_flight` for every request, cancelled ones included.
+async fn track(
+    State(shared): State<Arc<Shared>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    shared.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _working = Working(&shared.in_flight);
+    next.run(request).await
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -354,6 +376,7 @@ impl Emulator {
             deleted: Mutex::new(Vec::new()),
             names: Mutex::new(BTreeMap::new()),
             org_users: Mutex::new(BTreeMap::new()),
+            in_flight: AtomicU64::new(0),
         });
         let router = Router::new()
             .route(
@@ -386,6 +409,7 @@ impl Emulator {
                     "no such endpoint on the emulator",
                 )
             })
+            .layer(axum::middleware::from_fn_with_state(shared.clone(), track))
             .with_state(shared.clone());
         Emulator {
             addr: None,
@@ -521,6 +545,12 @@ impl Emulator {
     /// Requests received, on every call, answered or not.
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests being worked on now: 0 once every request that arrived was answered or its
+    /// client went away.
+    pub fn in_flight(&self) -> u64 {
+        self.shared.in_flight.load(Ordering::Relaxed)
     }
 
     /// When each request arrived, measured from the emulator's start.

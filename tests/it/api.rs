@@ -1,7 +1,6 @@
 //! What the server receives and how each kind of answer lands in the report, against
 //! wiremock servers (and the emulator for the rate limit).
 
-
 use crate::common::*;
 use serde_json::{Value, json};
 use wiremock::matchers::{body_json, header, method, path};

@@ -1,6 +1,5 @@
 //! The binary end to end, as an operator runs it: samples in, report and exit code out.
 
-
 use crate::common::*;
 use predicates::prelude::*;
 use velt_group_sync::emulator::EmulatorConfig;

@@ -2,7 +2,6 @@
 //! Windows-1252 and UTF-16 text, Entra's bulk template. Each test asserts the exact
 //! memberships planned, or the message that says which flag to use.
 
-
 use std::path::Path;
 
 use crate::common::*;

@@ -1,7 +1,6 @@
 //! A hostile server, a hostile file, a careless operator: each defect a review found, shown
 //! by what the operator would see (exit code, report rows, stderr, what servers received).
 
-
 use std::io::Write as _;
 use std::path::Path;
 use std::process::Stdio;

@@ -3,7 +3,6 @@
 //! opened in a spreadsheet, provisioning profiles, legacy encodings, case folding, file modes,
 //! the journal's path), each shown by what the operator would see.
 
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;

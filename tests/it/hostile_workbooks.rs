@@ -3,7 +3,6 @@
 //! here (rust_xlsxwriter, or a zip of hand-written parts), a few KB each; a seeded fuzz then
 //! flips bytes of good workbooks and JSON exports.
 
-
 use std::io::{Cursor, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -2,7 +2,6 @@
 //! holding several groups, display names mapped to group IDs, user IDs in any case. Each
 //! export is shaped like the real one and each test asserts the exact memberships planned.
 
-
 use std::path::Path;
 
 use crate::common::*;

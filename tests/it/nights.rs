@@ -2,7 +2,6 @@
 //! fixed `--state`, mode and flags) against one emulator, with an export that changes every
 //! night, an interrupted night and its resume.
 
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;

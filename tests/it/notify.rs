@@ -2,7 +2,6 @@
 //! at a local receiver (wiremock), for the JSON, Slack and Teams shapes; the webhook URL, a
 //! credential, never shown.
 
-
 use crate::common::*;
 use serde_json::Value;
 use wiremock::matchers::{method, path};

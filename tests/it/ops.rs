@@ -2,7 +2,6 @@
 //! runs (parsed, not string-matched), `validate`, the environment equivalents of the options,
 //! and JSON logs that are machine-readable and never carry a secret.
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;

@@ -3,7 +3,6 @@
 //! milliseconds, and every timing is exact. What is asserted is what an operator would see:
 //! report rows, exit codes, and what the server received and when.
 
-
 use std::time::Duration;
 
 use crate::common::*;

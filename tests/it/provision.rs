@@ -2,7 +2,6 @@
 //! group call, updated when they change, removed when they leave (`--deprovision-users`),
 //! under their guard; all against the emulator, checked by what it holds and received.
 
-
 use std::collections::BTreeMap;
 use std::path::Path;
 

@@ -2,7 +2,6 @@
 //! `NOT_FOUND`, and both API versions, against the built-in emulator run in-process: the
 //! tests look at what the server holds and which calls it received.
 
-
 use crate::common::*;
 use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig};
 

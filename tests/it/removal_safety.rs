@@ -4,7 +4,6 @@
 //! accounts and groups, the journal, and a filter that leaves nothing. In-process against the
 //! emulator, on a paused clock; checked by what the server holds and received.
 
-
 use std::collections::BTreeSet;
 use std::path::Path;
 

@@ -3,7 +3,6 @@
 //! SIGTERM, kill -9 and resume. (The timing of retries, pauses and rates is in `paced.rs`, on
 //! a paused clock.)
 
-
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -366,6 +365,14 @@ async fn kill_9_then_resume_finishes_without_resending_what_the_journal_had() {
     until_requests(&emu, 20).await;
     signal(&child, libc::SIGKILL);
     exit_code(child).await;
+    // Requests that arrived before the kill are still worked on (the emulator logs an add
+    // after its latency): wait until each is, so that none is counted as the resume's.
+    // Requests that arrived before the kill may still be worked on (the emulator logs an add
+    // after its latency): wait until none is, so that none is counted as the resume's.
+    wait_until("the killed run's requests are done with", || {
+        emu.in_flight() == 0
+    })
+    .await;
     let journal = std::fs::read_to_string(dir.path().join("state.journal")).unwrap();
     let confirmed: HashSet<u32> = journal
         .lines()
