@@ -601,13 +601,14 @@ pub struct EmulatorArgs {
     pub require_org_users: bool,
 }
 
-pub use crate::accounts::AccessRole;
 use crate::client::ApiVersion;
-pub use crate::engine::{MaxRemovals, Mode};
+pub use crate::engine::Mode;
+pub use crate::guard::MaxRemovals;
 use crate::input::FormatArg;
 use crate::input::mapping::{Unmapped, UserIdCase};
 use crate::notify::{NotifyFormat, NotifyOn};
 use crate::output::LogFormat;
+pub use crate::provision::model::AccessRole;
 use crate::report::ReportFormat;
 
 #[cfg(test)]

@@ -8,10 +8,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::accounts::{Action, UserCounts, user_column};
 use crate::journal::{Confirmed, Key};
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::Plan;
+use crate::provision::model::{Action, UserCounts, user_column};
 
 /// What a row is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -399,8 +399,8 @@ impl<'l> Names<'l> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::accounts::{Accounts, Profile};
     use crate::plan::{Defaults, Planner, Sink};
+    use crate::provision::model::{Accounts, Profile};
 
     /// Group `o/g` with users a, b, c; with `accounts`, each is an organization user too.
     fn plan(accounts: bool) -> Plan {

@@ -10,7 +10,6 @@
 //! [`run`] is the process's side: it reads the environment, installs the signal handlers,
 //! starts the emulator when asked, and hands the library what it needs.
 
-pub mod accounts;
 pub mod answer;
 pub mod cli;
 pub mod client;
@@ -20,6 +19,7 @@ pub mod emulator;
 pub mod engine;
 pub mod error;
 pub mod files;
+pub mod guard;
 pub mod history;
 pub mod input;
 pub mod interrupt;
@@ -30,6 +30,7 @@ pub mod notify;
 pub mod outcome;
 pub mod output;
 pub mod plan;
+pub mod provision;
 pub mod pushgateway;
 pub mod report;
 pub mod sync;

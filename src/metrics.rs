@@ -41,7 +41,7 @@ pub struct RunStats {
     /// Memberships left out because the group map does not list their group.
     pub unmapped_skipped: u64,
     /// `--provision-users`: what happened to organization users.
-    pub users: Option<crate::accounts::UserCounts>,
+    pub users: Option<crate::provision::model::UserCounts>,
 }
 
 /// Writes the metrics file for a run that ended with `exit_code` after `duration`.

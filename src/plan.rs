@@ -78,7 +78,7 @@ pub struct Plan {
     /// (organization, "" when the record names none; user). Never removed: see `engine::keep`.
     pub partly_unmapped: Vec<(Box<str>, Box<str>)>,
     /// `--provision-users`: the organization users the run makes sure of.
-    pub accounts: Option<crate::accounts::Accounts>,
+    pub accounts: Option<crate::provision::model::Accounts>,
     /// Every unique user ID, end to end.
     ids: String,
 }

@@ -9,11 +9,11 @@ use std::time::Duration;
 use crate::files::Destination;
 use serde::Serialize;
 
-use crate::accounts::UserCounts;
 use crate::error::Error;
 use crate::ledger::{Ledger, RowRef, Subject};
 use crate::outcome::{Counts, Status};
 use crate::plan::Plan;
+use crate::provision::model::UserCounts;
 
 /// The report's columns, in order. The first three are input column names, so a CSV report
 /// is itself valid input. New columns come last (`action` after the first nine, `user` after

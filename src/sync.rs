@@ -751,7 +751,7 @@ pub fn read_plan(args: &InputArgs) -> Result<Plan, Error> {
             .memberships
             .iter()
             .map(|m| (&*plan.group_of(m).org, plan.user(m)));
-        let accounts = crate::accounts::Accounts::build(memberships, &read.profiles);
+        let accounts = crate::provision::model::Accounts::build(memberships, &read.profiles);
         plan.accounts = Some(accounts);
     }
     Ok(plan)

@@ -154,7 +154,7 @@ impl<'o> Keep<'o> {
 pub(crate) fn respell(
     plan: &Plan,
     groups: &[Listing],
-    (orgs, users): (&[Box<str>], &[Listing]),
+    (orgs, users): (&[Box<str>], &[crate::provision::decide::Listing]),
 ) -> Vec<(u32, Box<str>)> {
     let mut spelling: HashMap<(Box<str>, Box<str>), Box<str>> = HashMap::new();
     let mut learn = |org: &str, users: &[OrgUser]| {

@@ -27,11 +27,13 @@ use std::time::Duration;
 use indicatif::ProgressBar;
 
 use crate::client::{Answer, VeltClient};
+use crate::guard::MaxRemovals;
 use crate::interrupt::Interrupt;
 use crate::journal::Journal;
 use crate::ledger::{Decisions, Ledger};
 use crate::outcome::Status;
 use crate::plan::Plan;
+use crate::provision::decide;
 
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -43,49 +45,10 @@ pub enum Mode {
     Remove,
 }
 
-/// `--max-removals`: a count, or a share of a group's current members.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxRemovals {
-    Count(u64),
-    Percent(f64),
-}
-
-impl MaxRemovals {
-    /// The most removals allowed from a group of `current` members: a count as given, a share
-    /// rounded down but at least 1.
-    pub fn limit(self, current: usize) -> usize {
-        match self {
-            MaxRemovals::Count(n) => usize::try_from(n).unwrap_or(usize::MAX),
-            MaxRemovals::Percent(p) => ((current as f64 * p / 100.0).floor() as usize).max(1),
-        }
-    }
-
-    /// As `--help` shows it and `parse` reads it: `25` or `10%`.
-    pub fn text(self) -> String {
-        match self {
-            MaxRemovals::Count(n) => n.to_string(),
-            MaxRemovals::Percent(p) => format!("{p}%"),
-        }
-    }
-
-    /// `--max-removals`: `25` or `10%`.
-    pub fn parse(s: &str) -> Result<MaxRemovals, String> {
-        let s = s.trim();
-        let err = || "expected a count (25) or a percentage (10%)".to_string();
-        match s.strip_suffix('%') {
-            Some(p) => match p.trim().parse::<f64>() {
-                Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(MaxRemovals::Percent(p)),
-                _ => Err(err()),
-            },
-            None => s.parse::<u64>().map(MaxRemovals::Count).map_err(|_| err()),
-        }
-    }
-}
-
 /// The engine's defaults, which the command line's are (its `--help` text is made from
 /// these): one place for each, typed.
 pub mod defaults {
-    use super::MaxRemovals;
+    use crate::guard::MaxRemovals;
     use std::time::Duration;
 
     pub const CHUNK_SIZE: u32 = 100;
@@ -134,7 +97,7 @@ pub struct ExecOptions {
     /// Read (delta and mirror) and plan, but send no writes.
     pub dry_run: bool,
     /// `--access-role` for users added or updated (`--provision-users`).
-    pub access_role: Option<crate::accounts::AccessRole>,
+    pub access_role: Option<crate::provision::model::AccessRole>,
     /// Mirror mode: remove organization users the input does not list.
     pub deprovision_users: bool,
     pub max_user_removals: MaxRemovals,
@@ -460,7 +423,7 @@ impl Run<'_> {
                 if lock(&self.auth_failure).is_some() {
                     return Err(Ended::Stopped);
                 }
-                if let Some(why) = provision::would_create(a, &users) {
+                if let Some(why) = decide::would_create(a, &provision::listings(users)) {
                     return Err(Ended::Refused(why));
                 }
             }
@@ -471,11 +434,10 @@ impl Run<'_> {
             .await
             .ok_or(Ended::Stopped)?;
         let users = match &plan.accounts {
-            Some(a) => Some(
-                self.read_org_users(a, interrupt)
-                    .await
-                    .ok_or(Ended::Stopped)?,
-            ),
+            Some(a) => {
+                let read = self.read_org_users(a, interrupt).await;
+                Some(provision::listings(read.ok_or(Ended::Stopped)?))
+            }
             None => None,
         };
         if lock(&self.auth_failure).is_some() {
@@ -483,7 +445,7 @@ impl Run<'_> {
         }
         if let (Some(users), Some(a)) = (&users, &plan.accounts)
             && check_orgs
-            && let Some(why) = provision::would_create(a, users)
+            && let Some(why) = decide::would_create(a, users)
         {
             return Err(Ended::Refused(why));
         }
@@ -499,7 +461,12 @@ impl Run<'_> {
         keep.note_members(plan, &current);
         let mut unread = reconcile::reconcile(plan, current, opts, &keep, &mut decisions);
         if let (Some(users), Some(a)) = (users, &plan.accounts) {
-            unread += provision::reconcile(a, users, &keep, opts, &mut decisions);
+            let options = provision::options(opts);
+            let decided = decide::reconcile(a, users, &keep, &options);
+            decisions.actions = decided.actions;
+            decisions.account_spellings = decided.spellings;
+            decisions.leavers = decided.leavers;
+            unread += decided.unread;
         }
         Ok((decisions, unread))
     }

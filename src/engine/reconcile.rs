@@ -11,8 +11,9 @@ use futures_util::StreamExt;
 
 use super::attempt::{Failure, Target, detail};
 use super::keep::Keep;
-use super::{ExecOptions, MaxRemovals, Mode, Run};
+use super::{ExecOptions, Mode, Run};
 use crate::client::{Answer, OrgUser, Page};
+use crate::guard::Guard;
 use crate::interrupt::Interrupt;
 use crate::ledger::Decisions;
 use crate::outcome::{Detail, Outcome, Status};
@@ -364,58 +365,6 @@ fn remove_listed(
     }
 }
 
-/// A safety limit on removals: at most `limit` of what is there now, and never all of it
-/// without `--allow-empty`. The same for a group's members (`--max-removals`) and an
-/// organization's users (`--max-user-removals`); only the words of its messages differ.
-pub(super) struct Guard {
-    pub limit: MaxRemovals,
-    pub allow_empty: bool,
-    /// The flag that sets the limit.
-    pub flag: &'static str,
-    /// What removes ("mirroring"), from what ("group"), what it holds ("current members"),
-    /// and what one removal is ("removals").
-    pub doing: &'static str,
-    pub holder: &'static str,
-    pub held: &'static str,
-    pub removals: &'static str,
-}
-
-impl Guard {
-    /// `--max-removals` on a group's members.
-    pub(super) fn members(opts: &ExecOptions) -> Guard {
-        Guard {
-            limit: opts.max_removals,
-            allow_empty: opts.allow_empty,
-            flag: "--max-removals",
-            doing: "mirroring",
-            holder: "group",
-            held: "current members",
-            removals: "removals",
-        }
-    }
-
-    /// Why removing `removals` of `current` is refused, if it is (with the limit that refused).
-    pub(super) fn refusal(&self, removals: usize, current: usize) -> Option<(String, usize)> {
-        let limit = self.limit.limit(current);
-        let message = if removals == current && !self.allow_empty {
-            format!(
-                "not removed: {} would remove every one of the {}'s {current} {} (the input \
-                 lists none of them); check the input, or pass --allow-empty",
-                self.doing, self.holder, self.held
-            )
-        } else if removals > limit {
-            format!(
-                "not removed: the {} needs {removals} {} of {current} {}, more than {} allows \
-                 ({limit}); check the input, or raise {}",
-                self.holder, self.removals, self.held, self.flag, self.flag
-            )
-        } else {
-            return None;
-        };
-        Some((message, limit))
-    }
-}
-
 /// Why a group's `removals` of `current` members are refused, if they are.
 fn refusal(
     group: &Group,
@@ -423,7 +372,16 @@ fn refusal(
     current: usize,
     opts: &ExecOptions,
 ) -> Option<Arc<Detail>> {
-    let (message, limit) = Guard::members(opts).refusal(removals, current)?;
+    let guard = Guard {
+        limit: opts.max_removals,
+        allow_empty: opts.allow_empty,
+        flag: "--max-removals",
+        doing: "mirroring",
+        holder: "group",
+        held: "current members",
+        removals: "removals",
+    };
+    let (message, limit) = guard.refusal(removals, current)?;
     tracing::error!(
         event = "removals_refused",
         organizationId = &*group.org,

@@ -128,7 +128,7 @@ pub struct InputStats {
     /// (group column, value) pairs the group map does not list, and how often each came.
     pub unmapped: HashMap<(String, String), u64>,
     /// `--provision-users`: each user's name and e-mail, from the first record naming it.
-    pub profiles: HashMap<Box<str>, crate::accounts::Profile>,
+    pub profiles: HashMap<Box<str>, crate::provision::model::Profile>,
     /// Users named by records with a group value the map does not list and `--unmapped skip`
     /// left out: (the record's organization, if it names one; the user). What those records
     /// meant is unknown, so these users are never removed.

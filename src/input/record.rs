@@ -11,8 +11,8 @@ use super::columns::{Field, Positions, Resolver};
 use super::mapping::Unmapped;
 use super::mapping::fold;
 use super::{InputOptions, InputStats};
-use crate::accounts::Profile;
 use crate::plan::Sink;
+use crate::provision::profile::Fields;
 use crate::text::clip;
 
 /// The values a field holds.
@@ -259,7 +259,17 @@ impl<'o> Mapper<'o> {
             return; // every group value was unmapped and skipped: counted above
         }
         if self.opts.provision
-            && let Err(why) = profile(&record, &users, stats)
+            && let Err(why) = crate::provision::profile::check(
+                Fields {
+                    name: record.name,
+                    first_name: record.first_name,
+                    last_name: record.last_name,
+                    email: record.email,
+                    line: record.line,
+                },
+                &users,
+                &mut stats.profiles,
+            )
         {
             sink.reject_record(line, org, first_group, first_user, why);
             return;
@@ -466,115 +476,4 @@ fn emit(record: &Record<'_>, users: &[Cow<'_, str>], targets: &[Target<'_>], sin
             sink.group_name(org, Some(group), name);
         }
     }
-}
-
-/// `--provision-users`: checks the record's name and e-mail and keeps them as its user's
-/// profile; the reason the record is invalid if they are missing, malformed, or differ from
-/// what an earlier record said about the same user.
-/// Longest name or e-mail sent, in characters.
-const MAX_PROFILE_CHARS: usize = 256;
-
-/// Why a name or e-mail cannot be sent as it is: a control character, a bidirectional
-/// override (`U+202E` makes `moc.liame` read as `email.com`), or more than 256 characters.
-fn unprintable(what: &str, value: &str) -> Option<String> {
-    let bidi = |c: char| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}');
-    if let Some(c) = value.chars().find(|&c| c.is_control() || bidi(c)) {
-        return Some(format!(
-            "{what} `{}` holds the invisible character U+{:04X}; fix the input",
-            clip(value),
-            u32::from(c)
-        ));
-    }
-    let chars = value.chars().count();
-    (chars > MAX_PROFILE_CHARS).then(|| {
-        format!("{what} is {chars} characters long, more than {MAX_PROFILE_CHARS}; fix the input")
-    })
-}
-
-fn profile(
-    record: &Record<'_>,
-    users: &[Cow<'_, str>],
-    stats: &mut InputStats,
-) -> Result<(), String> {
-    let user = match users {
-        [user] => user.trim(),
-        [] => return Ok(()),
-        _ => {
-            return Err(
-                "several users in one record; --provision-users needs one user per record, with its name and e-mail"
-                    .into(),
-            );
-        }
-    };
-    if user.is_empty() {
-        return Ok(()); // the planner says what is wrong with the ID
-    }
-    let name = match (record.first_name, record.last_name) {
-        (None, None) => record.name.map(str::trim).unwrap_or("").to_string(),
-        (first, last) => [first, last]
-            .into_iter()
-            .flatten()
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .collect::<Vec<_>>()
-            .join(" "),
-    };
-    if name.is_empty() {
-        return Err("name is empty; --provision-users needs each user's name".into());
-    }
-    if let Some(why) = unprintable("name", &name) {
-        return Err(why);
-    }
-    let email = record.email.map(str::trim).unwrap_or("");
-    if email.is_empty() {
-        return Err("email is empty; --provision-users needs each user's e-mail".into());
-    }
-    if let Some(why) = unprintable("email", email) {
-        return Err(why);
-    }
-    if !is_address(email) {
-        return Err(format!("email `{}` is not an e-mail address", clip(email)));
-    }
-    let line = record.line;
-    // Most records repeat a user already seen (one row per membership): look before
-    // allocating a key.
-    let Some(known) = stats.profiles.get(user) else {
-        let profile = Profile {
-            name: name.into(),
-            email: email.into(),
-            line,
-        };
-        stats.profiles.insert(user.into(), profile);
-        return Ok(());
-    };
-    let (what, here, there) = if *known.name != name {
-        ("name", name.as_str(), &*known.name)
-    } else if !known.email.eq_ignore_ascii_case(email) {
-        ("e-mail", email, &*known.email)
-    } else {
-        return Ok(());
-    };
-    Err(format!(
-        "user {} has the {what} `{}` here but `{}` at line {}; one user has one {what}: fix the input",
-        clip(user),
-        clip(here),
-        clip(there),
-        known.line
-    ))
-}
-
-/// Whether `s` looks like an e-mail address: one `@` between a local part and a domain with a
-/// dot, no spaces or control characters.
-pub(crate) fn is_address(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    s.len() <= 254
-        && !local.is_empty()
-        && !domain.contains('@')
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains("..")
-        && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }

@@ -625,7 +625,7 @@ async fn no_listing_makes_a_run_remove_what_it_must_keep() {
         }
         let run = mirror(&emu, dir.path(), &input, &args).await;
         let limit = |current: usize| {
-            velt_group_sync::engine::MaxRemovals::parse(&guard)
+            velt_group_sync::guard::MaxRemovals::parse(&guard)
                 .unwrap()
                 .limit(current)
         };
