@@ -7,7 +7,6 @@
 //! per-membership (and per-user) outcomes.
 
 mod attempt;
-mod bucket;
 mod chunk;
 pub mod concurrency;
 pub(crate) mod gate;

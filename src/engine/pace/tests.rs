@@ -1,6 +1,7 @@
 //! The pacer on a paused clock.
 
 use super::*;
+use crate::engine::pace::fit::Fit;
 
 /// Advances the paused clock while sending at the pacer's rate, as the engine would:
 /// `secs` seconds of slots, each answered accepted.
@@ -118,10 +119,10 @@ async fn a_ceiling_paces_only_after_a_throttle_and_lets_go_when_a_probe_reaches_
 /// A pacer held at 100/s for a while, throttled once (the limit fell), through the pause, then
 /// sending for `secs`: the slots of that run.
 async fn fallen_and_sending(bucket: f64, secs: f64) -> (Pacer, Vec<Instant>) {
-    let p = Pacer::ceiling(100.0);
+    // Knowing the server's bucket, as a fit before would have found it.
+    let p = Pacer::ceiling(100.0).knowing(Fit::knowing(bucket));
     send_for(&p, 15.0).await;
     p.on_throttled(Instant::now());
-    p.lock().bucket = Some(bucket);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut slots = vec![];
     let end = Instant::now() + Duration::from_secs_f64(secs);
@@ -156,15 +157,16 @@ async fn answers_of_one_run_coming_back_out_of_order_judge_it_by_the_first_refus
     assert_eq!(out_of_order.rate(), in_order.rate());
     assert!((in_order.rate() - 62.0).abs() < 0.5, "{}", in_order.rate());
     assert_eq!(
-        out_of_order.lock().runs.back(),
-        in_order.lock().runs.back(),
+        out_of_order.fit().runs().last(),
+        in_order.fit().runs().last(),
         "the run ends at the first refused request"
     );
 }
 
 #[tokio::test(start_paused = true)]
 async fn after_a_failed_probe_the_bucket_the_pause_refilled_goes_at_once() {
-    let p = Pacer::ceiling(100.0);
+    // The server's bucket, as a fit would have found it: 4 requests beyond the limit.
+    let p = Pacer::ceiling(100.0).knowing(Fit::knowing(4.0));
     send_for(&p, 15.0).await;
     for _ in 0..5 {
         p.on_throttled(Instant::now());
@@ -173,8 +175,6 @@ async fn after_a_failed_probe_the_bucket_the_pause_refilled_goes_at_once() {
     let held = p.rate();
     send_for(&p, RETURN_PROBE_AFTER.as_secs_f64()).await;
     assert_eq!(p.rate(), 100.0, "a return probe");
-    // The server's bucket, as a fit would have found it: 4 requests beyond the limit.
-    p.lock().bucket = Some(4.0);
     p.on_throttled(Instant::now());
     assert_eq!(p.rate(), held, "back to the held rate");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -187,10 +187,10 @@ async fn after_a_failed_probe_the_bucket_the_pause_refilled_goes_at_once() {
         "three at once (the bucket less one), beside the first of the schedule"
     );
     // A run that began with a burst did not start from a full bucket: no point for the fit.
-    let runs = p.lock().runs.len();
+    let runs = p.fit().runs().count();
     tokio::time::sleep(Duration::from_secs(1)).await;
     p.on_throttled(Instant::now());
-    assert_eq!(p.lock().runs.len(), runs);
+    assert_eq!(p.fit().runs().count(), runs);
 }
 
 #[tokio::test(start_paused = true)]

@@ -2,9 +2,12 @@
 //! concurrency that follows Little's law so that in-flight slots never cap the rate.
 //!
 //! Governor quotas cannot change once built, so the governor limiter stays as the hard cap
-//! (`--rate`, or `--max-rate` under `auto`) and this controller is layered on top of it. It
-//! paces requests on an absolute schedule (each request gets the next slot, `1 / rate` after
-//! the previous one, so the schedule does not drift) and moves `rate` by the answers it sees.
+//! (`--rate`, or `--max-rate` under `auto`) and this controller is layered on top of it. Three
+//! parts, each with its own tests: the [`schedule`] hands out slots on an absolute schedule
+//! (each request gets the next slot, `1 / rate` after the previous one, so the schedule does
+//! not drift), the [`fit`] reads the server's token bucket off the runs that ended in a
+//! throttle, and this module is the policy that moves the schedule's rate by the answers it
+//! sees and what the fit tells.
 //!
 //! What shapes it: every throttle costs a run-wide `Retry-After` pause (a whole second of
 //! sending at `Retry-After: 1`), so the controller's job is to find the limit with few
@@ -58,7 +61,11 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::bucket::fit;
+pub mod fit;
+mod schedule;
+
+use fit::Fit;
+use schedule::Schedule;
 
 const START_RATE: f64 = 1.0;
 /// How far a search's lower bound falls when it is throttled itself.
@@ -80,9 +87,6 @@ const STREAK_WITHIN: Duration = Duration::from_secs(10);
 const FELL_BELOW: f64 = 0.9;
 const FIRST_PROBE_AFTER: Duration = Duration::from_secs(30);
 const MOST_PROBE_AFTER: Duration = Duration::from_secs(240);
-/// How much longer than measured a run after a fall is taken to have lasted: a slot's
-/// sending jitter, so that its reading of the new limit errs high.
-const RUN_SLACK: Duration = Duration::from_millis(10);
 /// After a fall, probes back to the remembered rate this often, this many times.
 const RETURN_PROBE_AFTER: Duration = Duration::from_secs(10);
 const RETURN_PROBES: u32 = 6;
@@ -108,17 +112,14 @@ enum Phase {
     Probe,
 }
 
+/// The policy's state: where the search stands, what a fall left to probe back to, with the
+/// schedule it sets and the fit it reads.
 #[derive(Debug, Clone)]
 struct PacerState {
-    rate: f64,
-    /// Whether the schedule holds requests back. A fixed `--rate` (a ceiling) engages it only
-    /// once the server throttles below that rate, and lets go once the rate is back at it.
-    engaged: bool,
-    next: Instant,
-    /// The last slot handed out.
-    last_slot: Option<Instant>,
+    schedule: Schedule,
+    fit: Fit,
     phase: Phase,
-    /// When `rate` was last set: throttles of requests sent before then are stale.
+    /// When the rate was last set: throttles of requests sent before then are stale.
     since: Instant,
     /// Requests sent since then.
     sent: u64,
@@ -140,22 +141,6 @@ struct PacerState {
     /// The rate held before the limit last fell, and the probes back to it still to make.
     remembered: Option<f64>,
     return_probes: u32,
-    /// Set by a throttle: the rate that follows starts after the run-wide pause, with the
-    /// server's bucket refilled. `run_start` is its first slot.
-    after_pause: bool,
-    run_start: Option<Instant>,
-    /// (rate, seconds from a refilled bucket to the throttle) of recent runs that ended in a
-    /// throttle: what `fit` estimates the limit from.
-    runs: std::collections::VecDeque<(f64, f64)>,
-    /// The size of the server's bucket, as the last fit found it.
-    bucket: Option<f64>,
-    /// The limit last found: by the fit, or by a throttle in a row after a fall.
-    fitted: Option<f64>,
-    /// Requests that go at once when the pause after a failed probe ends, on top of the
-    /// schedule: the server's bucket, refilled by the pause, which the held rate would leave
-    /// full. A run that began so did not start from a full bucket: it is not one for the fit.
-    burst: u32,
-    burst_sent: bool,
     /// How to take back the last judgement of a run, should an earlier request of the same
     /// run turn out to have been throttled too.
     undo: Option<Undo>,
@@ -215,10 +200,8 @@ impl Pacer {
             ceiling,
             born: now,
             state: Mutex::new(PacerState {
-                rate,
-                engaged: !ceiling,
-                next: now,
-                last_slot: None,
+                schedule: Schedule::new(rate, !ceiling, now),
+                fit: Fit::default(),
                 phase: if ceiling {
                     Phase::Hold
                 } else {
@@ -236,16 +219,20 @@ impl Pacer {
                 streak_from: None,
                 remembered: None,
                 return_probes: 0,
-                after_pause: false,
-                run_start: None,
-                runs: std::collections::VecDeque::new(),
-                bucket: None,
-                fitted: None,
-                burst: 0,
-                burst_sent: false,
                 undo: None,
             }),
         }
+    }
+
+    /// A pacer that knows the server's bucket already, as an earlier fit found it.
+    pub fn knowing(self, fit: Fit) -> Pacer {
+        self.lock().fit = fit;
+        self
+    }
+
+    /// What the bucket fit has seen and found so far.
+    pub fn fit(&self) -> Fit {
+        self.lock().fit.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PacerState> {
@@ -253,7 +240,7 @@ impl Pacer {
     }
 
     pub fn rate(&self) -> f64 {
-        self.lock().rate
+        self.lock().schedule.rate()
     }
 
     /// Takes the next slot on the schedule; the caller waits until then.
@@ -261,22 +248,10 @@ impl Pacer {
         let mut s = self.lock();
         let now = Instant::now();
         self.tick(&mut s, now);
-        if !s.engaged {
-            return now;
+        if s.schedule.engaged() {
+            s.sent += 1;
         }
-        s.sent += 1;
-        let slot = s.next.max(now);
-        if s.after_pause && s.burst > 0 {
-            s.burst -= 1;
-            s.burst_sent = true;
-        } else {
-            s.next = slot + Duration::from_secs_f64(1.0 / s.rate);
-        }
-        s.last_slot = Some(slot);
-        if s.after_pause && s.run_start.is_none() {
-            s.run_start = Some(slot);
-        }
-        slot
+        s.schedule.reserve(now)
     }
 
     /// An answer that the server accepted (not throttled).
@@ -287,31 +262,20 @@ impl Pacer {
 
     /// Moves to `rate` now.
     fn set(&self, s: &mut PacerState, rate: f64, phase: Phase, now: Instant) {
-        let before = s.rate;
-        s.rate = rate.clamp(MIN_RATE, self.max_rate);
+        let before = s.schedule.rate();
+        let rate = rate.clamp(MIN_RATE, self.max_rate);
         s.phase = phase;
         s.since = now;
         s.sent = 0;
-        s.after_pause = false;
-        s.run_start = None;
-        s.burst = 0;
-        s.burst_sent = false;
         // A ceiling lets the limiter pace alone while it holds the ceiling.
-        let engaged = !(self.ceiling && phase == Phase::Hold && s.rate >= self.max_rate);
-        if engaged && !s.engaged {
-            s.next = now;
-        }
-        s.engaged = engaged;
-        // Slots taken at the old rate stand; the next is one new interval after the last.
-        if let Some(last) = s.last_slot {
-            s.next = s.next.min(last + Duration::from_secs_f64(1.0 / s.rate));
-        }
-        if s.rate != before {
+        let engaged = !(self.ceiling && phase == Phase::Hold && rate >= self.max_rate);
+        s.schedule.restart(rate, engaged, now);
+        if rate != before {
             tracing::debug!(
                 event = "rate",
                 at_s = format!("{:.2}", (now - self.born).as_secs_f64()),
                 from = format!("{before:.2}"),
-                to = format!("{:.2}", s.rate),
+                to = format!("{rate:.2}"),
                 phase = ?phase,
                 lo = format!("{:.2}", s.lo),
                 hi = format!("{:.2}", s.hi),
@@ -342,19 +306,19 @@ impl Pacer {
     /// Time-driven moves: a rate held long enough.
     fn tick(&self, s: &mut PacerState, now: Instant) {
         let held = now.saturating_duration_since(s.since);
-        let confirmed = s.sent >= confirm_for(s.rate, s.phase);
+        let confirmed = s.sent >= confirm_for(s.schedule.rate(), s.phase);
         match s.phase {
             Phase::SlowStart if held >= Duration::from_millis(500) && confirmed => {
-                s.lo = s.rate;
-                if s.rate >= self.max_rate {
+                s.lo = s.schedule.rate();
+                if s.schedule.rate() >= self.max_rate {
                     self.set(s, self.max_rate, Phase::Hold, now);
                 } else {
-                    self.set(s, s.rate * 2.0, Phase::SlowStart, now);
+                    self.set(s, s.schedule.rate() * 2.0, Phase::SlowStart, now);
                 }
             }
-            Phase::Probe if confirmed && s.remembered.is_some_and(|r| s.rate >= r) => {
+            Phase::Probe if confirmed && s.remembered.is_some_and(|r| s.schedule.rate() >= r) => {
                 // Back where the limit was before it fell: hold there again.
-                s.lo = s.rate;
+                s.lo = s.schedule.rate();
                 s.hi = f64::INFINITY;
                 s.remembered = None;
                 s.probe_after = FIRST_PROBE_AFTER;
@@ -368,9 +332,9 @@ impl Pacer {
                     s.probe_after = FIRST_PROBE_AFTER;
                 }
                 s.lo = if s.lo_confirmed {
-                    s.lo.max(s.rate)
+                    s.lo.max(s.schedule.rate())
                 } else {
-                    s.rate
+                    s.schedule.rate()
                 };
                 s.lo_confirmed = true;
                 if s.remembered.is_some_and(|r| s.lo >= r * (1.0 - FIRST_CUT)) {
@@ -378,7 +342,7 @@ impl Pacer {
                 }
                 self.search_or_hold(s, now);
             }
-            Phase::Hold if s.rate < self.max_rate => {
+            Phase::Hold if s.schedule.rate() < self.max_rate => {
                 let back = s
                     .remembered
                     .filter(|&r| s.return_probes > 0 && r > s.lo * (1.0 + PROBE_STEP));
@@ -403,9 +367,12 @@ impl Pacer {
     /// last held.
     pub fn on_slow(&self) {
         let mut s = self.lock();
-        if matches!(s.phase, Phase::Search | Phase::Probe) && s.lo_confirmed && s.rate > s.lo {
+        if matches!(s.phase, Phase::Search | Phase::Probe)
+            && s.lo_confirmed
+            && s.schedule.rate() > s.lo
+        {
             let now = Instant::now();
-            s.hi = s.hi.min(s.rate);
+            s.hi = s.hi.min(s.schedule.rate());
             tracing::debug!(
                 event = "slowing",
                 message = "latency well above its baseline: holding"
@@ -422,7 +389,8 @@ impl Pacer {
         let now = Instant::now();
         // A throttle answers an earlier rate when its request went before the rate last
         // changed, or, after a throttle, before the pause it brought was over.
-        if sent_at < s.since || (s.after_pause && s.run_start.is_none_or(|r| sent_at < r)) {
+        let pause = s.schedule.after_pause();
+        if sent_at < s.since || (pause && s.schedule.run_start().is_none_or(|r| sent_at < r)) {
             // Answers come back in random order: a request of the run that was just judged,
             // sent before the one that decided, ended the run sooner. While nothing has
             // gone at the new rate (the pause), the decision is made again with it.
@@ -445,8 +413,11 @@ impl Pacer {
     fn judge(&self, s: &mut PacerState, sent_at: Instant, now: Instant) {
         // The snapshot must not hold the one before it.
         s.undo = None;
-        let before = s.run_start.map(|start| (start, Box::new(s.clone())));
-        let tried = s.rate;
+        let before = s
+            .schedule
+            .run_start()
+            .map(|start| (start, Box::new(s.clone())));
+        let tried = s.schedule.rate();
         let this_run = record_run(s, sent_at, tried);
         let in_a_row = s
             .streak_at
@@ -456,11 +427,7 @@ impl Pacer {
         let estimate = if s.phase == Phase::Hold && in_a_row {
             None
         } else {
-            fit(&s.runs).map(|(limit, size)| {
-                s.bucket = Some(size);
-                s.fitted = Some(limit);
-                limit
-            })
+            s.fit.estimate()
         };
         match s.phase {
             Phase::SlowStart => {
@@ -490,14 +457,13 @@ impl Pacer {
                 s.hi = s.hi.min(tried);
                 self.set(s, s.lo, Phase::Hold, now);
                 // Back to a rate that held: the bucket the pause refills can go at once.
-                s.burst = s
-                    .bucket
-                    .map_or(0, |size| (size.floor() as u32).saturating_sub(1));
+                let burst = s.fit.bucket().map_or(0, |size| size.floor() as u32);
+                s.schedule.burst_after_pause(burst.saturating_sub(1));
             }
             Phase::Hold => self.throttled_holding(s, tried, this_run, estimate, in_a_row, now),
         }
         // What follows starts after the pause this throttle brings.
-        s.after_pause = true;
+        s.schedule.pause();
         s.undo = before.map(|(run_start, before)| Undo {
             run_start,
             ended: sent_at,
@@ -527,16 +493,7 @@ impl Pacer {
             // Throttles in a row: the limit may have moved, and runs from before it
             // would mislead the fit. With the bucket's size known, this one run tells
             // the new limit: it emptied the bucket in `took` seconds.
-            while s.runs.len() > 1 {
-                s.runs.pop_front();
-            }
-            estimate = s
-                .bucket
-                .zip(this_run)
-                .and_then(|(size, took)| limit_of_run(size, took, tried));
-            if estimate.is_some() {
-                s.fitted = estimate;
-            }
+            estimate = s.fit.after_fall(tried, this_run);
         }
         let cut = (FIRST_CUT * 2f64.powi(s.streak as i32 - 1)).min(MOST_CUT);
         s.lo = tried * (1.0 - cut);
@@ -567,20 +524,15 @@ impl Pacer {
 /// Adds the run that ended at the request sent at `sent_at` at rate `tried` to the runs the
 /// bucket fit reads, unless it began with the burst after a pause. Returns how long it took.
 fn record_run(s: &mut PacerState, sent_at: Instant, tried: f64) -> Option<f64> {
-    let start = s.run_start.filter(|_| !s.burst_sent)?;
+    let start = s
+        .schedule
+        .run_start()
+        .filter(|_| !s.schedule.burst_sent())?;
     let took = sent_at.saturating_duration_since(start).as_secs_f64();
     if took <= 0.0 {
         return None;
     }
-    if s.fitted.is_some_and(|limit| tried < limit) {
-        // Throttled below the limit the runs so far fit: the limit moved, and they no longer
-        // describe it.
-        s.runs.clear();
-    }
-    if s.runs.len() == RUNS_KEPT {
-        s.runs.pop_front();
-    }
-    s.runs.push_back((tried, took));
+    s.fit.record(tried, took);
     tracing::debug!(
         event = "run",
         rate = format!("{tried:.2}"),
@@ -589,21 +541,6 @@ fn record_run(s: &mut PacerState, sent_at: Instant, tried: f64) -> Option<f64> {
     Some(took)
 }
 
-/// The limit a run at `tried` that emptied a bucket of `size` in `took` seconds tells. The
-/// bucket emptied between the slot before and this one: read the middle. A run too short for
-/// that to be exact (a big fall) is read high on purpose: a limit read too high costs one
-/// more throttle, in a longer run that reads it exactly; one read too low is held, and nothing
-/// says so until the next probe.
-fn limit_of_run(size: f64, took: f64, tried: f64) -> Option<f64> {
-    let slot = 1.0 / tried;
-    let middle = tried - size / (took - slot / 2.0).max(slot / 2.0);
-    let high = tried - size / (took + RUN_SLACK.as_secs_f64());
-    let limit = if high > middle * 1.01 { high } else { middle };
-    (limit > 0.2 * tried && limit < tried).then_some(limit)
-}
-
-/// Runs kept for the fit.
-const RUNS_KEPT: usize = 6;
 /// How far under the fitted limit to hold.
 const UNDER: f64 = 0.995;
 
