@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::common::*;
 use serde_json::{Value, json};
@@ -316,12 +316,8 @@ async fn sigterm_writes_a_complete_report_and_exits_143() {
     );
     until_requests(&emu, 6).await;
     signal(&child, libc::SIGTERM);
-    let started = Instant::now();
     assert_eq!(exit_code(child).await, Some(143));
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "in-flight requests finish, nothing new starts"
-    );
+    // In-flight requests finish and nothing new starts: not all 40 (4 s of sending) go.
     let rows = report(dir.path());
     assert_eq!(rows.len(), 40, "every membership has a row");
     let added = rows_with(&rows, "added");
@@ -544,7 +540,7 @@ async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
     .await;
     let dir = tempfile::tempdir().unwrap();
     write_groups(dir.path(), 10, 1);
-    let child = spawn_sync(
+    let (child, said) = spawn_sync_said(
         dir.path(),
         &emu.base_url(),
         &[
@@ -559,17 +555,19 @@ async fn a_second_signal_stops_at_once_and_still_writes_the_report() {
         ],
     );
     until_requests(&emu, 2).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
     signal(&child, libc::SIGINT);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The second signal once the run said it heard the first.
+    wait_until("the run says it is stopping", || {
+        said.lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("interrupted"))
+    })
+    .await;
     signal(&child, libc::SIGTERM);
-    let started = Instant::now();
+    // The answers take 60 s and --grace allows 60 s: rows that are `unconfirmed` below (not
+    // `added`) show the run did not wait for them.
     assert_eq!(exit_code(child).await, Some(130), "the first signal's code");
-    // Far under the answers' 60 s and --grace's 60 s, whatever the machine's load.
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "did not wait for the answers"
-    );
     let rows = report(dir.path());
     assert_eq!(rows.len(), 10);
     let unconfirmed = rows_with(&rows, "unconfirmed");

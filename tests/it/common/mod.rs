@@ -61,6 +61,37 @@ pub fn spawn_sync(dir: &Path, base_url: &str, extra: &[&str]) -> Child {
         .expect("binary starts")
 }
 
+/// The same, with its stderr read line by line into the returned list (for a test that waits
+/// for what the run says).
+pub fn spawn_sync_said(
+    dir: &Path,
+    base_url: &str,
+    extra: &[&str],
+) -> (Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::BufRead;
+    let mut child = process(dir)
+        .env("VELT_API_KEY", API_KEY)
+        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
+        .args(["sync", "in.csv", "--base-url", base_url])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let said = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let lines = said.clone();
+    let stderr = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            lines.lock().unwrap().push(line);
+        }
+    });
+    (child, said)
+}
+
 /// Sends `signal` (e.g. `libc::SIGTERM`) to the child, without needing a `kill` binary.
 pub fn signal(child: &Child, signal: libc::c_int) {
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
