@@ -11,6 +11,7 @@ use super::ExecOptions;
 use super::attempt::Failure;
 use crate::client::OrgUser;
 use crate::plan::Plan;
+use crate::provision::decide::Keeps;
 use crate::text::fold_id;
 
 /// What one group's or organization's listing gave.
@@ -219,6 +220,20 @@ pub(crate) fn glob(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&c| c == '*')
+}
+
+impl Keeps for Keep<'_> {
+    fn key<'u>(&self, user: &'u str) -> Cow<'u, str> {
+        Keep::key(self, user)
+    }
+
+    fn named(&self, org: &str, user: &str) -> bool {
+        Keep::named(self, org, user)
+    }
+
+    fn protected(&self, org: &str, user: &str, email: Option<&str>) -> Option<String> {
+        Keep::protected(self, org, None, user, email).map(|kept| kept.message())
+    }
 }
 
 #[cfg(test)]

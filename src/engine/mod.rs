@@ -12,7 +12,7 @@ pub mod concurrency;
 pub(crate) mod gate;
 mod keep;
 pub mod pace;
-mod provision;
+
 mod reconcile;
 pub mod retry;
 mod send;
@@ -422,7 +422,7 @@ impl Run<'_> {
                 if lock(&self.auth_failure).is_some() {
                     return Err(Ended::Stopped);
                 }
-                if let Some(why) = decide::would_create(a, &provision::listings(users)) {
+                if let Some(why) = decide::would_create(a, &reconcile::listings(users)) {
                     return Err(Ended::Refused(why));
                 }
             }
@@ -435,7 +435,7 @@ impl Run<'_> {
         let users = match &plan.accounts {
             Some(a) => {
                 let read = self.read_org_users(a, interrupt).await;
-                Some(provision::listings(read.ok_or(Ended::Stopped)?))
+                Some(reconcile::listings(read.ok_or(Ended::Stopped)?))
             }
             None => None,
         };
@@ -460,7 +460,7 @@ impl Run<'_> {
         keep.note_members(plan, &current);
         let mut unread = reconcile::reconcile(plan, current, opts, &keep, &mut decisions);
         if let (Some(users), Some(a)) = (users, &plan.accounts) {
-            let options = provision::options(opts);
+            let options = reconcile::options(opts);
             let decided = decide::reconcile(a, users, &keep, &options);
             decisions.actions = decided.actions;
             decisions.account_spellings = decided.spellings;

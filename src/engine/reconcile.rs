@@ -18,23 +18,100 @@ use crate::interrupt::Interrupt;
 use crate::ledger::Decisions;
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::{Group, Plan};
+use crate::provision::decide::{Listing, Options};
+use crate::provision::model::Accounts;
 
 /// The most members a listing (a group's, or an organization's users) is taken to hold: a
 /// server that lists more is taken to be listing without end. Bounds the memory a hostile
 /// server can make a run take (about 150 bytes a member).
 const MAX_LISTED: usize = 2_000_000;
 
+/// Every organization's users, in `Accounts::orgs` order.
+pub(crate) type Current = Vec<Result<Vec<OrgUser>, Failure>>;
+
+impl Run<'_> {
+    /// Reads every organization's users, at most `max_concurrency` at once. `None` if a signal
+    /// came first.
+    pub(crate) async fn read_org_users(
+        &self,
+        accounts: &Accounts,
+        interrupt: &Interrupt,
+    ) -> Option<Current> {
+        let reads = accounts.orgs.iter().map(|org| {
+            let fetch = move |token: Option<String>| async move {
+                self.client
+                    .get_org_users(&org.id, self.opts.page_size, token.as_deref())
+                    .await
+            };
+            let target = Target::org("read_users_page", &org.id);
+            self.read_pages(target, fetch, |u| &u.user_id)
+        });
+        self.read_each(reads, interrupt, "organization users").await
+    }
+
+    /// Add mode, which reads nothing else: whether each organization holds a user, from one
+    /// page of one user. `None` if a signal came first.
+    pub(crate) async fn probe_orgs(
+        &self,
+        accounts: &Accounts,
+        interrupt: &Interrupt,
+    ) -> Option<Current> {
+        let reads = accounts.orgs.iter().map(|org| async move {
+            let target = Target::org("read_users_page", &org.id);
+            let page = self
+                .attempt(
+                    target,
+                    || self.client.get_org_users(&org.id, 1, None),
+                    |_| {},
+                )
+                .await;
+            match page {
+                Ok(page) => Ok(page.users),
+                Err(Failure::Refused { detail, .. })
+                    if detail.error_status.as_deref() == Some("NOT_FOUND") =>
+                {
+                    Ok(Vec::new())
+                }
+                Err(e) => Err(e),
+            }
+        });
+        self.read_each(reads, interrupt, "organizations").await
+    }
+}
+
+/// The organizations' listings as provisioning reads them: the users, or why not.
+pub(crate) fn listings(current: Current) -> Vec<Listing> {
+    current
+        .into_iter()
+        .map(|users| {
+            users.map_err(|e| {
+                e.detail()
+                    .map_or_else(|| "the run stopped".to_string(), |d| d.message.clone())
+            })
+        })
+        .collect()
+}
+
+/// What provisioning's decisions need of the run's options.
+pub(crate) fn options(opts: &ExecOptions) -> Options {
+    Options {
+        deprovision: opts.deprovision_users && opts.mode == Mode::Mirror,
+        max_user_removals: opts.max_user_removals,
+        allow_empty: opts.allow_empty,
+    }
+}
+
 /// What a paged listing has shown so far, to tell one that does not end normally.
-struct Listing {
+struct Paging {
     seen: HashSet<String>,
     tokens: HashSet<String>,
     pages: u64,
     page_size: u32,
 }
 
-impl Listing {
-    fn new(page_size: u32) -> Listing {
-        Listing {
+impl Paging {
+    fn new(page_size: u32) -> Paging {
+        Paging {
             seen: HashSet::new(),
             tokens: HashSet::new(),
             pages: 0,
@@ -118,7 +195,7 @@ impl Run<'_> {
     {
         let mut items: Vec<T> = Vec::new();
         let mut token: Option<String> = None;
-        let mut listing = Listing::new(self.opts.page_size);
+        let mut listing = Paging::new(self.opts.page_size);
         let unreadable = |problem: String| Failure::Refused {
             detail: detail(format!("{problem}; cannot read it"), None, None),
             invalid_argument: false,

@@ -2,18 +2,21 @@
 //! removals, then organization users to remove, each phase's chunks through the shared gate,
 //! with answers landing as outcomes while the loop watches for signals.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use indicatif::ProgressBar;
 use tokio::time::Instant;
 
+use super::attempt::detail;
 use super::chunk::{Chunking, Chunks, Scope};
-use super::{Kind, Mode, Run, provision};
+use super::{Kind, Mode, Run};
 use crate::interrupt::Interrupt;
 use crate::ledger::{Ledger, Names, Subject};
 use crate::outcome::{Detail, Outcome, Status};
 use crate::plan::Plan;
+use crate::provision::model::{Accounts, Action};
 
 /// Where answers land: the ledger's outcomes, by row.
 pub(super) struct Results<'o> {
@@ -50,7 +53,7 @@ pub(super) async fn send_all(
     let users = plan
         .accounts
         .as_ref()
-        .map_or_else(Vec::new, |a| provision::pending(a, names, results.outcomes));
+        .map_or_else(Vec::new, |a| pending_users(a, names, results.outcomes));
     // Chunk tasks may queue up to the most slots there can be; the slots themselves (see
     // `Concurrency`) bound what is on the wire.
     let width = opts.max_concurrency.max(opts.concurrency).max(1);
@@ -73,7 +76,7 @@ pub(super) async fn send_all(
         if drive.aborted || drive.interrupted.is_some() || run.gate.stopping() {
             return drive.finish(&chunking, &mut results, interrupt);
         }
-        provision::hold_unprovisioned(names, results.outcomes);
+        hold_unprovisioned(names, results.outcomes);
     }
     // A removal list adds nothing: its memberships are all removals (or unchanged).
     let removing = opts.mode == Mode::Remove;
@@ -81,7 +84,7 @@ pub(super) async fn send_all(
     let user_removals = plan
         .accounts
         .as_ref()
-        .map_or_else(Vec::new, |a| provision::leaving(a, names, results.outcomes));
+        .map_or_else(Vec::new, |a| leaving_users(a, names, results.outcomes));
     // Every add is answered before the first removal goes, so that a run cut short has done
     // the safe half: `chain` starts the removals only once the adds' stream has ended.
     let answers = phase(&adds)
@@ -208,5 +211,100 @@ async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The organization-user chunks still to send: creations and updates, per organization.
+pub(crate) fn pending_users<'a>(
+    accounts: &'a Accounts,
+    names: Names<'_>,
+    outcomes: &[Outcome],
+) -> Vec<(Scope<'a>, Vec<u32>, Kind)> {
+    let mut out = Vec::new();
+    for org in &accounts.orgs {
+        for (want, kind) in [
+            (Action::Create, Kind::CreateUsers),
+            (Action::Update, Kind::UpdateUsers),
+        ] {
+            let rows: Vec<u32> = org
+                .users
+                .iter()
+                .map(|&a| names.account_row(a))
+                .filter(|&row| {
+                    matches!(names.subject(row), Subject::Account { action, .. } if action == want)
+                        && outcomes[row as usize].still_to_send()
+                })
+                .collect();
+            if !rows.is_empty() {
+                out.push((Scope::Org(&org.id), rows, kind));
+            }
+        }
+    }
+    out
+}
+
+/// The users to remove from their organizations (`--deprovision-users`) still to send, per
+/// organization.
+pub(crate) fn leaving_users<'a>(
+    accounts: &'a Accounts,
+    names: Names<'_>,
+    outcomes: &[Outcome],
+) -> Vec<(Scope<'a>, Vec<u32>, Kind)> {
+    let mut by_org: Vec<Vec<u32>> = vec![Vec::new(); accounts.orgs.len()];
+    for (row, subject) in names.rows() {
+        if let Subject::Leaver { org, .. } = subject
+            && outcomes[row as usize].still_to_send()
+        {
+            by_org[org as usize].push(row);
+        }
+    }
+    accounts
+        .orgs
+        .iter()
+        .zip(by_org)
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(org, rows)| (Scope::Org(&org.id), rows, Kind::DeleteUsers))
+        .collect()
+}
+
+/// Memberships whose user could not be made a user of the organization are not sent: each is
+/// `not_attempted`, with the reason.
+pub(crate) fn hold_unprovisioned(names: Names<'_>, outcomes: &mut [Outcome]) {
+    let mut reasons: HashMap<u32, Arc<Detail>> = HashMap::new();
+    for (row, subject) in names.rows() {
+        let Subject::Member {
+            account: Some(a), ..
+        } = subject
+        else {
+            continue;
+        };
+        if !outcomes[row as usize].still_to_send() || names.is_removal(row) {
+            continue;
+        }
+        let account = &outcomes[a as usize];
+        if account.status.is_success() {
+            continue;
+        }
+        let why = reasons
+            .entry(a)
+            .or_insert_with(|| {
+                let cause = account
+                    .detail
+                    .as_deref()
+                    .map_or("it was not sent", |d| d.message.as_str());
+                detail(
+                    format!(
+                        "not sent: the user could not be made a user of the organization ({}: {cause})",
+                        account.status
+                    ),
+                    account
+                        .detail
+                        .as_deref()
+                        .and_then(|d| d.error_status.clone()),
+                    account.detail.as_deref().and_then(|d| d.http_status),
+                )
+            })
+            .clone();
+        outcomes[row as usize].hold(why);
     }
 }
