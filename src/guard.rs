@@ -58,6 +58,32 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// `--max-removals` on a group's current members (mirror and remove modes).
+    pub fn members(limit: MaxRemovals, allow_empty: bool) -> Guard {
+        Guard {
+            limit,
+            allow_empty,
+            flag: "--max-removals",
+            doing: "mirroring",
+            holder: "group",
+            held: "current members",
+            removals: "removals",
+        }
+    }
+
+    /// `--max-user-removals` on an organization's users (`--deprovision-users`).
+    pub fn users(limit: MaxRemovals, allow_empty: bool) -> Guard {
+        Guard {
+            limit,
+            allow_empty,
+            flag: "--max-user-removals",
+            doing: "deprovisioning",
+            holder: "organization",
+            held: "users",
+            removals: "user removals",
+        }
+    }
+
     /// Why removing `removals` of `current` is refused, if it is (with the limit that refused).
     pub fn refusal(&self, removals: usize, current: usize) -> Option<(String, usize)> {
         let limit = self.limit.limit(current);

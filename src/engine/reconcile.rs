@@ -449,15 +449,7 @@ fn refusal(
     current: usize,
     opts: &ExecOptions,
 ) -> Option<Arc<Detail>> {
-    let guard = Guard {
-        limit: opts.max_removals,
-        allow_empty: opts.allow_empty,
-        flag: "--max-removals",
-        doing: "mirroring",
-        holder: "group",
-        held: "current members",
-        removals: "removals",
-    };
+    let guard = Guard::members(opts.max_removals, opts.allow_empty);
     let (message, limit) = guard.refusal(removals, current)?;
     tracing::error!(
         event = "removals_refused",

@@ -212,15 +212,7 @@ pub fn would_create(accounts: &Accounts, current: &[Listing]) -> Option<String> 
 
 /// Why removing `removals` of an organization's `current` users is refused, if it is.
 fn refusal(org: &str, removals: usize, current: usize, opts: &Options) -> Option<Arc<Detail>> {
-    let guard = Guard {
-        limit: opts.max_user_removals,
-        allow_empty: opts.allow_empty,
-        flag: "--max-user-removals",
-        doing: "deprovisioning",
-        holder: "organization",
-        held: "users",
-        removals: "user removals",
-    };
+    let guard = Guard::users(opts.max_user_removals, opts.allow_empty);
     let (message, limit) = guard.refusal(removals, current)?;
     tracing::error!(
         event = "user_removals_refused",
