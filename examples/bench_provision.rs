@@ -148,6 +148,7 @@ async fn run_once(users: usize, limit: f64) -> Figures {
                 output: Output {
                     quiet: true,
                     json_logs: false,
+                    all_changes: false,
                 },
             };
             let started = std::time::Instant::now();

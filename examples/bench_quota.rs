@@ -92,6 +92,7 @@ async fn run_one(
         output: Output {
             quiet: true,
             json_logs: false,
+            all_changes: false,
         },
     };
     let started = Instant::now();

@@ -243,6 +243,7 @@ async fn run_once(b: &Bench) -> Figures {
         output: Output {
             quiet: true,
             json_logs: false,
+            all_changes: false,
         },
     };
     let started = tokio::time::Instant::now();

@@ -11,6 +11,7 @@
 //! starts the emulator when asked, and hands the library what it needs.
 
 pub mod answer;
+pub mod changes;
 pub mod cli;
 pub mod client;
 pub mod commands;
@@ -51,7 +52,8 @@ use crate::sync::{Session, SyncResult};
 /// Runs a parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
     output::init_logging(cli.log_format, cli.quiet, cli.verbose);
-    let output = Output::new(cli.quiet, cli.log_format);
+    let mut output = Output::new(cli.quiet, cli.log_format);
+    output.all_changes = cli.verbose > 0;
     let result = match cli.command {
         Command::Sync(args) => return run_sync(&args, output).await,
         Command::Validate(args) => commands::validate(&args),

@@ -28,6 +28,8 @@ pub enum LogFormat {
 pub struct Output {
     pub quiet: bool,
     pub json_logs: bool,
+    /// `-v`: the change list names every user, not `changes::SHOWN` a list.
+    pub all_changes: bool,
 }
 
 impl Output {
@@ -45,6 +47,7 @@ impl Output {
         Output {
             quiet,
             json_logs: format == LogFormat::Json,
+            all_changes: false,
         }
     }
 }
@@ -152,7 +155,24 @@ pub fn plan_counts(plan: &Plan, chunk_size: usize) -> String {
 }
 
 pub fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {
-    let mut text = format!("plan: {}\n", plan_counts(plan, chunk_size));
+    let text = format!("plan: {}\n", plan_counts(plan, chunk_size));
+    print_dry_run(&(text + &plan_groups(plan, chunk_size)), report_on_stdout);
+}
+
+/// What a dry run prints goes to standard output, unless the report does.
+pub fn print_dry_run(text: &str, report_on_stdout: bool) {
+    if report_on_stdout {
+        to_stderr(text);
+    } else {
+        use std::io::Write;
+        // A closed standard output (`| head`) must not stop the run.
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    }
+}
+
+/// The plan's groups, with their members and requests, the first 20.
+fn plan_groups(plan: &Plan, chunk_size: usize) -> String {
+    let mut text = String::new();
     const SHOWN: usize = 20;
     for g in plan.groups.iter().take(SHOWN) {
         text.push_str(&format!(
@@ -169,13 +189,7 @@ pub fn print_plan(plan: &Plan, chunk_size: usize, report_on_stdout: bool) {
             plan.groups.len() - SHOWN
         ));
     }
-    if report_on_stdout {
-        to_stderr(&text);
-    } else {
-        use std::io::Write;
-        // A closed standard output (`| head`) must not stop the run.
-        let _ = std::io::stdout().lock().write_all(text.as_bytes());
-    }
+    text
 }
 
 pub fn progress_bar(output: &Output, total: u64) -> ProgressBar {

@@ -5,6 +5,7 @@
 
 use std::time::Instant;
 
+use crate::changes;
 use crate::cli::{InputArgs, RateArg, SyncArgs};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV, VeltClient};
 use crate::engine::{ExecOptions, Mode, execute};
@@ -16,7 +17,7 @@ use crate::journal::{self, Journal};
 use crate::ledger::{Ledger, Subject};
 use crate::metrics::{self, RunStats};
 use crate::outcome::Status;
-use crate::output::{Output, print_plan, progress_bar};
+use crate::output::{Output, print_dry_run, print_plan, progress_bar};
 use crate::plan::{Defaults, Plan, Planner};
 use crate::report::{self, Ended, Refusal, ReportTarget, Summary};
 
@@ -121,8 +122,11 @@ async fn sync_inner(
     }
     // A dry run in delta or mirror mode still reads the groups.
     if args.dry_run && args.mode == Mode::Add {
-        print_plan(&plan, args.chunk_size as usize, end.report.is_stdout());
+        let on_stdout = end.report.is_stdout();
+        print_plan(&plan, args.chunk_size as usize, on_stdout);
         let planned = Ledger::new(&plan, removing, Status::Planned);
+        let all = session.output.all_changes;
+        print_dry_run(&changes::render(&plan, &planned, true, all), on_stdout);
         return finish(&plan, &planned, 0, end);
     }
     let (execution, ledger) = send(args, session, &plan).await?;
@@ -275,6 +279,12 @@ fn report_run(
 ) -> Result<u8, Error> {
     end.refusals = roll_up_refusals(plan, ledger);
     end.changes = first_changes(plan, ledger);
+    let list = changes::render(plan, ledger, args.dry_run, output.all_changes);
+    if args.dry_run {
+        print_dry_run(&list, end.report.is_stdout());
+    } else if !output.quiet && !output.json_logs {
+        crate::output::to_stderr(&list);
+    }
     end.stats.requests = execution.requests_by_status.clone();
     end.stats.retries = execution.retries;
     end.stats.throttled = execution.throttled;

@@ -601,3 +601,86 @@ fn every_missing_column_is_named_in_one_message() {
         "listed once: {err}"
     );
 }
+
+/// The change list: a dry run prints what would change (cut at ten names a list, all with
+/// `-v`), a run that sends prints what it did on stderr, removals a guard holds back say why,
+/// and its counts are the report's.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_change_list_says_what_would_change_and_then_what_changed() {
+    let emu = emulator(EmulatorConfig::default()).await;
+    emu.seed("acme", "g", ["u00", "old1", "old2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::from("organizationId,organizationUserGroupId,userId\n");
+    for i in 0..12 {
+        input.push_str(&format!("acme,g,u{i:02}\n"));
+    }
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    let sync = |extra: &[&str]| {
+        let mut cmd = bin_with_credentials(dir.path());
+        cmd.args(["sync", "in.csv", "--base-url", &emu.base_url()])
+            .args(["--mode", "mirror", "--max-removals", "100%"])
+            .args(extra);
+        cmd
+    };
+    let out = run(sync(&["--dry-run", "--report", "plan.csv"]))
+        .await
+        .code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("changes: would add 11, would remove 2 in 1 group(s)\n  acme / g\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("would add 11: u01, u02, u03, u04, u05, u06, u07, u08, u09, u10 and 1 more (see the report)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("would remove 2: old1, old2"), "{stdout}");
+    // The report agrees: 11 planned adds (u00 is there) and 2 planned removals.
+    let rows = read_report(&dir.path().join("plan.csv"));
+    let planned = |action: &str| {
+        rows.iter()
+            .filter(|r| r["status"] == "planned" && r["action"] == action)
+            .count()
+    };
+    assert_eq!((planned("add"), planned("remove")), (11, 2));
+    // -v names everyone.
+    let mut verbose = sync(&["--dry-run", "--report", "plan.csv"]);
+    verbose.arg("-v");
+    let out = run(verbose).await.code(0);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains("u09, u10, u11\n") && !stdout.contains("more (see"),
+        "{stdout}"
+    );
+    // A guard that holds the removals back says so, and why.
+    let out = run({
+        let mut cmd = bin_with_credentials(dir.path());
+        cmd.args(["sync", "in.csv", "--base-url", &emu.base_url()])
+            .args(["--mode", "mirror", "--max-removals", "1", "--dry-run"])
+            .args(["--report", "held.csv"]);
+        cmd
+    })
+    .await
+    .code(1);
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        stdout.contains(
+            "changes: would add 11, would remove 0 in 1 group(s); 2 removal(s) held back"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  held back: acme / g: 2 removal(s): not removed:")
+            && stdout.contains("--max-removals"),
+        "{stdout}"
+    );
+    // The run itself: the same list in the past tense, on stderr.
+    let out = run(sync(&["--report", "done.csv"])).await.code(0);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr
+            .contains("changes: added 11, removed 2 in 1 group(s)\n  acme / g\n    added 11: u01,"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("    removed 2: old1, old2"), "{stderr}");
+}

@@ -310,6 +310,7 @@ async fn run_in_process(
         output: velt_group_sync::output::Output {
             quiet: true,
             json_logs: false,
+            all_changes: false,
         },
     };
     let synced = velt_group_sync::sync::sync(&args, &session).await;
