@@ -17,8 +17,8 @@ pub const SHOWN: usize = 10;
 struct Place<'a> {
     /// Adds to a group, or organization users created.
     add: Vec<&'a str>,
-    /// Organization users updated.
-    update: Vec<&'a str>,
+    /// Organization users updated, with what changed.
+    update: Vec<String>,
     /// Removals from a group, or organization users deleted.
     remove: Vec<&'a str>,
 }
@@ -67,7 +67,11 @@ pub fn render(plan: &Plan, ledger: &Ledger, dry_run: bool, all: bool) -> String 
                 let place = users.entry(org).or_default();
                 match action {
                     Action::Create => place.add.push(user),
-                    Action::Update => place.update.push(user),
+                    Action::Update(changed) => place.update.push(format!(
+                        "{} ({})",
+                        crate::text::clip(user),
+                        changed.fields()
+                    )),
                     Action::Keep | Action::Remove => {}
                 }
             }
@@ -85,7 +89,8 @@ pub fn render(plan: &Plan, ledger: &Ledger, dry_run: bool, all: bool) -> String 
     for (org, place) in &users {
         out.push_str(&format!("  users of {org}\n"));
         list(&mut out, words.create, &place.add, limit);
-        list(&mut out, words.update, &place.update, limit);
+        let updated: Vec<&str> = place.update.iter().map(String::as_str).collect();
+        list(&mut out, words.update, &updated, limit);
         list(&mut out, words.delete, &place.remove, limit);
     }
     for ((org, group), reasons) in &held {
@@ -264,5 +269,49 @@ mod tests {
         );
         assert!(text.contains("    added 11: u00,"), "{text}");
         assert!(!text.contains("solo"), "a failed add is no change: {text}");
+    }
+
+    #[test]
+    fn organization_users_say_what_changes_about_them() {
+        use crate::provision::model::{Accounts, Changed, Profile};
+        let mut plan = plan();
+        let profiles = ["u00", "u01", "u02"]
+            .iter()
+            .map(|u| {
+                let profile = Profile {
+                    name: (*u).into(),
+                    email: format!("{u}@x.com").into(),
+                    line: 2,
+                };
+                (Box::<str>::from(*u), profile)
+            })
+            .collect();
+        let memberships = plan
+            .memberships
+            .iter()
+            .map(|m| (&*plan.group_of(m).org, plan.user(m)));
+        plan.accounts = Some(Accounts::build(memberships, &profiles));
+        let mut ledger = Ledger::new(&plan, false, Status::NotAttempted);
+        let email = Changed {
+            name: false,
+            email: true,
+        };
+        ledger.take(Decisions {
+            actions: vec![(0, Action::Keep), (1, Action::Update(email))],
+            leavers: vec![(0, "left".into(), Outcome::new(Status::NotAttempted))],
+            ..Decisions::default()
+        });
+        for o in ledger.outcomes_mut().filter(|o| o.still_to_send()) {
+            o.status = Status::Planned;
+        }
+        let text = render(&plan, &ledger, true, false);
+        assert!(
+            text.starts_with("changes: would add 13, would remove 0 in 2 group(s); users: would create 1, would update 1, would delete 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  users of o\n    would create 1: u02\n    would update 1: u01 (e-mail)\n    would delete 1: left\n"),
+            "{text}"
+        );
     }
 }

@@ -472,7 +472,7 @@ mod tests {
         ledger.take(Decisions {
             unchanged: vec![1],
             strays: vec![(0, "old".into(), Outcome::new(Status::NotAttempted))],
-            actions: vec![(0, Action::Keep), (1, Action::Update)],
+            actions: vec![(0, Action::Keep), (1, Action::Update(Default::default()))],
             leavers: vec![(0, "gone".into(), Outcome::new(Status::NotAttempted))],
             member_spellings: vec![(2, "C".into())],
             account_spellings: vec![(2, "C".into())],

@@ -84,10 +84,19 @@ pub fn init_logging(format: LogFormat, quiet: bool, verbose: u8) {
 
 pub fn summary_line(s: &Summary, path: &str) -> String {
     let mut line = format!("velt-group-sync: {} memberships: ", s.memberships);
-    if s.planned > 0 {
-        line.push_str(&format!("{} planned, ", s.planned));
+    if s.dry_run {
+        line = format!("velt-group-sync: dry run: {} memberships: ", s.memberships);
     }
-    line.push_str(&format!("{} added, ", s.added));
+    if s.planned > 0 {
+        let adds = s.planned - s.planned_removals;
+        line.push_str(&format!("{adds} would be added, "));
+        if s.planned_removals > 0 {
+            line.push_str(&format!("{} would be removed, ", s.planned_removals));
+        }
+    }
+    if !s.dry_run || s.added > 0 {
+        line.push_str(&format!("{} added, ", s.added));
+    }
     if s.unchanged > 0 {
         line.push_str(&format!("{} unchanged, ", s.unchanged));
     }
@@ -111,8 +120,13 @@ pub fn summary_line(s: &Summary, path: &str) -> String {
         line.push_str(&format!("; {} unmapped skipped", s.unmapped_skipped));
     }
     if let Some(u) = &s.users {
+        let (created, updated, removed) = if s.dry_run {
+            ("would be created", "would be updated", "would be removed")
+        } else {
+            ("created", "updated", "removed")
+        };
         line.push_str(&format!(
-            "; users: {} created, {} updated, {} unchanged, {} removed, {} failed",
+            "; users: {} {created}, {} {updated}, {} unchanged, {} {removed}, {} failed",
             u.created, u.updated, u.unchanged, u.removed, u.failed
         ));
         if u.protected > 0 {

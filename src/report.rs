@@ -53,6 +53,10 @@ pub struct Row<'a> {
     pub user: Option<&'static str>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 #[derive(Debug, Clone, Copy, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Summary {
@@ -63,6 +67,12 @@ pub struct Summary {
     pub invalid: u64,
     pub not_attempted: u64,
     pub planned: u64,
+    /// Of `planned`, the removals (a dry run's "would be removed").
+    #[serde(skip_serializing_if = "is_zero")]
+    pub planned_removals: u64,
+    /// A dry run: counts say what would be done.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
     pub unchanged: u64,
     pub removed: u64,
     /// Removals `--protect-users` / `--protect-groups` kept from being sent.
@@ -91,6 +101,8 @@ impl Summary {
             invalid: counts.invalid,
             not_attempted: counts.not_attempted,
             planned: counts.planned,
+            planned_removals: 0,
+            dry_run: false,
             unchanged: counts.unchanged,
             removed: counts.removed,
             protected: counts.protected,

@@ -785,6 +785,12 @@ fn finish(plan: &Plan, ledger: &Ledger, requests: u64, end: End<'_>) -> Result<u
     summary.filtered = plan.filtered;
     summary.unmapped_skipped = plan.unmapped_skipped;
     summary.users = ledger.user_counts(plan);
+    summary.dry_run = stats.dry_run;
+    summary.planned_removals = ledger
+        .rows()
+        .filter(|r| r.outcome.status == Status::Planned && ledger.is_removal(r.index))
+        .filter(|r| !matches!(r.subject, Subject::Leaver { .. }))
+        .count() as u64;
     stats.users = summary.users;
     stats.filtered = plan.filtered;
     stats.unmapped_skipped = plan.unmapped_skipped;

@@ -222,16 +222,18 @@ pub(crate) fn pending_users<'a>(
 ) -> Vec<(Scope<'a>, Vec<u32>, Kind)> {
     let mut out = Vec::new();
     for org in &accounts.orgs {
-        for (want, kind) in [
-            (Action::Create, Kind::CreateUsers),
-            (Action::Update, Kind::UpdateUsers),
-        ] {
+        for kind in [Kind::CreateUsers, Kind::UpdateUsers] {
+            let sent_as = |action| match action {
+                Action::Create => Some(Kind::CreateUsers),
+                Action::Update(_) => Some(Kind::UpdateUsers),
+                Action::Keep | Action::Remove => None,
+            };
             let rows: Vec<u32> = org
                 .users
                 .iter()
                 .map(|&a| names.account_row(a))
                 .filter(|&row| {
-                    matches!(names.subject(row), Subject::Account { action, .. } if action == want)
+                    matches!(names.subject(row), Subject::Account { action, .. } if sent_as(action) == Some(kind))
                         && outcomes[row as usize].still_to_send()
                 })
                 .collect();

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::model::{Accounts, Action};
+use super::model::{Accounts, Action, Changed};
 use crate::client::OrgUser;
 use crate::guard::{Guard, MaxRemovals};
 use crate::outcome::{Detail, Outcome, Status};
@@ -128,7 +128,10 @@ fn match_listed(
         let action = if same_name && same_email {
             Action::Keep
         } else {
-            Action::Update
+            Action::Update(Changed {
+                name: !same_name,
+                email: !same_email,
+            })
         };
         decisions.actions.push((a, action));
     }
@@ -304,7 +307,11 @@ mod tests {
             &rules,
             &options(false, all),
         );
-        assert_eq!(d.actions, [(0, Action::Keep), (1, Action::Update)]);
+        let name = Changed {
+            name: true,
+            email: false,
+        };
+        assert_eq!(d.actions, [(0, Action::Keep), (1, Action::Update(name))]);
         assert!(d.leavers.is_empty(), "no deprovisioning without the flag");
         let d = reconcile(&accounts(), vec![Ok(listing)], &rules, &options(true, all));
         let leavers: Vec<(&str, Status)> = d

@@ -20,12 +20,31 @@ pub struct Profile {
 pub enum Action {
     /// Not known to be a user of the organization: `/v2/users/add`.
     Create,
-    /// A user whose name or e-mail differs: `/v2/users/update`.
-    Update,
+    /// A user whose name or e-mail differs (which, `Changed` says): `/v2/users/update`.
+    Update(Changed),
     /// There already, with the same name and e-mail: nothing to send.
     Keep,
     /// A user of the organization the input does not list (`--deprovision-users`).
     Remove,
+}
+
+/// What differs between a user's profile in the input and in its organization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Changed {
+    pub name: bool,
+    pub email: bool,
+}
+
+impl Changed {
+    /// `name`, `e-mail`, or `name, e-mail`.
+    pub fn fields(self) -> &'static str {
+        match (self.name, self.email) {
+            (true, true) => "name, e-mail",
+            (true, false) => "name",
+            (false, true) => "e-mail",
+            (false, false) => "nothing",
+        }
+    }
 }
 
 /// One (organization, user) the input names. What the run does about it is the ledger's.
@@ -143,7 +162,7 @@ pub fn user_column(action: Action, outcome: &Outcome) -> &'static str {
         Status::Added | Status::Planned | Status::Removed => match action {
             Action::Keep => "unchanged",
             Action::Create => "created",
-            Action::Update => "updated",
+            Action::Update(_) => "updated",
             Action::Remove => "removed",
         },
     }

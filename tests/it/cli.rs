@@ -626,6 +626,14 @@ async fn the_change_list_says_what_would_change_and_then_what_changed() {
         .await
         .code(0);
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    // The summary says the same, as what would be done: 12 input rows and 2 removals.
+    assert!(
+        stderr.contains(
+            "dry run: 14 memberships: 11 would be added, 2 would be removed, 1 unchanged, 0 failed"
+        ),
+        "{stderr}"
+    );
     assert!(
         stdout.contains("changes: would add 11, would remove 2 in 1 group(s)\n  acme / g\n"),
         "{stdout}"
