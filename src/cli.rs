@@ -66,37 +66,50 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff) to standard output.
-    Manpage,
+    /// Print the man page (roff) to standard output, or write one page per command
+    /// (`velt-group-sync.1`, `velt-group-sync-sync.1`, ...) into a folder.
+    Manpage {
+        /// Write `velt-group-sync.1` and a page per subcommand here instead (install them into
+        /// a `man1` folder, e.g. `/usr/local/share/man/man1`).
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 /// Where the records come from and how they are read: shared by `sync` and `validate`.
 #[derive(Debug, Clone, Args)]
 pub struct InputArgs {
     /// Membership file (CSV, JSON, JSON Lines or a workbook), or `-` for standard input.
-    #[arg(default_value = "-", env = "VELT_INPUT")]
+    #[arg(help_heading = "Input", default_value = "-", env = "VELT_INPUT")]
     pub input: PathBuf,
 
     /// Input format; `auto` goes by the file extension, or sniffs standard input.
-    #[arg(long, value_enum, default_value_t = FormatArg::Auto, env = "VELT_FORMAT")]
+    #[arg(help_heading = "Input", long, value_enum, default_value_t = FormatArg::Auto, env = "VELT_FORMAT")]
     pub format: FormatArg,
 
     /// Organization ID for records that do not carry one.
-    #[arg(long, value_name = "ID", env = "VELT_ORG")]
+    #[arg(help_heading = "Input", long, value_name = "ID", env = "VELT_ORG")]
     pub org: Option<String>,
 
     /// Group (organizationUserGroupId) for records that do not carry one.
-    #[arg(long, value_name = "ID", env = "VELT_GROUP")]
+    #[arg(help_heading = "Input", long, value_name = "ID", env = "VELT_GROUP")]
     pub group: Option<String>,
 
     /// Column (or JSON key) that holds the organization ID; case-insensitive.
-    #[arg(long, value_name = "NAME", env = "VELT_ORG_COLUMN")]
+    #[arg(
+        help_heading = "Columns and mapping",
+        hide_short_help = true,
+        long,
+        value_name = "NAME",
+        env = "VELT_ORG_COLUMN"
+    )]
     pub org_column: Option<String>,
 
     /// Column (or JSON key) that holds the group ID; case-insensitive. Give it several times
     /// (or comma-separated) for an export with one row per person and a column per kind of
     /// group (Department, Location, ...): each non-empty cell is one more membership.
     #[arg(
+        help_heading = "Columns and mapping",
         long,
         value_name = "NAME",
         env = "VELT_GROUP_COLUMN",
@@ -105,12 +118,23 @@ pub struct InputArgs {
     pub group_column: Vec<String>,
 
     /// Column (or JSON key) that holds the user ID; case-insensitive.
-    #[arg(long, value_name = "NAME", env = "VELT_USER_COLUMN")]
+    #[arg(
+        help_heading = "Columns and mapping",
+        long,
+        value_name = "NAME",
+        env = "VELT_USER_COLUMN"
+    )]
     pub user_column: Option<String>,
 
     /// Column (or JSON key) that holds the group's display name, used by
     /// --create-missing-groups (default: the group ID).
-    #[arg(long, value_name = "NAME", env = "VELT_GROUP_NAME_COLUMN")]
+    #[arg(
+        help_heading = "Columns and mapping",
+        hide_short_help = true,
+        long,
+        value_name = "NAME",
+        env = "VELT_GROUP_NAME_COLUMN"
+    )]
     pub group_name_column: Option<String>,
 
     /// Make every user of the input a user of each organization it is grouped in, with its
@@ -118,12 +142,14 @@ pub struct InputArgs {
     /// modes users already there with the same name and e-mail cost nothing, and a changed
     /// name or e-mail is sent with /v2/users/update). A record without a name or a valid
     /// e-mail is `invalid`.
-    #[arg(long, env = "VELT_PROVISION_USERS", value_parser = BoolishValueParser::new())]
+    #[arg(help_heading = "Provisioning", long, env = "VELT_PROVISION_USERS", value_parser = BoolishValueParser::new())]
     pub provision_users: bool,
 
     /// Column (or JSON key or path) that holds the user's display name (--provision-users);
     /// recognised without it: name, displayName, fullName.
     #[arg(
+        help_heading = "Provisioning",
+        hide_short_help = true,
         long,
         value_name = "NAME",
         env = "VELT_NAME_COLUMN",
@@ -134,13 +160,15 @@ pub struct InputArgs {
 
     /// Two columns whose values, joined by a space, are the user's name, e.g.
     /// `FirstName,LastName` (--provision-users).
-    #[arg(long, value_name = "FIRST,LAST", value_parser = parse_name_columns,
+    #[arg(help_heading = "Provisioning", hide_short_help = true, long, value_name = "FIRST,LAST", value_parser = parse_name_columns,
           env = "VELT_NAME_COLUMNS", requires = "provision_users")]
     pub name_columns: Option<(String, String)>,
 
     /// Column (or JSON key or path) that holds the user's e-mail (--provision-users);
     /// recognised without it: email, mail.
     #[arg(
+        help_heading = "Provisioning",
+        hide_short_help = true,
         long,
         value_name = "NAME",
         env = "VELT_EMAIL_COLUMN",
@@ -151,75 +179,92 @@ pub struct InputArgs {
     /// Keep only records whose COLUMN is one of the values (trimmed, case-insensitive), e.g.
     /// `Status=Active`. Repeatable (all must hold; `;` also separates rules in the variable).
     /// Left-out records are counted, not reported.
-    #[arg(long, value_name = "COLUMN=V1[,V2...]", value_parser = parse_filter,
+    #[arg(help_heading = "Columns and mapping", long, value_name = "COLUMN=V1[,V2...]", value_parser = parse_filter,
           value_delimiter = ';', env = "VELT_INCLUDE")]
     pub include: Vec<FilterArg>,
 
     /// Leave out records whose COLUMN is one of the values, e.g. `type=GROUP,CUSTOMER`.
     /// Repeatable, like --include.
-    #[arg(long, value_name = "COLUMN=V1[,V2...]", value_parser = parse_filter,
+    #[arg(help_heading = "Columns and mapping", long, value_name = "COLUMN=V1[,V2...]", value_parser = parse_filter,
           value_delimiter = ';', env = "VELT_EXCLUDE")]
     pub exclude: Vec<FilterArg>,
 
     /// A group cell holds several groups separated by SEP (e.g. `,` for `"Eng, Design"`);
     /// each is trimmed, empty pieces are dropped.
-    #[arg(long, value_name = "SEP", env = "VELT_GROUP_SEPARATOR",
+    #[arg(help_heading = "Columns and mapping", hide_short_help = true, long, value_name = "SEP", env = "VELT_GROUP_SEPARATOR",
           value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub group_separator: Option<String>,
 
     /// CSV mapping group values (display names, e-mails) to group IDs: columns `source` and
     /// `organizationUserGroupId` (or `groupId`), optionally `name` and `column`.
-    #[arg(long, value_name = "FILE", env = "VELT_GROUP_MAP")]
+    #[arg(
+        help_heading = "Columns and mapping",
+        long,
+        value_name = "FILE",
+        env = "VELT_GROUP_MAP"
+    )]
     pub group_map: Option<PathBuf>,
 
     /// A group value that --group-map does not list: `invalid` (the record is reported
     /// invalid), `skip` (that membership is left out, counted) or `keep` (sent as the ID).
-    #[arg(long, value_enum, default_value_t = Unmapped::Invalid, env = "VELT_UNMAPPED")]
+    #[arg(help_heading = "Columns and mapping", hide_short_help = true, long, value_enum, default_value_t = Unmapped::Invalid, env = "VELT_UNMAPPED")]
     pub unmapped: Unmapped,
 
     /// `lower`: lower-case user IDs before de-duplication (e-mail addresses as user IDs).
-    #[arg(long, value_enum, default_value_t = UserIdCase::Keep, env = "VELT_USER_ID_CASE")]
+    #[arg(help_heading = "Columns and mapping", hide_short_help = true, long, value_enum, default_value_t = UserIdCase::Keep, env = "VELT_USER_ID_CASE")]
     pub user_id_case: UserIdCase,
 
     /// The text's encoding when it is not UTF-8: any WHATWG label (`windows-1252`, `latin1`,
     /// `utf-16le`, `shift_jis`, ...). A UTF-8 or UTF-16 BOM is recognised without it.
-    #[arg(long, value_name = "LABEL", value_parser = parse_encoding, env = "VELT_ENCODING")]
+    #[arg(help_heading = "Input", hide_short_help = true, long, value_name = "LABEL", value_parser = parse_encoding, env = "VELT_ENCODING")]
     pub encoding: Option<&'static encoding_rs::Encoding>,
 
     /// The line (in a workbook, the row) that names the columns. Default: the first of the
     /// first 20 lines that names the columns the run needs; lines above it are skipped.
-    #[arg(long, value_name = "N", env = "VELT_HEADER_ROW",
+    #[arg(help_heading = "Input", hide_short_help = true, long, value_name = "N", env = "VELT_HEADER_ROW",
           value_parser = clap::value_parser!(u64).range(1..))]
     pub header_row: Option<u64>,
 
     /// JSON: the array of records inside a top-level object, dotted (`Report_Entry`,
     /// `Resources`, `value`, `data.users`). Without it, an object's one array of objects is
     /// taken.
-    #[arg(long, value_name = "PATH", env = "VELT_RECORDS_PATH")]
+    #[arg(
+        help_heading = "Input",
+        hide_short_help = true,
+        long,
+        value_name = "PATH",
+        env = "VELT_RECORDS_PATH"
+    )]
     pub records_path: Option<String>,
 
     /// The workbook's sheet to read (`--format xlsx`). Default: the first.
-    #[arg(long, value_name = "NAME", env = "VELT_SHEET")]
+    #[arg(
+        help_heading = "Input",
+        hide_short_help = true,
+        long,
+        value_name = "NAME",
+        env = "VELT_SHEET"
+    )]
     pub sheet: Option<String>,
 
     /// CSV delimiter: one ASCII character, or `tab`. Default: detected from the header line.
-    #[arg(long, value_name = "C", value_parser = parse_delimiter, env = "VELT_DELIMITER")]
+    #[arg(help_heading = "Input", hide_short_help = true, long, value_name = "C", value_parser = parse_delimiter, env = "VELT_DELIMITER")]
     pub delimiter: Option<u8>,
 
     /// Take only input rows with these statuses (the input is a previous report), e.g.
     /// failed,unconfirmed,not_attempted.
-    #[arg(long, value_name = "STATUS,...", value_delimiter = ',', value_parser = parse_status,
+    #[arg(help_heading = "Input", hide_short_help = true, long, value_name = "STATUS,...", value_delimiter = ',', value_parser = parse_status,
           env = "VELT_ONLY_STATUS")]
     pub only_status: Option<Vec<String>>,
 
     /// Accept an input with no records (by default exit 2: a truncated export must not pass
     /// as a good night); in mirror mode, also allow removing every member of a group.
-    #[arg(long, env = "VELT_ALLOW_EMPTY", value_parser = BoolishValueParser::new())]
+    #[arg(help_heading = "Modes and removals", hide_short_help = true, long, env = "VELT_ALLOW_EMPTY", value_parser = BoolishValueParser::new())]
     pub allow_empty: bool,
 
     /// Longest line (and JSON record) read, in bytes; a longer one stops the read with an
     /// error naming its line, so that a wrong file cannot fill the memory.
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, env = "VELT_MAX_RECORD_BYTES",
+    #[arg(help_heading = "Input", hide_short_help = true, long, value_name = "BYTES", default_value_t = 1 << 20, env = "VELT_MAX_RECORD_BYTES",
           value_parser = clap::value_parser!(u64).range(1024..=1 << 30))]
     pub max_record_bytes: u64,
 }
@@ -230,7 +275,7 @@ pub struct ValidateArgs {
     pub input: InputArgs,
 
     /// Most user IDs per add request, for the request count.
-    #[arg(long, value_name = "N", default_value_t = defaults::CHUNK_SIZE, env = "VELT_CHUNK_SIZE",
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "N", default_value_t = defaults::CHUNK_SIZE, env = "VELT_CHUNK_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub chunk_size: u32,
 }
@@ -254,18 +299,20 @@ pub struct SyncArgs {
     /// not list (only in groups the input names; see --max-removals, --allow-empty). `remove`:
     /// remove every membership the input lists (a leavers' list; or a run's report with
     /// --only-status added, to undo that run); non-members are `unchanged`.
-    #[arg(long, value_enum, default_value_t = Mode::Add, env = "VELT_MODE")]
+    #[arg(help_heading = "Modes and removals", long, value_enum, default_value_t = Mode::Add, env = "VELT_MODE")]
     pub mode: Mode,
 
     /// Mirror mode: most removals per group, a count (`25`) or a share of its current members
     /// (`10%`, at least 1). A group needing more is left alone and reported; the run exits 1.
-    #[arg(long, value_name = "N|P%", default_value = &**shown::MAX_REMOVALS, value_parser = MaxRemovals::parse,
+    #[arg(help_heading = "Modes and removals", long, value_name = "N|P%", default_value = &**shown::MAX_REMOVALS, value_parser = MaxRemovals::parse,
           env = "VELT_MAX_REMOVALS")]
     pub max_removals: MaxRemovals,
 
     /// --provision-users: the access role new and updated users get in their organization.
     /// Default: none sent (Velt's default).
     #[arg(
+        help_heading = "Provisioning",
+        hide_short_help = true,
         long,
         value_enum,
         env = "VELT_ACCESS_ROLE",
@@ -278,6 +325,7 @@ pub struct SyncArgs {
     /// Velt's /v2/users/delete, after every group call. Organizations the input never names
     /// are never touched. See --max-user-removals.
     #[arg(
+        help_heading = "Provisioning", hide_short_help = true,
         long,
         env = "VELT_DEPROVISION_USERS",
         value_parser = BoolishValueParser::new(),
@@ -288,7 +336,7 @@ pub struct SyncArgs {
     /// --deprovision-users: most users removed per organization, a count or a share of its
     /// users (at least 1); never all of them without --allow-empty. An organization needing
     /// more keeps its users, they are reported, and the run exits 1.
-    #[arg(long, value_name = "N|P%", default_value = &**shown::MAX_USER_REMOVALS,
+    #[arg(help_heading = "Provisioning", hide_short_help = true, long, value_name = "N|P%", default_value = &**shown::MAX_USER_REMOVALS,
           value_parser = MaxRemovals::parse, env = "VELT_MAX_USER_REMOVALS")]
     pub max_user_removals: MaxRemovals,
 
@@ -298,6 +346,8 @@ pub struct SyncArgs {
     /// pattern a line (`#` starts a comment). Repeatable; `;` separates them in the variable.
     /// Their rows say `protected`.
     #[arg(
+        help_heading = "Modes and removals",
+        hide_short_help = true,
         long,
         value_name = "PATTERN|@FILE",
         value_delimiter = ';',
@@ -309,6 +359,8 @@ pub struct SyncArgs {
     /// ID, or `@FILE`. Repeatable; `;` separates them in the variable. Their rows say
     /// `protected`.
     #[arg(
+        help_heading = "Modes and removals",
+        hide_short_help = true,
         long,
         value_name = "PATTERN|@FILE",
         value_delimiter = ';',
@@ -319,7 +371,7 @@ pub struct SyncArgs {
     /// --provision-users: allow provisioning into an organization that holds no users yet
     /// (Velt creates it). Without it such a run sends nothing and exits 2, so that a typo in
     /// --org never makes a second organization. For the first run of a new organization.
-    #[arg(long, env = "VELT_CREATE_ORGANIZATION", value_parser = BoolishValueParser::new())]
+    #[arg(help_heading = "Provisioning", hide_short_help = true, long, env = "VELT_CREATE_ORGANIZATION", value_parser = BoolishValueParser::new())]
     pub create_organization: bool,
 
     /// Seeds the retry backoff's jitter, so that a test or a drill waits the same each time.
@@ -328,84 +380,101 @@ pub struct SyncArgs {
 
     /// When an add answers that the group does not exist (NOT_FOUND), create it once
     /// (named from --group-name-column, or its ID) and send its users again.
-    #[arg(long, env = "VELT_CREATE_MISSING_GROUPS", value_parser = BoolishValueParser::new())]
+    #[arg(help_heading = "Modes and removals", hide_short_help = true, long, env = "VELT_CREATE_MISSING_GROUPS", value_parser = BoolishValueParser::new())]
     pub create_missing_groups: bool,
 
     /// Members per page when reading groups (delta and mirror modes).
-    #[arg(long, value_name = "N", default_value_t = defaults::PAGE_SIZE, env = "VELT_PAGE_SIZE",
+    #[arg(help_heading = "Modes and removals", hide_short_help = true, long, value_name = "N", default_value_t = defaults::PAGE_SIZE, env = "VELT_PAGE_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
 
     /// Base URL of the Velt API.
-    #[arg(long, env = "VELT_BASE_URL", default_value = "https://api.velt.dev")]
+    #[arg(
+        help_heading = "Connection",
+        long,
+        env = "VELT_BASE_URL",
+        default_value = "https://api.velt.dev"
+    )]
     pub base_url: String,
 
     /// Allow an http:// --base-url on a host other than this machine's loopback (the
     /// credentials would cross the network in clear text).
-    #[arg(long, env = "VELT_ALLOW_INSECURE_HTTP", value_parser = BoolishValueParser::new())]
+    #[arg(help_heading = "Connection", hide_short_help = true, long, env = "VELT_ALLOW_INSECURE_HTTP", value_parser = BoolishValueParser::new())]
     pub allow_insecure_http: bool,
 
     /// API version used in request paths.
-    #[arg(long, value_enum, default_value_t = ApiVersion::V1, env = "VELT_API_VERSION")]
+    #[arg(help_heading = "Connection", hide_short_help = true, long, value_enum, default_value_t = ApiVersion::V1, env = "VELT_API_VERSION")]
     pub api_version: ApiVersion,
 
     /// Read the API key from this file instead of the VELT_API_KEY environment variable.
-    #[arg(long, value_name = "PATH", env = "VELT_API_KEY_FILE")]
+    #[arg(
+        help_heading = "Connection",
+        hide_short_help = true,
+        long,
+        value_name = "PATH",
+        env = "VELT_API_KEY_FILE"
+    )]
     pub api_key_file: Option<PathBuf>,
 
     /// Read the auth token from this file instead of the VELT_AUTH_TOKEN environment variable.
-    #[arg(long, value_name = "PATH", env = "VELT_AUTH_TOKEN_FILE")]
+    #[arg(
+        help_heading = "Connection",
+        hide_short_help = true,
+        long,
+        value_name = "PATH",
+        env = "VELT_AUTH_TOKEN_FILE"
+    )]
     pub auth_token_file: Option<PathBuf>,
 
     /// Most user IDs per add request.
-    #[arg(long, value_name = "N", default_value_t = defaults::CHUNK_SIZE, env = "VELT_CHUNK_SIZE",
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "N", default_value_t = defaults::CHUNK_SIZE, env = "VELT_CHUNK_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub chunk_size: u32,
 
     /// Requests per second (fractions allowed, e.g. 0.5), or `auto`: start low, speed up while
     /// the API accepts, back off when it throttles, never above --max-rate.
-    #[arg(long, value_name = "R|auto", default_value = &**shown::RATE, value_parser = parse_rate_arg,
+    #[arg(help_heading = "Rate and retries", long, value_name = "R|auto", default_value = &**shown::RATE, value_parser = parse_rate_arg,
           env = "VELT_RATE")]
     pub rate: RateArg,
 
     /// The ceiling for --rate auto.
-    #[arg(long, value_name = "R", default_value_t = defaults::MAX_RATE, value_parser = parse_rate,
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "R", default_value_t = defaults::MAX_RATE, value_parser = parse_rate,
           env = "VELT_MAX_RATE")]
     pub max_rate: f64,
 
     /// Requests in flight at first; raised automatically, up to --max-concurrency, when the
     /// rate times the observed latency needs more.
-    #[arg(long, value_name = "C", default_value_t = defaults::CONCURRENCY, env = "VELT_CONCURRENCY",
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "C", default_value_t = defaults::CONCURRENCY, env = "VELT_CONCURRENCY",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub concurrency: u32,
 
     /// The most requests in flight at once.
-    #[arg(long, value_name = "C", default_value_t = defaults::MAX_CONCURRENCY, env = "VELT_MAX_CONCURRENCY",
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "C", default_value_t = defaults::MAX_CONCURRENCY, env = "VELT_MAX_CONCURRENCY",
           value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub max_concurrency: u32,
 
     /// Requests the limiter lets through at once; any 1-second window holds at most RATE + BURST.
-    #[arg(long, value_name = "B", default_value_t = defaults::BURST, env = "VELT_BURST",
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "B", default_value_t = defaults::BURST, env = "VELT_BURST",
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub burst: u32,
 
     /// Time allowed for one attempt (e.g. 30s, 500ms).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+    #[arg(help_heading = "Connection", hide_short_help = true, long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
           env = "VELT_TIMEOUT")]
     pub timeout: Duration,
 
     /// Retries per request after throttling, server faults and lost connections.
-    #[arg(long, value_name = "N", default_value_t = defaults::MAX_RETRIES, env = "VELT_MAX_RETRIES")]
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "N", default_value_t = defaults::MAX_RETRIES, env = "VELT_MAX_RETRIES")]
     pub max_retries: u32,
 
     /// Longest wait between retries (exponential backoff with full jitter from 500 ms).
-    #[arg(long, value_name = "DURATION", default_value = &**shown::MAX_BACKOFF, value_parser = parse_duration,
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "DURATION", default_value = &**shown::MAX_BACKOFF, value_parser = parse_duration,
           env = "VELT_MAX_BACKOFF")]
     pub max_backoff: Duration,
 
     /// Longest Retry-After honoured; a longer one gives the request's users up
     /// (`not_attempted`, RESOURCE_EXHAUSTED).
-    #[arg(long, value_name = "DURATION", default_value = &**shown::MAX_RETRY_AFTER, value_parser = parse_duration,
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "DURATION", default_value = &**shown::MAX_RETRY_AFTER, value_parser = parse_duration,
           env = "VELT_MAX_RETRY_AFTER")]
     pub max_retry_after: Duration,
 
@@ -413,24 +482,30 @@ pub struct SyncArgs {
     /// requests never spend --max-retries: the run pauses (for Retry-After, the wait the
     /// message names, or 1 s doubling to 60 s) and sends them again. Past this, what was not
     /// sent is `not_attempted` and the run exits 1.
-    #[arg(long, value_name = "DURATION", default_value = &**shown::MAX_THROTTLE_WAIT, value_parser = parse_duration,
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "DURATION", default_value = &**shown::MAX_THROTTLE_WAIT, value_parser = parse_duration,
           env = "VELT_MAX_THROTTLE_WAIT")]
     pub max_throttle_wait: Duration,
 
     /// After SIGINT/SIGTERM, how long in-flight requests may finish before the report is written.
-    #[arg(long, value_name = "DURATION", default_value = &**shown::GRACE, value_parser = parse_duration,
+    #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "DURATION", default_value = &**shown::GRACE, value_parser = parse_duration,
           env = "VELT_GRACE")]
     pub grace: Duration,
 
     /// Resume journal: memberships confirmed added are appended here, and skipped when a run
     /// with the same input, target and journal starts again.
-    #[arg(long, value_name = "PATH", env = "VELT_STATE")]
+    #[arg(
+        help_heading = "Output and operations",
+        long,
+        value_name = "PATH",
+        env = "VELT_STATE"
+    )]
     pub state: Option<PathBuf>,
 
     /// Where to write the report; `-` writes it to standard output. `{date}` (and `{time}`)
     /// in the file name are filled in (UTC: `report-{date}.csv` is `report-2026-12-01.csv`),
     /// so that earlier nights' reports stay; see --keep-reports.
     #[arg(
+        help_heading = "Output and operations",
         long,
         value_name = "PATH",
         default_value = "velt-group-sync-report.csv",
@@ -439,31 +514,45 @@ pub struct SyncArgs {
     pub report: PathBuf,
 
     /// With a dated --report: keep the N newest reports of that name, removing older ones.
-    #[arg(long, value_name = "N", env = "VELT_KEEP_REPORTS",
+    #[arg(help_heading = "Output and operations", hide_short_help = true, long, value_name = "N", env = "VELT_KEEP_REPORTS",
           value_parser = clap::value_parser!(u32).range(1..))]
     pub keep_reports: Option<u32>,
 
     /// Report format. Default: from the report's extension (.json, .jsonl, otherwise CSV).
-    #[arg(long, value_enum, env = "VELT_REPORT_FORMAT")]
+    #[arg(
+        help_heading = "Output and operations",
+        hide_short_help = true,
+        long,
+        value_enum,
+        env = "VELT_REPORT_FORMAT"
+    )]
     pub report_format: Option<ReportFormat>,
 
     /// Read, validate and plan; send nothing. The report lists every membership as `planned`.
-    #[arg(long, env = "VELT_DRY_RUN", value_parser = BoolishValueParser::new())]
+    #[arg(help_heading = "Output and operations", long, env = "VELT_DRY_RUN", value_parser = BoolishValueParser::new())]
     pub dry_run: bool,
 
     /// Stop before sending anything if any record is invalid (exit 2).
-    #[arg(long, env = "VELT_STRICT", value_parser = BoolishValueParser::new())]
+    #[arg(help_heading = "Output and operations", hide_short_help = true, long, env = "VELT_STRICT", value_parser = BoolishValueParser::new())]
     pub strict: bool,
 
     /// Write Prometheus metrics here at the end of every run (node_exporter textfile
     /// collector), atomically; the last fully successful run's time is carried over.
-    #[arg(long, value_name = "PATH", env = "VELT_METRICS_FILE")]
+    #[arg(
+        help_heading = "Output and operations",
+        hide_short_help = true,
+        long,
+        value_name = "PATH",
+        env = "VELT_METRICS_FILE"
+    )]
     pub metrics_file: Option<PathBuf>,
 
     /// Push the same metrics to this Prometheus Pushgateway at the end of every run (PUT
     /// URL/metrics/job/JOB/...); a gateway that cannot be reached is a warning, never a
     /// failure of the run.
     #[arg(
+        help_heading = "Output and operations",
+        hide_short_help = true,
         long,
         value_name = "URL",
         env = "VELT_METRICS_PUSH",
@@ -478,6 +567,7 @@ pub struct SyncArgs {
     /// never logged; keep it in --notify-file. A notification that cannot be sent is a
     /// warning, never a failed run.
     #[arg(
+        help_heading = "Output and operations",
         long,
         value_name = "URL",
         value_delimiter = ';',
@@ -487,20 +577,28 @@ pub struct SyncArgs {
     pub notify: Vec<String>,
 
     /// Read --notify URLs from this file (one a line), for URLs kept as secrets.
-    #[arg(long, value_name = "PATH", env = "VELT_NOTIFY_FILE")]
+    #[arg(
+        help_heading = "Output and operations",
+        hide_short_help = true,
+        long,
+        value_name = "PATH",
+        env = "VELT_NOTIFY_FILE"
+    )]
     pub notify_file: Option<PathBuf>,
 
     /// Which runs are notified: `failure` (exit other than 0), `changes` (failures and runs
     /// that changed something), `always`.
-    #[arg(long, value_enum, default_value_t = NotifyOn::Failure, env = "VELT_NOTIFY_ON")]
+    #[arg(help_heading = "Output and operations", hide_short_help = true, long, value_enum, default_value_t = NotifyOn::Failure, env = "VELT_NOTIFY_ON")]
     pub notify_on: NotifyOn,
 
     /// The notification's shape: `auto` (by the URL's host), `slack`, `teams` or `json`.
-    #[arg(long, value_enum, default_value_t = NotifyFormat::Auto, env = "VELT_NOTIFY_FORMAT")]
+    #[arg(help_heading = "Output and operations", hide_short_help = true, long, value_enum, default_value_t = NotifyFormat::Auto, env = "VELT_NOTIFY_FORMAT")]
     pub notify_format: NotifyFormat,
 
     /// The job the pushed metrics are grouped under.
     #[arg(
+        help_heading = "Output and operations",
+        hide_short_help = true,
         long,
         value_name = "NAME",
         default_value = "velt-group-sync",
@@ -509,12 +607,12 @@ pub struct SyncArgs {
     pub metrics_job: String,
 
     /// A further grouping label for the pushed metrics, KEY=VALUE (repeatable).
-    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_label, env = "VELT_METRICS_LABEL",
+    #[arg(help_heading = "Output and operations", hide_short_help = true, long, value_name = "KEY=VALUE", value_parser = parse_label, env = "VELT_METRICS_LABEL",
           value_delimiter = ',')]
     pub metrics_label: Vec<(String, String)>,
 
     /// Run against the built-in Velt emulator on a loopback port; no credentials needed.
-    #[arg(long, conflicts_with_all = ["api_key_file", "auth_token_file"])]
+    #[arg(help_heading = "Connection", long, conflicts_with_all = ["api_key_file", "auth_token_file"])]
     pub emulator: bool,
 }
 

@@ -117,16 +117,43 @@ pub fn completions(shell: clap_complete::Shell) -> Result<u8, Error> {
 }
 
 /// The man page, on stdout.
-pub fn manpage() -> Result<u8, Error> {
+pub fn manpage(out_dir: Option<&std::path::Path>) -> Result<u8, Error> {
     use clap::CommandFactory;
-    let mut text = Vec::new();
-    clap_mangen::Man::new(Cli::command())
-        .render(&mut text)
-        .map_err(|source| Error::Output {
-            what: "the man page",
-            source,
+    let render = |command: clap::Command| {
+        let mut text = Vec::new();
+        clap_mangen::Man::new(command)
+            .render(&mut text)
+            .map(|()| text)
+            .map_err(|source| Error::Output {
+                what: "the man page",
+                source,
+            })
+    };
+    let top = Cli::command();
+    let Some(dir) = out_dir else {
+        return print_bytes(&render(top)?);
+    };
+    let mut pages = vec![("velt-group-sync.1".to_string(), render(top.clone())?)];
+    for sub in top.get_subcommands().filter(|s| s.get_name() != "help") {
+        let name = format!("velt-group-sync-{}", sub.get_name());
+        let page = render(sub.clone().name(name.clone()).bin_name(name.clone()))?;
+        pages.push((format!("{name}.1"), page));
+    }
+    for (file, text) in &pages {
+        let path = dir.join(file);
+        std::fs::write(&path, text).map_err(|e| {
+            Error::Config(format!(
+                "{}: cannot write the man page ({e}); create the folder or choose another with --out-dir",
+                path.display()
+            ))
         })?;
-    print_bytes(&text)
+    }
+    println!(
+        "wrote {} man pages to {}: velt-group-sync(1) and one per command, e.g. velt-group-sync-sync(1)",
+        pages.len(),
+        dir.display()
+    );
+    Ok(exit::OK)
 }
 
 /// Writes generated text to stdout; a reader that stops early (`| head`) is no error.

@@ -59,7 +59,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Validate(args) => commands::validate(&args),
         Command::Emulator(args) => commands::serve_emulator(&args).await,
         Command::Completions { shell } => commands::completions(shell),
-        Command::Manpage => commands::manpage(),
+        Command::Manpage { out_dir } => commands::manpage(out_dir.as_deref()),
     };
     exit_code(result, &output)
 }

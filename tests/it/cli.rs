@@ -692,3 +692,72 @@ async fn the_change_list_says_what_would_change_and_then_what_changed() {
     );
     assert!(stderr.contains("    removed 2: old1, old2"), "{stderr}");
 }
+
+/// `sync -h` is short and `--help` whole, both under the same headings; `manpage --out-dir`
+/// writes a page per command, each option under its heading.
+#[test]
+fn help_is_grouped_short_with_h_and_every_command_has_a_man_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = |flag: &str| {
+        let out = bin(dir.path()).args(["sync", flag]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (short, long) = (help("-h"), help("--help"));
+    let headings = [
+        "Input:",
+        "Columns and mapping:",
+        "Provisioning:",
+        "Modes and removals:",
+        "Connection:",
+        "Rate and retries:",
+        "Output and operations:",
+    ];
+    for h in headings {
+        assert!(long.lines().any(|l| l == h), "--help: {h}");
+        assert!(short.lines().any(|l| l == h), "-h: {h}");
+    }
+    assert!(
+        short.lines().count() < 120,
+        "-h is {} lines",
+        short.lines().count()
+    );
+    assert!(long.lines().count() > 3 * short.lines().count() / 2);
+    assert!(!short.contains("--max-retries") && long.contains("--max-retries"));
+    assert!(short.contains("--mode") && short.contains("--dry-run"));
+
+    let pages = dir.path().join("man");
+    std::fs::create_dir(&pages).unwrap();
+    let out = bin(dir.path())
+        .args(["manpage", "--out-dir"])
+        .arg(&pages)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let mut names: Vec<String> = std::fs::read_dir(&pages)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "velt-group-sync-completions.1",
+            "velt-group-sync-emulator.1",
+            "velt-group-sync-manpage.1",
+            "velt-group-sync-sync.1",
+            "velt-group-sync-validate.1",
+            "velt-group-sync.1",
+        ]
+    );
+    let sync = std::fs::read_to_string(pages.join("velt-group-sync-sync.1")).unwrap();
+    assert!(sync.contains(".TH velt-group-sync-sync 1"), "{sync}");
+    assert!(sync.contains(".SH \"RATE AND RETRIES\"") && sync.contains("max\\-retries"));
+    // A folder that is not there: exit 2, saying what to do.
+    let out = bin(dir.path())
+        .args(["manpage", "--out-dir", "nowhere/at/all"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("create the folder"));
+}
