@@ -565,6 +565,8 @@ async fn missing_groups_are_created_with_the_maps_names() {
         "--report",
         "out.csv",
         "--create-missing-groups",
+        "--rate",
+        "100",
     ];
     argv.extend(bamboo.iter().map(String::as_str));
     let run = sync_argv(Server::Emulator(&emu), dir.path(), &argv).await;
