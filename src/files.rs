@@ -21,6 +21,23 @@ pub const PRIVATE: u32 = 0o600;
 /// A new file others must read (the metrics file, for node_exporter).
 pub const READABLE: u32 = 0o644;
 
+/// Why `path` (the file `what`, named by `flag`) cannot be written, with what to do: when its
+/// folder does not exist (a fresh host), the folder and the command that creates it.
+pub fn unwritable(path: &Path, source: &io::Error, what: &str, flag: &str) -> io::Error {
+    let folder = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty() && !p.exists());
+    let message = match folder {
+        Some(dir) => format!(
+            "cannot write {what}: the folder {} does not exist; create it (mkdir -p {}) or choose another {flag}",
+            dir.display(),
+            dir.display()
+        ),
+        None => format!("cannot write {what} there: {source}; choose another {flag}"),
+    };
+    io::Error::new(source.kind(), message)
+}
+
 /// A file to be written at the end of the run.
 #[derive(Debug)]
 pub enum Destination {

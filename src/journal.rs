@@ -95,7 +95,7 @@ fn open_locked(path: &Path) -> Result<File, Error> {
     }
     let file = options.open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
-        source,
+        source: crate::files::unwritable(path, &source, "the --state journal", "--state path"),
     })?;
     match file.try_lock() {
         Ok(()) => Ok(file),

@@ -60,10 +60,7 @@ pub fn write(
     let text = text(stats, exit_code, duration, now, previous);
     let io_err = |source: std::io::Error| Error::Io {
         path: path.to_path_buf(),
-        source: std::io::Error::new(
-            source.kind(),
-            format!("cannot write the metrics file: {source}; check --metrics-file"),
-        ),
+        source: crate::files::unwritable(path, &source, "the metrics file", "--metrics-file"),
     };
     Destination::prepare(path, TEMP_PREFIX, crate::files::READABLE)
         .and_then(|d| d.commit(|out| out.write_all(text.as_bytes())))
@@ -99,12 +96,7 @@ pub fn check_writable(path: &Path) -> Result<(), Error> {
         .map(drop)
         .map_err(|source| Error::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(
-                source.kind(),
-                format!(
-                    "cannot write the metrics file there: {source}; choose another --metrics-file"
-                ),
-            ),
+            source: crate::files::unwritable(path, &source, "the metrics file", "--metrics-file"),
         })
 }
 

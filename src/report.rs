@@ -266,12 +266,7 @@ impl ReportTarget {
         let file = Destination::prepare(path, ".velt-group-sync-report", crate::files::PRIVATE)
             .map_err(|source| Error::Io {
                 path: path.to_path_buf(),
-                source: io::Error::new(
-                    source.kind(),
-                    format!(
-                        "cannot create the report there: {source}; choose another --report path"
-                    ),
-                ),
+                source: crate::files::unwritable(path, &source, "the report", "--report path"),
             })?;
         Ok(ReportTarget {
             path: path.to_path_buf(),

@@ -26,6 +26,7 @@ pub(crate) fn read_csv<R: BufRead>(
         prefix,
         at: header_at,
         delimiter,
+        considered,
     } = find_header(&mut reader, name, opts, &resolver)?;
     let lines = LineTracker::default();
     let mut csv = csv::ReaderBuilder::new()
@@ -51,6 +52,7 @@ pub(crate) fn read_csv<R: BufRead>(
     let names = column_names(&headers, name, header_at)?;
     let found = resolver.positions(names.iter().map(String::as_str));
     if let Some(message) = resolver.missing(&found, &names, opts) {
+        let message = header::with_considered(message, considered);
         return Err(Error::input(name, header_at, message));
     }
     let layout = Layout::new(&resolver, &found, &names, opts)
@@ -114,6 +116,8 @@ struct Header {
     prefix: Vec<u8>,
     at: u64,
     delimiter: u8,
+    /// When no line named the columns: the lines considered, for the message.
+    considered: Option<String>,
 }
 
 /// Finds the header: the first line (of the first 20 that are not blank) that names the
@@ -127,7 +131,7 @@ fn find_header<R: BufRead>(
     resolver: &Resolver,
 ) -> Result<Header, Error> {
     let mut prefix = Vec::new();
-    let mut lines_seen: Vec<(u64, std::ops::Range<usize>)> = Vec::new();
+    let mut lines_seen: Vec<SeenLine> = Vec::new();
     let mut line_no = 0u64;
     let mut chosen: Option<(u64, u8)> = None;
     let mut line = Vec::new();
@@ -154,6 +158,10 @@ fn find_header<R: BufRead>(
             continue;
         }
         lines_seen.push((line_no, at..prefix.len()));
+        search.seen(
+            line_no,
+            &names_of(&line, detect(opts, &line)).unwrap_or_default(),
+        );
         // The delimiter that makes the line name the columns, or (`--header-row`) the one
         // the line looks split by.
         let mut fitting = None;
@@ -165,25 +173,14 @@ fn find_header<R: BufRead>(
             fitting.is_some()
         });
         if header {
-            let d = fitting
-                .or(opts.delimiter)
-                .unwrap_or_else(|| detect_delimiter(&line));
+            let d = fitting.unwrap_or_else(|| detect(opts, &line));
             chosen = Some((line_no, d));
             break;
         }
     }
-    let (at, delimiter) = match (chosen, search.missing()) {
-        (Some(c), _) => c,
-        (None, Some((line, message))) => return Err(Error::input(name, line, message)),
-        (None, None) => match lines_seen.first() {
-            Some((n, range)) => {
-                let first = &prefix[range.clone()];
-                let d = opts.delimiter.unwrap_or_else(|| detect_delimiter(first));
-                (*n, d)
-            }
-            None => (line_no.max(1), opts.delimiter.unwrap_or(b',')),
-        },
-    };
+    let seen = (lines_seen.as_slice(), prefix.as_slice(), line_no);
+    let (at, delimiter) = header_line(chosen, &search, seen, opts, name)?;
+    let considered = chosen.is_none().then(|| search.considered()).flatten();
     let skipped = lines_seen.iter().filter(|(n, _)| *n < at).count();
     if skipped > 0 {
         tracing::debug!(
@@ -197,7 +194,38 @@ fn find_header<R: BufRead>(
         prefix,
         at,
         delimiter,
+        considered,
     })
+}
+
+/// A non-blank line read while looking for the header: its number and its bytes' place.
+type SeenLine = (u64, std::ops::Range<usize>);
+
+/// The header's line and delimiter: the line that fit, or (none did) the widest line seen,
+/// whose column check then says what it lacks and which lines were considered.
+fn header_line(
+    chosen: Option<(u64, u8)>,
+    search: &header::Search,
+    (lines_seen, prefix, line_no): (&[SeenLine], &[u8], u64),
+    opts: &InputOptions,
+    name: &str,
+) -> Result<(u64, u8), Error> {
+    match (chosen, search.missing()) {
+        (Some(c), _) => Ok(c),
+        (None, Some((line, message))) => Err(Error::input(name, line, message)),
+        (None, None) => {
+            let widest = search.widest().and_then(|i| lines_seen.get(i));
+            let default = (line_no.max(1), opts.delimiter.unwrap_or(b','));
+            Ok(widest.map_or(default, |(n, range)| {
+                (*n, detect(opts, &prefix[range.clone()]))
+            }))
+        }
+    }
+}
+
+/// The delimiter given, or the one `line` looks split by.
+fn detect(opts: &InputOptions, line: &[u8]) -> u8 {
+    opts.delimiter.unwrap_or_else(|| detect_delimiter(line))
 }
 
 /// The columns the header row at `header_at` names.

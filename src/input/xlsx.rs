@@ -115,7 +115,8 @@ fn read_table(
     let mut rows = rows;
     let resolver = Resolver::new(opts);
     // The header: `--header-row`, or the first of the first 20 rows that names the columns
-    // the run needs, or else the first (whose message says what is missing).
+    // the run needs, or else the widest (whose message says what is missing, and which rows
+    // were considered).
     let mut top: Vec<(u64, Vec<String>)> = Vec::new();
     let mut chosen = None;
     let mut search = header::Search::new(opts);
@@ -124,6 +125,7 @@ fn read_table(
             break;
         };
         let names: Vec<String> = cells.iter().map(|c| c.trim().to_string()).collect();
+        search.seen(line, &names);
         let header = search.is_header(line, || resolver.fits(&names, opts));
         top.push((line, names));
         if header {
@@ -135,7 +137,12 @@ fn read_table(
         (Some(at), _) => at,
         (None, Some((line, message))) => return Err(Table::At(line, message)),
         (None, None) if top.is_empty() => return Err(Table::Empty),
-        (None, None) => 0,
+        (None, None) => search.widest().unwrap_or(0),
+    };
+    let considered = if chosen.is_none() {
+        search.considered()
+    } else {
+        None
     };
     let (header_at, names) = top.swap_remove(at);
     if at > 0 {
@@ -148,6 +155,7 @@ fn read_table(
     }
     let found = resolver.positions(names.iter().map(String::as_str));
     if let Some(message) = resolver.missing(&found, &names, opts) {
+        let message = header::with_considered(message, considered);
         return Err(Table::At(header_at, message));
     }
     let layout = Layout::new(&resolver, &found, &names, opts)

@@ -368,6 +368,10 @@ fn unwritable_report_path_fails_before_anything_is_sent() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no/such/dir/report.csv"))
+        // A fresh host: the message names the folder and how to make it.
+        .stderr(predicate::str::contains(
+            "the folder no/such/dir does not exist; create it (mkdir -p no/such/dir)",
+        ))
         .stderr(predicate::str::contains("memberships:").not());
 }
 

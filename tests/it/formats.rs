@@ -451,3 +451,43 @@ fn header_row_means_the_same_in_csv_and_workbooks() {
         );
     }
 }
+
+/// When no row names the columns the run needs, the message names the row taken (the one
+/// naming the most columns, not the title above it) and lists the rows considered, with their
+/// line numbers, in a workbook and in CSV alike.
+#[test]
+fn without_a_header_row_the_rows_considered_are_listed_not_a_title_as_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    report_workbook(&dir.path().join("roster.xlsx"));
+    std::fs::write(
+        dir.path().join("roster.csv"),
+        "Employee Roster\nRun date: 27 Nov 2026\n\nEmployee ID,Email,Department,Hire Date\n1001,ada@acme.example,Engineering,2020-03-01\n",
+    )
+    .unwrap();
+    for file in ["roster.xlsx", "roster.csv"] {
+        // No user column is named, and none of the usual names is there.
+        let (code, _, error) = plan(dir.path(), file, &["--org", "acme", "--group", "g"]);
+        assert_eq!(code, 2, "{file}: {error}");
+        // The workbook's place names its sheet too: `roster.xlsx:Report:4:`.
+        let at = if file.ends_with(".xlsx") {
+            ":Report:4: "
+        } else {
+            ":4: "
+        };
+        assert!(error.contains(&format!("{file}{at}")), "{file}: {error}");
+        assert!(
+            error.contains("columns: Employee ID, Email, Department, Hire Date"),
+            "{file}: {error}"
+        );
+        assert!(
+            error.contains(
+                "lines considered: 1: Employee Roster | 2: Run date: 27 Nov 2026 | 4: Employee ID, Email, Department, Hire Date; if the header is another line, name it with --header-row N"
+            ),
+            "{file}: {error}"
+        );
+        assert!(
+            !error.contains("columns: Employee Roster"),
+            "{file}: {error}"
+        );
+    }
+}
