@@ -273,24 +273,9 @@ mod tests {
 
     #[test]
     fn organization_users_say_what_changes_about_them() {
-        use crate::provision::model::{Accounts, Changed, Profile};
+        use crate::provision::model::Changed;
         let mut plan = plan();
-        let profiles = ["u00", "u01", "u02"]
-            .iter()
-            .map(|u| {
-                let profile = Profile {
-                    name: (*u).into(),
-                    email: format!("{u}@x.com").into(),
-                    line: 2,
-                };
-                (Box::<str>::from(*u), profile)
-            })
-            .collect();
-        let memberships = plan
-            .memberships
-            .iter()
-            .map(|m| (&*plan.group_of(m).org, plan.user(m)));
-        plan.accounts = Some(Accounts::build(memberships, &profiles));
+        crate::test_support::with_accounts(&mut plan, &["u00", "u01", "u02"]);
         let mut ledger = Ledger::new(&plan, false, Status::NotAttempted);
         let email = Changed {
             name: false,

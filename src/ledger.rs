@@ -400,7 +400,6 @@ impl<'l> Names<'l> {
 mod tests {
     use super::*;
     use crate::plan::{Defaults, Planner, Sink};
-    use crate::provision::model::{Accounts, Profile};
 
     /// Group `o/g` with users a, b, c; with `accounts`, each is an organization user too.
     fn plan(accounts: bool) -> Plan {
@@ -410,23 +409,7 @@ mod tests {
         }
         let mut plan = p.finish();
         if accounts {
-            let profiles = ["a", "b", "c"]
-                .iter()
-                .map(|u| {
-                    let profile = Profile {
-                        name: (*u).into(),
-                        email: format!("{u}@x.com").into(),
-                        line: 1,
-                    };
-                    (Box::<str>::from(*u), profile)
-                })
-                .collect();
-            let memberships = plan
-                .memberships
-                .iter()
-                .map(|m| (&*plan.group_of(m).org, plan.user(m)));
-            let built = Accounts::build(memberships, &profiles);
-            plan.accounts = Some(built);
+            crate::test_support::with_accounts(&mut plan, &["a", "b", "c"]);
         }
         plan
     }

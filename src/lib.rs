@@ -35,6 +35,8 @@ pub mod provision;
 pub mod pushgateway;
 pub mod report;
 pub mod sync;
+#[cfg(test)]
+pub(crate) mod test_support;
 pub mod text;
 
 use std::net::{Ipv4Addr, SocketAddr};
