@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use velt_group_sync::emulator::{Emulator, EmulatorConfig};
+use velt_group_sync::emulator::EmulatorConfig;
 
 /// Every line the subscriber writes, kept.
 #[derive(Clone, Default)]
@@ -45,7 +45,7 @@ async fn the_inferred_quota_and_the_raised_concurrency_are_said_once_at_info_lev
         .with_writer(logs.clone())
         .with_ansi(false)
         .init();
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         window_limit: Some((20, Duration::from_secs(60))),
         omit_retry_after: true,
         ..EmulatorConfig::default()
@@ -78,7 +78,7 @@ async fn the_inferred_quota_and_the_raised_concurrency_are_said_once_at_info_lev
         WindowShape::Bucket,
     ] {
         let before = logs.0.lock().unwrap().len();
-        let emu = Emulator::in_process(EmulatorConfig {
+        let emu = in_process_emulator(EmulatorConfig {
             window_limit: Some((30, Duration::from_secs(60))),
             window_shape: shape,
             count_delay: (Duration::from_millis(20), Duration::from_millis(60)),
@@ -107,7 +107,7 @@ async fn the_inferred_quota_and_the_raised_concurrency_are_said_once_at_info_lev
     // Refusals rolled up: one line per distinct reason, its count, five examples and a hint,
     // whatever the number of failed rows.
     let before = logs.0.lock().unwrap().len();
-    let strict = Emulator::in_process(EmulatorConfig {
+    let strict = in_process_emulator(EmulatorConfig {
         require_org_users: true,
         ..EmulatorConfig::default()
     });
@@ -135,7 +135,7 @@ async fn the_inferred_quota_and_the_raised_concurrency_are_said_once_at_info_lev
 
     // 20 requests/s at 20-400 ms need more than the one slot the run starts with; the slots
     // grow step by step as the latency average moves, and the log says so once.
-    let slow = Emulator::in_process(EmulatorConfig {
+    let slow = in_process_emulator(EmulatorConfig {
         latency: (Duration::from_millis(20), Duration::from_millis(400)),
         ..EmulatorConfig::default()
     });

@@ -11,4 +11,8 @@ if ! command -v prometheus-pushgateway >/dev/null 2>&1; then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq prometheus-pushgateway >/dev/null
 fi
+# Most integration tests wait (on a rate, a latency, a child process) rather than compute:
+# twice as many test threads as this machine's cores keep both busy (a value set outside wins).
+cores=$(nproc 2>/dev/null || echo 2)
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-$((2 * cores))}"
 exec cargo test "$@"

@@ -10,7 +10,7 @@ use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 /// `org/group/user@line` for each planned row of a dry run (in-process), and the exit code and
 /// the error message.
 fn plan(dir: &Path, input: &str, args: &[&str]) -> (i32, Vec<String>, String) {
-    let emu = velt_group_sync::emulator::Emulator::in_process(Default::default());
+    let emu = in_process_emulator(Default::default());
     let mut argv = vec![input, "--dry-run", "--report", "out.csv"];
     argv.extend_from_slice(args);
     let runtime = tokio::runtime::Builder::new_current_thread()

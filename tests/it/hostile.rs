@@ -13,7 +13,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn in_process() -> Emulator {
-    Emulator::in_process(EmulatorConfig::default())
+    in_process_emulator(EmulatorConfig::default())
 }
 
 fn code(run: &InProcess) -> i64 {

@@ -20,7 +20,7 @@ struct Planned {
 
 /// A dry run of `input` with `args`, in-process in `dir`.
 async fn dry_run(dir: &Path, input: &str, args: &[&str]) -> Planned {
-    let emu = velt_group_sync::emulator::Emulator::in_process(EmulatorConfig::default());
+    let emu = in_process_emulator(EmulatorConfig::default());
     let mut argv = vec![input, "--dry-run", "--report", "out.csv"];
     argv.extend_from_slice(args);
     let run = sync_argv(Server::Emulator(&emu), dir, &argv).await;

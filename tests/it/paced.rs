@@ -11,7 +11,7 @@ use velt_group_sync::interrupt::Interrupt;
 
 /// A 429 with Retry-After holds every request of the run, not only the one that got it.
 async fn retry_after_pauses_the_whole_run(http_date: bool) {
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         rate_limit: Some(2.0),
         retry_after_secs: Some(2),
         retry_after_http_date: http_date,
@@ -53,7 +53,7 @@ async fn retry_after_as_an_http_date_pauses_the_whole_run() {
 /// The rate seen by the server over 200 requests: never above rate + burst in any second.
 #[tokio::test(start_paused = true)]
 async fn the_server_never_sees_more_than_rate_plus_burst() {
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         latency: (Duration::from_millis(5), Duration::from_millis(40)),
         ..EmulatorConfig::default()
     });
@@ -88,7 +88,7 @@ async fn the_server_never_sees_more_than_rate_plus_burst() {
 /// 20-80 ms answers: every membership ends added and the report agrees with the server.
 #[tokio::test(start_paused = true)]
 async fn a_faulty_server_still_ends_with_every_membership_added_and_the_report_agreeing() {
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         rate_limit: Some(40.0),
         unavailable_fraction: 0.10,
         internal_fraction: 0.05,
@@ -125,7 +125,7 @@ async fn a_faulty_server_still_ends_with_every_membership_added_and_the_report_a
 /// A low --concurrency must not cap the rate: 20 requests/s at 200 ms each need 4+ in flight.
 #[tokio::test(start_paused = true)]
 async fn concurrency_rises_to_what_rate_times_latency_needs() {
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         latency: (Duration::from_millis(200), Duration::from_millis(200)),
         ..EmulatorConfig::default()
     });
@@ -167,7 +167,7 @@ fn bucket(limit: f64) -> EmulatorConfig {
 /// `examples/bench_rate`; this guards the behaviour on a paused clock.)
 #[tokio::test(start_paused = true)]
 async fn auto_rate_holds_just_under_an_unknown_limit() {
-    let emu = Emulator::in_process(bucket(40.0));
+    let emu = in_process_emulator(bucket(40.0));
     let dir = tempfile::tempdir().unwrap();
     write_groups(dir.path(), 1, 2400);
     let run = sync_in_process(&emu, dir.path(), &["--chunk-size", "1", "--rate", "auto"]).await;
@@ -186,7 +186,7 @@ async fn auto_rate_holds_just_under_an_unknown_limit() {
 /// A limit that halves and comes back is followed both ways within seconds.
 #[tokio::test(start_paused = true)]
 async fn auto_rate_follows_a_limit_that_halves_and_comes_back() {
-    let emu = std::sync::Arc::new(Emulator::in_process(bucket(60.0)));
+    let emu = std::sync::Arc::new(in_process_emulator(bucket(60.0)));
     let dir = tempfile::tempdir().unwrap();
     write_groups(dir.path(), 1, 4500);
     let changes = {
@@ -218,7 +218,7 @@ async fn auto_rate_follows_a_limit_that_halves_and_comes_back() {
 /// no further.
 #[tokio::test(start_paused = true)]
 async fn max_rate_caps_auto() {
-    let emu = Emulator::in_process(EmulatorConfig::default());
+    let emu = in_process_emulator(EmulatorConfig::default());
     let dir = tempfile::tempdir().unwrap();
     write_groups(dir.path(), 1, 120);
     let args = ["--chunk-size", "1", "--rate", "auto", "--max-rate", "8"];
@@ -257,7 +257,7 @@ async fn retries_wait_at_least_the_floor_after_500_503_and_429() {
             1,
         ),
     ] {
-        let emu = Emulator::in_process(config);
+        let emu = in_process_emulator(config);
         let dir = tempfile::tempdir().unwrap();
         write_groups(dir.path(), 1, users);
         let args = [
@@ -288,7 +288,7 @@ async fn retries_wait_at_least_the_floor_after_500_503_and_429() {
 /// so a failing API is not met with a storm.
 #[tokio::test(start_paused = true)]
 async fn the_retry_budget_slows_the_run_while_most_attempts_fail() {
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         unavailable_fraction: 1.0,
         ..EmulatorConfig::default()
     });
@@ -324,7 +324,7 @@ async fn the_retry_budget_slows_the_run_while_most_attempts_fail() {
 /// what was on the wire is `unconfirmed`.
 #[tokio::test(start_paused = true)]
 async fn grace_expires_and_requests_still_in_flight_are_unconfirmed() {
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         latency: (Duration::from_secs(30), Duration::from_secs(30)),
         ..EmulatorConfig::default()
     });
@@ -366,7 +366,7 @@ async fn grace_expires_and_requests_still_in_flight_are_unconfirmed() {
 /// --timeout bounds an attempt; a request that timed out may have been applied.
 #[tokio::test(start_paused = true)]
 async fn a_timeout_leaves_the_users_unconfirmed() {
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         latency: (Duration::from_secs(10), Duration::from_secs(10)),
         ..EmulatorConfig::default()
     });
@@ -387,7 +387,7 @@ async fn a_timeout_leaves_the_users_unconfirmed() {
 #[tokio::test(start_paused = true)]
 async fn reads_keep_the_rate_limit_and_are_retried() {
     use velt_group_sync::emulator::Call;
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         unavailable_fraction: 0.3,
         ..EmulatorConfig::default()
     });
@@ -423,7 +423,7 @@ async fn reads_keep_the_rate_limit_and_are_retried() {
 #[tokio::test(start_paused = true)]
 async fn every_add_goes_before_the_first_removal() {
     use velt_group_sync::emulator::Call;
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         latency: (Duration::from_millis(20), Duration::from_millis(80)),
         unavailable_fraction: 0.3,
         ..EmulatorConfig::default()

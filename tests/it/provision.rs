@@ -103,7 +103,7 @@ fn requiring_org_users() -> EmulatorConfig {
 #[tokio::test(start_paused = true)]
 async fn a_fresh_organization_is_provisioned_and_grouped_in_one_run() {
     // Without provisioning, a server that wants organization users refuses every add.
-    let emu = Emulator::in_process(requiring_org_users());
+    let emu = in_process_emulator(requiring_org_users());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("in.csv"), EXPORT).unwrap();
     let plain_args = hr_args();
@@ -118,7 +118,7 @@ async fn a_fresh_organization_is_provisioned_and_grouped_in_one_run() {
         plain.rows
     );
 
-    let emu = Emulator::in_process(requiring_org_users());
+    let emu = in_process_emulator(requiring_org_users());
     let out = run(&emu, dir.path(), EXPORT, &["--access-role", "viewer"]).await;
     assert_eq!(out.result.unwrap(), 0);
     assert_eq!(
@@ -181,7 +181,7 @@ async fn a_fresh_organization_is_provisioned_and_grouped_in_one_run() {
 
 #[tokio::test(start_paused = true)]
 async fn a_second_run_with_one_name_changed_sends_one_update_and_nothing_else() {
-    let emu = Emulator::in_process(requiring_org_users());
+    let emu = in_process_emulator(requiring_org_users());
     let dir = tempfile::tempdir().unwrap();
     let first = run(&emu, dir.path(), EXPORT, &["--mode", "delta"]).await;
     assert_eq!(first.result.unwrap(), 0);
@@ -221,7 +221,7 @@ async fn a_second_run_with_one_name_changed_sends_one_update_and_nothing_else() 
 
 #[tokio::test(start_paused = true)]
 async fn mirror_deprovisions_exactly_the_leavers_under_its_guard() {
-    let emu = Emulator::in_process(EmulatorConfig::default());
+    let emu = in_process_emulator(EmulatorConfig::default());
     let seed = |org: &str, users: &[&str]| {
         for u in users {
             emu.seed_org_user(org, u, u, &format!("{u}@x.example"));
@@ -348,7 +348,7 @@ async fn mirror_deprovisions_exactly_the_leavers_under_its_guard() {
     assert_eq!(done.stats.users.unwrap().removed, 2);
 
     // Never every user of an organization without --allow-empty, whatever the limit.
-    let emu = Emulator::in_process(EmulatorConfig::default());
+    let emu = in_process_emulator(EmulatorConfig::default());
     emu.seed_org_user("beta", "old", "Old", "old@beta.example");
     std::fs::write(
         dir.path().join("in.csv"),
@@ -381,7 +381,7 @@ async fn mirror_deprovisions_exactly_the_leavers_under_its_guard() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dry_run_plans_creates_updates_and_removals_and_sends_only_reads() {
-    let emu = Emulator::in_process(EmulatorConfig::default());
+    let emu = in_process_emulator(EmulatorConfig::default());
     emu.seed_org_user(
         "acme",
         "grace@acme.example",
@@ -443,7 +443,7 @@ async fn a_dry_run_plans_creates_updates_and_removals_and_sends_only_reads() {
 
 #[tokio::test(start_paused = true)]
 async fn bad_names_and_e_mails_are_invalid_at_their_line_and_nothing_is_guessed() {
-    let emu = Emulator::in_process(requiring_org_users());
+    let emu = in_process_emulator(requiring_org_users());
     let dir = tempfile::tempdir().unwrap();
     let input = "\
 orgId,groupId,userId,displayName,mail
@@ -486,7 +486,7 @@ acme,ops,u4,,dee@acme.example
     assert_eq!(emu.org_users("acme").len(), 1);
 
     // A user the server refuses to create: its memberships are not sent, and say why.
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         invalid_user_marker: Some("bad".into()),
         require_org_users: true,
         ..EmulatorConfig::default()
@@ -523,7 +523,7 @@ acme,ops,u4,,dee@acme.example
     );
 
     // No e-mail column at all: exit 2 before anything is sent, saying which flag names it.
-    let emu = Emulator::in_process(EmulatorConfig::default());
+    let emu = in_process_emulator(EmulatorConfig::default());
     std::fs::write(
         dir.path().join("in.csv"),
         "orgId,groupId,userId,name\nacme,eng,u1,A\n",
@@ -546,7 +546,7 @@ acme,ops,u4,,dee@acme.example
 
 #[tokio::test(start_paused = true)]
 async fn scim_users_give_names_and_e_mails_through_field_paths() {
-    let emu = Emulator::in_process(requiring_org_users());
+    let emu = in_process_emulator(requiring_org_users());
     let dir = tempfile::tempdir().unwrap();
     let scim = r#"{"schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
       "totalResults": 2,
@@ -600,7 +600,7 @@ async fn scim_users_give_names_and_e_mails_through_field_paths() {
 async fn a_stopped_provisioning_run_resumes_from_its_journal() {
     use std::time::Duration;
     use velt_group_sync::interrupt::Interrupt;
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         latency: (Duration::from_millis(100), Duration::from_millis(100)),
         require_org_users: true,
         ..EmulatorConfig::default()

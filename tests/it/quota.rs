@@ -10,7 +10,7 @@ use indicatif::ProgressBar;
 use tokio::time::Instant;
 use velt_group_sync::client::ApiVersion;
 use velt_group_sync::client::{Credentials, VeltClient};
-use velt_group_sync::emulator::{Emulator, EmulatorConfig};
+use velt_group_sync::emulator::EmulatorConfig;
 use velt_group_sync::engine::{ExecOptions, Execution, execute};
 use velt_group_sync::interrupt::Interrupt;
 use velt_group_sync::ledger::Ledger;
@@ -46,7 +46,7 @@ struct Run {
 
 /// Runs `plan` with `opts` against an in-process emulator with `config`.
 async fn run(config: EmulatorConfig, plan: Plan, opts: ExecOptions) -> Run {
-    let emu = Emulator::in_process(config);
+    let emu = crate::common::in_process_emulator(config);
     let client = VeltClient::in_process(
         emu.router(),
         ApiVersion::V1,

@@ -439,7 +439,7 @@ async fn an_unreadable_group_falls_back_to_adding_and_mirror_exits_1() {
 async fn a_signal_while_reading_stops_at_once_before_any_write() {
     use std::time::Duration;
     // Reads take 5 s: a run that only noticed the signal after them would take that long.
-    let emu = std::sync::Arc::new(Emulator::in_process(EmulatorConfig {
+    let emu = std::sync::Arc::new(in_process_emulator(EmulatorConfig {
         latency: (Duration::from_secs(5), Duration::from_secs(5)),
         seed: Some(7),
         ..EmulatorConfig::default()

@@ -11,7 +11,7 @@ use crate::common::*;
 use velt_group_sync::emulator::{Call, Emulator, EmulatorConfig, ListingFault};
 
 fn emulator(fault: Option<ListingFault>) -> Emulator {
-    Emulator::in_process(EmulatorConfig {
+    in_process_emulator(EmulatorConfig {
         listing_fault: fault,
         ..EmulatorConfig::default()
     })
@@ -476,7 +476,7 @@ async fn unfinished_add_journal(emu: &Emulator, dir: &Path) -> Vec<u8> {
 }
 
 fn throttled_emulator() -> Emulator {
-    Emulator::in_process(EmulatorConfig {
+    in_process_emulator(EmulatorConfig {
         rate_limit: Some(0.001),
         rate_burst: Some(4.0),
         ..EmulatorConfig::default()

@@ -149,7 +149,7 @@ async fn each_class_of_answer_is_retried_refused_or_stopped_as_documented() {
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_longer_than_allowed_gives_up_as_not_attempted_with_resource_exhausted() {
-    let emu = Emulator::in_process(EmulatorConfig {
+    let emu = in_process_emulator(EmulatorConfig {
         rate_limit: Some(1.0),
         retry_after_secs: Some(300),
         seed: Some(7),

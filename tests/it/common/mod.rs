@@ -38,6 +38,12 @@ pub fn bin(dir: &Path) -> Command {
     Command::from_std(process(dir))
 }
 
+/// The emulator in-process (no socket: see `Emulator::in_process`), its draws seeded.
+pub fn in_process_emulator(mut config: EmulatorConfig) -> Emulator {
+    config.seed.get_or_insert(7);
+    Emulator::in_process(config)
+}
+
 /// The emulator on a free loopback port.
 pub async fn emulator(mut config: EmulatorConfig) -> Emulator {
     // Its draws (latencies, faults) are seeded: a test meets the same ones every run.
