@@ -7,10 +7,101 @@ use std::collections::BTreeMap;
 use crate::ledger::{Ledger, Subject};
 use crate::outcome::Status;
 use crate::plan::Plan;
-use crate::provision::model::Action;
+use crate::provision::model::{Action, Changed};
 
 /// Names listed per list at most, unless every one is asked for (`-v`).
 pub const SHOWN: usize = 10;
+
+/// What one row changes (or would change).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Add,
+    Remove,
+    Create,
+    Update(Changed),
+    Delete,
+    /// A removal a guard (or an unreadable listing) held back; `Change::why` says why.
+    HeldBack,
+}
+
+/// One row that changes: what, where, who.
+#[derive(Debug, Clone, Copy)]
+pub struct Change<'a> {
+    pub kind: Kind,
+    pub org: &'a str,
+    /// Empty for organization users.
+    pub group: &'a str,
+    pub user: &'a str,
+    /// Why a removal was held back; empty otherwise.
+    pub why: &'a str,
+}
+
+/// Every change of a run, in row order. `dry_run`: what would change (planned rows); else
+/// what changed (rows this run sent: not those an earlier run's journal confirmed, nor those
+/// there already). Removals held back come too.
+pub fn changes<'a>(
+    plan: &'a Plan,
+    ledger: &'a Ledger,
+    dry_run: bool,
+) -> impl Iterator<Item = Change<'a>> + 'a {
+    ledger.rows().filter_map(move |r| {
+        let o = r.outcome;
+        let removal = ledger.is_removal(r.index);
+        let held = o.held_back && o.status == Status::NotAttempted && removal;
+        let done = match o.status {
+            Status::Planned => dry_run,
+            Status::Added | Status::Removed => !dry_run && o.attempts > 0,
+            _ => false,
+        };
+        let kind = match r.subject {
+            _ if held => Kind::HeldBack,
+            _ if !done => return None,
+            Subject::Member { .. } | Subject::Stray { .. } if removal => Kind::Remove,
+            Subject::Member { .. } | Subject::Stray { .. } => Kind::Add,
+            Subject::Account {
+                action: Action::Create,
+                ..
+            } => Kind::Create,
+            Subject::Account {
+                action: Action::Update(changed),
+                ..
+            } => Kind::Update(changed),
+            Subject::Account { .. } => return None,
+            Subject::Leaver { .. } => Kind::Delete,
+        };
+        let (org, group) = ledger.place(plan, r.index);
+        let why = o
+            .detail
+            .as_deref()
+            .filter(|_| held)
+            .map_or("", |d| d.message.as_str());
+        let user = ledger.user(plan, r.index);
+        Some(Change {
+            kind,
+            org,
+            group,
+            user,
+            why,
+        })
+    })
+}
+
+/// A change as one line (`added acme/eng/alice`, `user would create acme/bob`), for a
+/// notification; `None` for a removal held back.
+pub fn line(change: &Change<'_>, dry_run: bool) -> Option<String> {
+    let words = Words::new(dry_run);
+    let Change {
+        org, group, user, ..
+    } = change;
+    Some(match change.kind {
+        Kind::Add => format!("{} {org}/{group}/{user}", words.add),
+        Kind::Remove => format!("{} {org}/{group}/{user}", words.remove),
+        Kind::Create => format!("user {} {org}/{user}", words.create),
+        Kind::Update(_) => format!("user {} {org}/{user}", words.update),
+        Kind::Delete => format!("user {} {org}/{user}", words.delete),
+        Kind::HeldBack => return None,
+    })
+}
 
 /// What one group or organization changes.
 #[derive(Debug, Default)]
@@ -26,56 +117,31 @@ struct Place<'a> {
 /// Removals held back in one place, by reason.
 type Held<'a> = BTreeMap<(&'a str, &'a str), BTreeMap<&'a str, usize>>;
 
-/// The change list. `dry_run`: what would change (planned rows); else what changed (rows
-/// this run added or removed). `all`: every name, not `SHOWN` a list.
+/// The change list. `dry_run`: what would change; else what changed (see [`changes`]).
+/// `all`: every name, not `SHOWN` a list.
 pub fn render(plan: &Plan, ledger: &Ledger, dry_run: bool, all: bool) -> String {
     let mut groups: BTreeMap<(&str, &str), Place<'_>> = BTreeMap::new();
     let mut users: BTreeMap<&str, Place<'_>> = BTreeMap::new();
     let mut held: Held<'_> = BTreeMap::new();
-    let done = |status: Status, attempts: u32| match status {
-        Status::Planned => dry_run,
-        // Sent by this run: not confirmed by an earlier one (journal), not there already.
-        Status::Added | Status::Removed => !dry_run && attempts > 0,
-        _ => false,
-    };
-    for r in ledger.rows() {
-        let (org, group) = ledger.place(plan, r.index);
-        let user = ledger.user(plan, r.index);
-        let o = r.outcome;
-        if o.held_back && o.status == Status::NotAttempted && ledger.is_removal(r.index) {
-            let why = o.detail.as_deref().map_or("", |d| d.message.as_str());
-            *held
-                .entry((org, group))
-                .or_default()
-                .entry(why)
-                .or_default() += 1;
-            continue;
-        }
-        if !done(o.status, o.attempts) {
-            continue;
-        }
-        match r.subject {
-            Subject::Member { .. } | Subject::Stray { .. } => {
-                let place = groups.entry((org, group)).or_default();
-                if ledger.is_removal(r.index) {
-                    place.remove.push(user);
-                } else {
-                    place.add.push(user);
-                }
+    for c in changes(plan, ledger, dry_run) {
+        let (group, org) = (groups.entry((c.org, c.group)), users.entry(c.org));
+        match c.kind {
+            Kind::Add => group.or_default().add.push(c.user),
+            Kind::Remove => group.or_default().remove.push(c.user),
+            Kind::Create => org.or_default().add.push(c.user),
+            Kind::Update(changed) => org.or_default().update.push(format!(
+                "{} ({})",
+                crate::text::clip(c.user),
+                changed.fields()
+            )),
+            Kind::Delete => org.or_default().remove.push(c.user),
+            Kind::HeldBack => {
+                *held
+                    .entry((c.org, c.group))
+                    .or_default()
+                    .entry(c.why)
+                    .or_default() += 1;
             }
-            Subject::Account { action, .. } => {
-                let place = users.entry(org).or_default();
-                match action {
-                    Action::Create => place.add.push(user),
-                    Action::Update(changed) => place.update.push(format!(
-                        "{} ({})",
-                        crate::text::clip(user),
-                        changed.fields()
-                    )),
-                    Action::Keep | Action::Remove => {}
-                }
-            }
-            Subject::Leaver { .. } => users.entry(org).or_default().remove.push(user),
         }
     }
     let words = Words::new(dry_run);
@@ -269,6 +335,17 @@ mod tests {
         );
         assert!(text.contains("    added 11: u00,"), "{text}");
         assert!(!text.contains("solo"), "a failed add is no change: {text}");
+        // A notification's lines are the same changes: not u11 (the journal's), not solo.
+        let lines: Vec<String> = changes(&plan, &ledger, false)
+            .filter_map(|c| line(&c, false))
+            .collect();
+        assert_eq!(lines.len(), 11);
+        assert_eq!(lines[0], "added o/g/u00");
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("u11") || l.contains("solo"))
+        );
     }
 
     #[test]
@@ -297,6 +374,19 @@ mod tests {
         assert!(
             text.contains("  users of o\n    would create 1: u02\n    would update 1: u01 (e-mail)\n    would delete 1: left\n"),
             "{text}"
+        );
+        // A dry run's notification says what would be done to users too.
+        let lines: Vec<String> = changes(&plan, &ledger, true)
+            .filter_map(|c| line(&c, true))
+            .filter(|l| l.starts_with("user"))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "user would update o/u01",
+                "user would create o/u02",
+                "user would delete o/left"
+            ]
         );
     }
 }

@@ -44,36 +44,13 @@ pub struct SyncResult {
 /// Changes listed in a notification at most.
 const CHANGES_LISTED: usize = 20;
 
-/// The first changes of a run: rows added, removed or (dry run) planned, users created,
-/// updated or removed.
-fn first_changes(plan: &Plan, ledger: &Ledger) -> Vec<String> {
-    let mut out = Vec::new();
-    for r in ledger.rows() {
-        if out.len() >= CHANGES_LISTED {
-            break;
-        }
-        let (org, group) = ledger.place(plan, r.index);
-        let user = ledger.user(plan, r.index);
-        match r.subject {
-            Subject::Member { .. } | Subject::Stray { .. } => {
-                let verb = match r.outcome.status {
-                    Status::Added => "added",
-                    Status::Removed => "removed",
-                    Status::Planned if ledger.is_removal(r.index) => "would remove",
-                    Status::Planned => "would add",
-                    _ => continue,
-                };
-                out.push(format!("{verb} {org}/{group}/{user}"));
-            }
-            Subject::Account { .. } | Subject::Leaver { .. } => {
-                let verb = ledger.user_column(r.index).unwrap_or("");
-                if matches!(verb, "created" | "updated" | "removed") {
-                    out.push(format!("user {verb} {org}/{user}"));
-                }
-            }
-        }
-    }
-    out
+/// The first changes of a run, a line each, for a notification: rows added, removed or (dry
+/// run) to be, users created, updated or deleted.
+fn first_changes(plan: &Plan, ledger: &Ledger, dry_run: bool) -> Vec<String> {
+    changes::changes(plan, ledger, dry_run)
+        .filter_map(|c| changes::line(&c, dry_run))
+        .take(CHANGES_LISTED)
+        .collect()
 }
 
 /// The `sync` command: read, plan, send, report. Everything from outside the command line
@@ -278,7 +255,7 @@ fn report_run(
     output: &Output,
 ) -> Result<u8, Error> {
     end.refusals = roll_up_refusals(plan, ledger);
-    end.changes = first_changes(plan, ledger);
+    end.changes = first_changes(plan, ledger, args.dry_run);
     let list = changes::render(plan, ledger, args.dry_run, output.all_changes);
     if args.dry_run {
         print_dry_run(&list, end.report.is_stdout());
