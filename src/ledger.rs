@@ -377,6 +377,11 @@ impl<'l> Names<'l> {
         }
     }
 
+    /// Whether the input's memberships are removals (`--mode remove`).
+    pub fn removes_memberships(&self) -> bool {
+        self.0.removing
+    }
+
     /// Whether a row removes: a stray, a leaver, or a membership of a removal list.
     pub fn is_removal(&self, row: u32) -> bool {
         match self.subject(row) {

@@ -413,7 +413,6 @@ impl Run<'_> {
     ) -> Result<(Decisions, u64), Ended> {
         let opts = self.opts;
         let mut decisions = Decisions::default();
-        let mut keep = keep::Keep::new(plan, opts);
         // Provisioning must not create an organization by a typo: each must hold a user.
         let check_orgs = !opts.create_organization;
         if opts.mode == Mode::Add {
@@ -457,6 +456,7 @@ impl Run<'_> {
             decisions.member_spellings =
                 keep::respell(plan, &current, (&ids, users.as_deref().unwrap_or(&[])));
         }
+        let mut keep = keep::Keep::new(plan, opts);
         keep.note_members(plan, &current);
         let mut unread = reconcile::reconcile(plan, current, opts, &keep, &mut decisions);
         if let (Some(users), Some(a)) = (users, &plan.accounts) {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::attempt::detail;
 use super::chunk::{Chunking, Chunks, Scope};
-use super::{Kind, Mode, Run};
+use super::{Kind, Run};
 use crate::interrupt::Interrupt;
 use crate::ledger::{Ledger, Names, Subject};
 use crate::outcome::{Detail, Outcome, Status};
@@ -78,9 +78,7 @@ pub(super) async fn send_all(
         }
         hold_unprovisioned(names, results.outcomes);
     }
-    // A removal list adds nothing: its memberships are all removals (or unchanged).
-    let removing = opts.mode == Mode::Remove;
-    let (adds, removals) = group_phases(plan, names, results.outcomes, removing);
+    let (adds, removals) = group_phases(plan, names, results.outcomes);
     let user_removals = plan
         .accounts
         .as_ref()
@@ -102,8 +100,9 @@ fn group_phases<'p>(
     plan: &'p Plan,
     names: Names<'_>,
     outcomes: &[Outcome],
-    removing: bool,
 ) -> (Pending<'p>, Pending<'p>) {
+    // A removal list adds nothing: its memberships are all removals (or unchanged).
+    let removing = names.removes_memberships();
     let still = |rows: &mut dyn Iterator<Item = u32>| -> Vec<u32> {
         rows.filter(|&i| outcomes[i as usize].still_to_send())
             .collect()

@@ -56,15 +56,22 @@ pub async fn emulator(mut config: EmulatorConfig) -> Emulator {
 /// `sync in.csv --base-url BASE_URL EXTRA...` in `dir` with the test credentials, started in
 /// the background (for tests that signal it).
 pub fn spawn_sync(dir: &Path, base_url: &str, extra: &[&str]) -> Child {
-    process(dir)
-        .env("VELT_API_KEY", API_KEY)
-        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
-        .args(["sync", "in.csv", "--base-url", base_url])
-        .args(extra)
-        .stdout(Stdio::null())
+    sync_command(dir, base_url, extra)
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts")
+}
+
+/// `sync in.csv --base-url BASE_URL EXTRA...` in `dir` with the test credentials, its stdout
+/// dropped.
+fn sync_command(dir: &Path, base_url: &str, extra: &[&str]) -> std::process::Command {
+    let mut cmd = process(dir);
+    cmd.env("VELT_API_KEY", API_KEY)
+        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
+        .args(["sync", "in.csv", "--base-url", base_url])
+        .args(extra)
+        .stdout(Stdio::null());
+    cmd
 }
 
 /// The same, with its stderr read line by line into the returned list (for a test that waits
@@ -75,12 +82,7 @@ pub fn spawn_sync_said(
     extra: &[&str],
 ) -> (Child, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
     use std::io::BufRead;
-    let mut child = process(dir)
-        .env("VELT_API_KEY", API_KEY)
-        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
-        .args(["sync", "in.csv", "--base-url", base_url])
-        .args(extra)
-        .stdout(Stdio::null())
+    let mut child = sync_command(dir, base_url, extra)
         .stderr(Stdio::piped())
         .spawn()
         .expect("binary starts");
