@@ -137,9 +137,9 @@ async fn run_once(users: usize, limit: f64) -> Figures {
             };
             let client = VeltClient::new(
                 &base,
-                args.api_version,
+                args.server.api_version,
                 &Credentials::new("bench", "bench"),
-                args.timeout,
+                args.access.timeout,
             )
             .expect("client");
             let session = Session {

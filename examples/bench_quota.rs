@@ -81,9 +81,9 @@ async fn run_one(
     };
     let client = velt_group_sync::client::VeltClient::new(
         &base,
-        args.api_version,
+        args.server.api_version,
         &velt_group_sync::client::Credentials::new("key", "token"),
-        args.timeout,
+        args.access.timeout,
     )
     .expect("client");
     let session = Session {

@@ -226,13 +226,18 @@ async fn run_once(b: &Bench) -> Figures {
     };
     let credentials = Credentials::new("bench", "bench");
     let client = if b.simulate {
-        VeltClient::in_process(emu.router(), args.api_version, &credentials, args.timeout)
+        VeltClient::in_process(
+            emu.router(),
+            args.server.api_version,
+            &credentials,
+            args.access.timeout,
+        )
     } else {
         VeltClient::new(
             &emu.base_url(),
-            args.api_version,
+            args.server.api_version,
             &credentials,
-            args.timeout,
+            args.access.timeout,
         )
     }
     .expect("client");

@@ -289,11 +289,38 @@ pub enum ShapeArg {
     Bucket,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct SyncArgs {
     #[command(flatten)]
     pub input: InputArgs,
 
+    #[command(flatten)]
+    pub modes: ModeArgs,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
+
+    /// Read, validate and plan; send nothing. The report lists every membership as `planned`.
+    #[arg(help_heading = "Output and operations", long, env = "VELT_DRY_RUN", value_parser = BoolishValueParser::new())]
+    pub dry_run: bool,
+
+    /// Stop before sending anything if any record is invalid (exit 2).
+    #[arg(help_heading = "Output and operations", hide_short_help = true, long, env = "VELT_STRICT", value_parser = BoolishValueParser::new())]
+    pub strict: bool,
+}
+
+/// How the run decides what to change: the mode, removals' safety limits, what is protected.
+#[derive(Debug, Clone, Args)]
+pub struct ModeArgs {
     /// `add`: add every membership. `delta`: read each group's members first and add only the
     /// missing ones (others are `unchanged`). `mirror`: delta, and remove members the input does
     /// not list (only in groups the input names; see --max-removals, --allow-empty). `remove`:
@@ -374,10 +401,6 @@ pub struct SyncArgs {
     #[arg(help_heading = "Provisioning", hide_short_help = true, long, env = "VELT_CREATE_ORGANIZATION", value_parser = BoolishValueParser::new())]
     pub create_organization: bool,
 
-    /// Seeds the retry backoff's jitter, so that a test or a drill waits the same each time.
-    #[arg(long, env = "VELT_JITTER_SEED", value_name = "N", hide = true)]
-    pub jitter_seed: Option<u64>,
-
     /// When an add answers that the group does not exist (NOT_FOUND), create it once
     /// (named from --group-name-column, or its ID) and send its users again.
     #[arg(help_heading = "Modes and removals", hide_short_help = true, long, env = "VELT_CREATE_MISSING_GROUPS", value_parser = BoolishValueParser::new())]
@@ -387,7 +410,11 @@ pub struct SyncArgs {
     #[arg(help_heading = "Modes and removals", hide_short_help = true, long, value_name = "N", default_value_t = defaults::PAGE_SIZE, env = "VELT_PAGE_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub page_size: u32,
+}
 
+/// Which API the run talks to.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
     /// Base URL of the Velt API.
     #[arg(
         help_heading = "Connection",
@@ -397,14 +424,18 @@ pub struct SyncArgs {
     )]
     pub base_url: String,
 
+    /// API version used in request paths.
+    #[arg(help_heading = "Connection", hide_short_help = true, long, value_enum, default_value_t = ApiVersion::V1, env = "VELT_API_VERSION")]
+    pub api_version: ApiVersion,
+}
+
+/// How the run reaches the API: credentials, transport, the built-in emulator.
+#[derive(Debug, Clone, Args)]
+pub struct AccessArgs {
     /// Allow an http:// --base-url on a host other than this machine's loopback (the
     /// credentials would cross the network in clear text).
     #[arg(help_heading = "Connection", hide_short_help = true, long, env = "VELT_ALLOW_INSECURE_HTTP", value_parser = BoolishValueParser::new())]
     pub allow_insecure_http: bool,
-
-    /// API version used in request paths.
-    #[arg(help_heading = "Connection", hide_short_help = true, long, value_enum, default_value_t = ApiVersion::V1, env = "VELT_API_VERSION")]
-    pub api_version: ApiVersion,
 
     /// Read the API key from this file instead of the VELT_API_KEY environment variable.
     #[arg(
@@ -426,6 +457,19 @@ pub struct SyncArgs {
     )]
     pub auth_token_file: Option<PathBuf>,
 
+    /// Time allowed for one attempt (e.g. 30s, 500ms).
+    #[arg(help_heading = "Connection", hide_short_help = true, long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
+          env = "VELT_TIMEOUT")]
+    pub timeout: Duration,
+
+    /// Run against the built-in Velt emulator on a loopback port; no credentials needed.
+    #[arg(help_heading = "Connection", long, conflicts_with_all = ["api_key_file", "auth_token_file"])]
+    pub emulator: bool,
+}
+
+/// How fast and how hard the run sends: chunks, rate, concurrency, retries.
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
     /// Most user IDs per add request.
     #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "N", default_value_t = defaults::CHUNK_SIZE, env = "VELT_CHUNK_SIZE",
           value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -458,11 +502,6 @@ pub struct SyncArgs {
           value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub burst: u32,
 
-    /// Time allowed for one attempt (e.g. 30s, 500ms).
-    #[arg(help_heading = "Connection", hide_short_help = true, long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration,
-          env = "VELT_TIMEOUT")]
-    pub timeout: Duration,
-
     /// Retries per request after throttling, server faults and lost connections.
     #[arg(help_heading = "Rate and retries", hide_short_help = true, long, value_name = "N", default_value_t = defaults::MAX_RETRIES, env = "VELT_MAX_RETRIES")]
     pub max_retries: u32,
@@ -491,6 +530,14 @@ pub struct SyncArgs {
           env = "VELT_GRACE")]
     pub grace: Duration,
 
+    /// Seeds the retry backoff's jitter, so that a test or a drill waits the same each time.
+    #[arg(long, env = "VELT_JITTER_SEED", value_name = "N", hide = true)]
+    pub jitter_seed: Option<u64>,
+}
+
+/// What a run leaves behind and tells: report, journal, metrics, notifications.
+#[derive(Debug, Clone, Args)]
+pub struct OpsArgs {
     /// Resume journal: memberships confirmed added are appended here, and skipped when a run
     /// with the same input, target and journal starts again.
     #[arg(
@@ -527,14 +574,6 @@ pub struct SyncArgs {
         env = "VELT_REPORT_FORMAT"
     )]
     pub report_format: Option<ReportFormat>,
-
-    /// Read, validate and plan; send nothing. The report lists every membership as `planned`.
-    #[arg(help_heading = "Output and operations", long, env = "VELT_DRY_RUN", value_parser = BoolishValueParser::new())]
-    pub dry_run: bool,
-
-    /// Stop before sending anything if any record is invalid (exit 2).
-    #[arg(help_heading = "Output and operations", hide_short_help = true, long, env = "VELT_STRICT", value_parser = BoolishValueParser::new())]
-    pub strict: bool,
 
     /// Write Prometheus metrics here at the end of every run (node_exporter textfile
     /// collector), atomically; the last fully successful run's time is carried over.
@@ -610,10 +649,6 @@ pub struct SyncArgs {
     #[arg(help_heading = "Output and operations", hide_short_help = true, long, value_name = "KEY=VALUE", value_parser = parse_label, env = "VELT_METRICS_LABEL",
           value_delimiter = ',')]
     pub metrics_label: Vec<(String, String)>,
-
-    /// Run against the built-in Velt emulator on a loopback port; no credentials needed.
-    #[arg(help_heading = "Connection", long, conflicts_with_all = ["api_key_file", "auth_token_file"])]
-    pub emulator: bool,
 }
 
 #[derive(Debug, Args)]
@@ -731,13 +766,13 @@ mod tests {
         let Command::Sync(args) = cli.command else {
             panic!("sync")
         };
-        assert_eq!(args.rate, RateArg::Fixed(defaults::RATE));
-        assert_eq!(args.max_backoff, defaults::MAX_BACKOFF);
-        assert_eq!(args.max_retry_after, defaults::MAX_RETRY_AFTER);
-        assert_eq!(args.max_throttle_wait, defaults::MAX_THROTTLE_WAIT);
-        assert_eq!(args.grace, defaults::GRACE);
-        assert_eq!(args.max_removals, defaults::MAX_REMOVALS);
-        assert_eq!(args.max_user_removals, defaults::MAX_USER_REMOVALS);
+        assert_eq!(args.send.rate, RateArg::Fixed(defaults::RATE));
+        assert_eq!(args.send.max_backoff, defaults::MAX_BACKOFF);
+        assert_eq!(args.send.max_retry_after, defaults::MAX_RETRY_AFTER);
+        assert_eq!(args.send.max_throttle_wait, defaults::MAX_THROTTLE_WAIT);
+        assert_eq!(args.send.grace, defaults::GRACE);
+        assert_eq!(args.modes.max_removals, defaults::MAX_REMOVALS);
+        assert_eq!(args.modes.max_user_removals, defaults::MAX_USER_REMOVALS);
         assert_eq!(&**values::shown::MAX_THROTTLE_WAIT, "30m");
     }
 

@@ -72,11 +72,11 @@ async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
     let started = Instant::now();
     let interrupt = Interrupt::new();
     let notify = match notify::Notify::resolve(
-        &args.notify,
-        args.notify_file.as_deref(),
-        args.notify_on,
-        args.notify_format,
-        args.allow_insecure_http,
+        &args.ops.notify,
+        args.ops.notify_file.as_deref(),
+        args.ops.notify_on,
+        args.ops.notify_format,
+        args.access.allow_insecure_http,
     ) {
         Ok(n) => n,
         Err(e) => {
@@ -123,35 +123,40 @@ async fn prepare(
     args: &SyncArgs,
     interrupt: &Interrupt,
 ) -> Result<(Option<VeltClient>, Option<Emulator>), Error> {
-    if !args.emulator {
-        client::check_transport_security(&args.base_url, args.allow_insecure_http)?;
+    if !args.access.emulator {
+        client::check_transport_security(&args.server.base_url, args.access.allow_insecure_http)?;
     }
-    if let Some(push) = &args.metrics_push {
-        crate::credentials::check_push_security(push, args.allow_insecure_http)?;
+    if let Some(push) = &args.ops.metrics_push {
+        crate::credentials::check_push_security(push, args.access.allow_insecure_http)?;
     }
     // From here a signal is counted, not fatal: even while the input is read.
     interrupt.watch_signals()?;
-    let version = args.api_version;
-    if args.emulator {
+    let version = args.server.api_version;
+    if args.access.emulator {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
         let emu = Emulator::start(EmulatorConfig::default(), addr)
             .await
             .map_err(|e| Error::Runtime(format!("cannot start the built-in emulator: {e}")))?;
         tracing::info!(event = "emulator", base_url = emu.base_url().as_str());
         let credentials = Credentials::new("emulator", "emulator");
-        let client = VeltClient::new(&emu.base_url(), version, &credentials, args.timeout)?;
+        let client = VeltClient::new(&emu.base_url(), version, &credentials, args.access.timeout)?;
         return Ok((Some(client), Some(emu)));
     }
     // A dry run in add mode sends nothing, so it needs no credentials.
-    if args.dry_run && args.mode == Mode::Add {
+    if args.dry_run && args.modes.mode == Mode::Add {
         return Ok((None, None));
     }
     let credentials = Credentials::resolve(
-        args.api_key_file.as_deref(),
-        args.auth_token_file.as_deref(),
+        args.access.api_key_file.as_deref(),
+        args.access.auth_token_file.as_deref(),
         |var| std::env::var(var).ok(),
     )?;
-    let client = VeltClient::new(&args.base_url, version, &credentials, args.timeout)?;
+    let client = VeltClient::new(
+        &args.server.base_url,
+        version,
+        &credentials,
+        args.access.timeout,
+    )?;
     Ok((Some(client), None))
 }
 

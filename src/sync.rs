@@ -62,7 +62,7 @@ pub async fn sync(args: &SyncArgs, session: &Session) -> SyncResult {
     };
     let mut ended = None;
     let result = sync_inner(args, session, &mut stats, &mut ended).await;
-    if let (Some(keep), Some(_)) = (args.keep_reports, &ended) {
+    if let (Some(keep), Some(_)) = (args.ops.keep_reports, &ended) {
         keep_newest_reports(args, keep as usize, &session.output);
     }
     SyncResult {
@@ -83,7 +83,7 @@ async fn sync_inner(
     let Some(plan) = read_input(args, session).await? else {
         return Ok(session.interrupt.code().unwrap_or(exit::SIGINT));
     };
-    log_plan(&plan, args.chunk_size as usize);
+    log_plan(&plan, args.send.chunk_size as usize);
     let end = End {
         report,
         started,
@@ -92,15 +92,15 @@ async fn sync_inner(
         refusals: Vec::new(),
         changes: Vec::new(),
     };
-    let removing = args.mode == Mode::Remove;
+    let removing = args.modes.mode == Mode::Remove;
     if args.strict && !plan.invalid.is_empty() {
         finish(&plan, &strict_rows(&plan, removing), 0, end)?;
         return Err(Error::Strict(plan.invalid.len()));
     }
     // A dry run in delta or mirror mode still reads the groups.
-    if args.dry_run && args.mode == Mode::Add {
+    if args.dry_run && args.modes.mode == Mode::Add {
         let on_stdout = end.report.is_stdout();
-        print_plan(&plan, args.chunk_size as usize, on_stdout);
+        print_plan(&plan, args.send.chunk_size as usize, on_stdout);
         let planned = Ledger::new(&plan, removing, Status::Planned);
         let all = session.output.all_changes;
         print_dry_run(&changes::render(&plan, &planned, true, all), on_stdout);
@@ -124,17 +124,17 @@ struct End<'a> {
 /// Checks everything a run writes before it reads or sends anything, and prepares the
 /// report (dated, when `--report` says so).
 fn prepare_outputs(args: &SyncArgs) -> Result<ReportTarget, Error> {
-    if args.keep_reports.is_some() && !args.report.to_string_lossy().contains("{date}") {
+    if args.ops.keep_reports.is_some() && !args.ops.report.to_string_lossy().contains("{date}") {
         return Err(Error::Config(
             "--keep-reports needs a dated --report: put {date} in its file name (report-{date}.csv)"
                 .into(),
         ));
     }
-    let report_path = crate::history::dated(&args.report, std::time::SystemTime::now());
+    let report_path = crate::history::dated(&args.ops.report, std::time::SystemTime::now());
     refuse_report_over_input(&report_path, &args.input.input)?;
     check_provisioning(args)?;
-    let report = ReportTarget::prepare(&report_path, args.report_format)?;
-    if let Some(path) = &args.metrics_file {
+    let report = ReportTarget::prepare(&report_path, args.ops.report_format)?;
+    if let Some(path) = &args.ops.metrics_file {
         metrics::check_writable(path)?;
     }
     Ok(report)
@@ -201,7 +201,7 @@ async fn send(
         )));
     };
     // A dry run never writes the journal: it would close an interrupted night's.
-    let state = args.state.as_ref().filter(|_| !args.dry_run);
+    let state = args.ops.state.as_ref().filter(|_| !args.dry_run);
     let (mut journal, already_added) = match state {
         Some(path) => {
             let fp = journal::fingerprint(plan, client.base_url(), &journal_terms(args));
@@ -272,7 +272,7 @@ fn report_run(
         interrupted: execution.interrupted,
         credentials_refused: execution.auth_failure.is_some(),
         unread: execution.unread_groups,
-        write_failed: execution.journal_error.is_some() && args.state.is_some(),
+        write_failed: execution.journal_error.is_some() && args.ops.state.is_some(),
     };
     explain(&outcome, &execution, args, output);
     Ok(outcome.exit_code())
@@ -280,7 +280,7 @@ fn report_run(
 
 /// `--keep-reports N`, once this run's dated report is written.
 fn keep_newest_reports(args: &SyncArgs, keep: usize, output: &Output) {
-    match crate::history::prune(&args.report, keep) {
+    match crate::history::prune(&args.ops.report, keep) {
         Ok(removed) if !removed.is_empty() => tracing::info!(
             event = "reports_removed",
             removed = removed.len(),
@@ -388,7 +388,11 @@ fn explain(
     output: &Output,
 ) {
     let resume = |with: &'static str, without: &'static str| {
-        if args.state.is_some() { with } else { without }
+        if args.ops.state.is_some() {
+            with
+        } else {
+            without
+        }
     };
     if outcome.interrupted.is_some() {
         output.say(
@@ -400,7 +404,7 @@ fn explain(
         );
         return;
     }
-    if let (Some(e), Some(path)) = (&execution.journal_error, &args.state) {
+    if let (Some(e), Some(path)) = (&execution.journal_error, &args.ops.state) {
         output.say(
             "state_write_failed",
             &format!(
@@ -459,17 +463,17 @@ pub async fn publish_metrics(
 ) -> u8 {
     let mut code = code;
     let now = std::time::SystemTime::now();
-    if let Some(path) = &args.metrics_file
+    if let Some(path) = &args.ops.metrics_file
         && let Err(e) = metrics::write(path, stats, code, elapsed, now)
     {
         output.say("metrics_write_failed", &format!("error: {e}"));
         code = Error::at_least_incomplete(code);
     }
-    if let Some(url) = &args.metrics_push {
+    if let Some(url) = &args.ops.metrics_push {
         let target = crate::pushgateway::Target {
             url: url.clone(),
-            job: args.metrics_job.clone(),
-            labels: args.metrics_label.clone(),
+            job: args.ops.metrics_job.clone(),
+            labels: args.ops.metrics_label.clone(),
         };
         if let Err(e) = crate::pushgateway::push(&target, stats, code, elapsed, now).await {
             output.say(
@@ -489,11 +493,11 @@ pub async fn publish_metrics(
 fn journal_terms(args: &SyncArgs) -> String {
     format!(
         "{} mode={:?} provision={} deprovision={} access-role={} case={:?}",
-        args.api_version.path(),
-        args.mode,
+        args.server.api_version.path(),
+        args.modes.mode,
         args.input.provision_users,
-        args.deprovision_users,
-        args.access_role.map_or("", |r| r.as_str()),
+        args.modes.deprovision_users,
+        args.modes.access_role.map_or("", |r| r.as_str()),
         args.input.user_id_case,
     )
 }
@@ -510,34 +514,34 @@ fn settled(ledger: &Ledger, execution: &crate::engine::Execution) -> bool {
 /// The engine's options from the command line; reads `--protect-users @FILE` lists.
 fn exec_options(args: &SyncArgs) -> Result<ExecOptions, Error> {
     Ok(ExecOptions {
-        chunk_size: args.chunk_size as usize,
-        rate: match args.rate {
+        chunk_size: args.send.chunk_size as usize,
+        rate: match args.send.rate {
             RateArg::Fixed(r) => r,
-            RateArg::Auto => args.max_rate,
+            RateArg::Auto => args.send.max_rate,
         },
-        adaptive: args.rate == RateArg::Auto,
-        burst: args.burst,
-        concurrency: args.concurrency as usize,
-        max_concurrency: args.max_concurrency as usize,
-        max_retries: args.max_retries,
-        max_backoff: args.max_backoff,
-        max_retry_after: args.max_retry_after,
-        max_throttle_wait: args.max_throttle_wait,
-        grace: args.grace,
-        mode: args.mode,
-        max_removals: args.max_removals,
+        adaptive: args.send.rate == RateArg::Auto,
+        burst: args.send.burst,
+        concurrency: args.send.concurrency as usize,
+        max_concurrency: args.send.max_concurrency as usize,
+        max_retries: args.send.max_retries,
+        max_backoff: args.send.max_backoff,
+        max_retry_after: args.send.max_retry_after,
+        max_throttle_wait: args.send.max_throttle_wait,
+        grace: args.send.grace,
+        mode: args.modes.mode,
+        max_removals: args.modes.max_removals,
         allow_empty: args.input.allow_empty,
-        create_missing_groups: args.create_missing_groups,
-        page_size: args.page_size,
+        create_missing_groups: args.modes.create_missing_groups,
+        page_size: args.modes.page_size,
         dry_run: args.dry_run,
-        access_role: args.access_role,
-        deprovision_users: args.deprovision_users,
-        max_user_removals: args.max_user_removals,
+        access_role: args.modes.access_role,
+        deprovision_users: args.modes.deprovision_users,
+        max_user_removals: args.modes.max_user_removals,
         fold_user_ids: args.input.user_id_case == UserIdCase::Lower,
-        protect_users: patterns(&args.protect_users, "--protect-users")?,
-        protect_groups: patterns(&args.protect_groups, "--protect-groups")?,
-        create_organization: args.create_organization,
-        seed: args.jitter_seed,
+        protect_users: patterns(&args.modes.protect_users, "--protect-users")?,
+        protect_groups: patterns(&args.modes.protect_groups, "--protect-groups")?,
+        create_organization: args.modes.create_organization,
+        seed: args.send.jitter_seed,
         ..ExecOptions::default()
     })
 }
@@ -577,14 +581,14 @@ fn patterns(given: &[String], flag: &str) -> Result<Vec<String>, Error> {
 /// options with `--provision-users` turned off by its variable (clap sees it given).
 fn check_provisioning(args: &SyncArgs) -> Result<(), Error> {
     let provision = args.input.provision_users;
-    let problem = if args.deprovision_users && !provision {
+    let problem = if args.modes.deprovision_users && !provision {
         "--deprovision-users needs --provision-users (the users the input lists, with their names and e-mails)"
-    } else if args.deprovision_users && args.mode != Mode::Mirror {
+    } else if args.modes.deprovision_users && args.modes.mode != Mode::Mirror {
         "--deprovision-users works in --mode mirror only"
-    } else if provision && args.mode == Mode::Remove {
+    } else if provision && args.modes.mode == Mode::Remove {
         "--provision-users does not go with --mode remove (a leavers' list provisions nobody); use --mode mirror --deprovision-users to remove leavers from their organizations"
     } else if !provision
-        && (args.access_role.is_some()
+        && (args.modes.access_role.is_some()
             || args.input.name_column.is_some()
             || args.input.name_columns.is_some()
             || args.input.email_column.is_some())

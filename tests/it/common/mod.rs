@@ -300,15 +300,15 @@ async fn run_in_process(
     let client = match server {
         Server::Emulator(emu) => velt_group_sync::client::VeltClient::in_process(
             emu.router(),
-            args.api_version,
+            args.server.api_version,
             &credentials,
-            args.timeout,
+            args.access.timeout,
         ),
         Server::Url(url) => velt_group_sync::client::VeltClient::new(
             url,
-            args.api_version,
+            args.server.api_version,
             &credentials,
-            args.timeout,
+            args.access.timeout,
         ),
     }
     .expect("client");
