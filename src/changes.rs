@@ -34,6 +34,8 @@ pub struct Change<'a> {
     pub user: &'a str,
     /// Why a removal was held back; empty otherwise.
     pub why: &'a str,
+    /// The ledger's row.
+    pub row: u32,
 }
 
 /// Every change of a run, in row order. `dry_run`: what would change (planned rows); else
@@ -82,6 +84,7 @@ pub fn changes<'a>(
             group,
             user,
             why,
+            row: r.index,
         })
     })
 }

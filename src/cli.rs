@@ -24,8 +24,8 @@ mod values;
     about = "Add users to Velt organization user groups in bulk, with a per-membership report.",
     after_help = "Exit codes: 0 every membership added (or planned), 1 at least one membership not added \
                   (or the report, metrics or journal could not be written), 2 usage, input or configuration \
-                  error (nothing sent), 3 the API rejected the credentials, 130/143 interrupted by \
-                  SIGINT/SIGTERM (the report says what was sent)."
+                  error, or a stale plan (nothing sent), 3 the API rejected the credentials, 130/143 interrupted by \
+                  SIGINT/SIGTERM (the report says what was sent); `plan --detailed-exitcode`: 4 changes planned."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -55,6 +55,15 @@ pub struct Cli {
 pub enum Command {
     /// Read a membership file and add every membership to its group.
     Sync(Box<SyncArgs>),
+    /// Read the input and the server as `sync --mode delta|mirror|remove` would, write every
+    /// change it would make to a plan file and print them; send no write. Review the file,
+    /// then `apply` it.
+    Plan(Box<PlanArgs>),
+    /// Make exactly the changes of a plan file (from `plan`, or the removals a guard held
+    /// back in a `sync`), with the same rate limiting, retries, journal, report, metrics and
+    /// notifications as `sync`. Refused (exit 2, nothing sent) if the server changed since the
+    /// plan was made.
+    Apply(Box<ApplyArgs>),
     /// Read and check a membership file with the same rules as `sync`, print what is wrong
     /// line by line and the plan's counts; send nothing. Exit 0 clean, 1 invalid records,
     /// 2 unreadable.
@@ -316,6 +325,72 @@ pub struct SyncArgs {
     /// Stop before sending anything if any record is invalid (exit 2).
     #[arg(help_heading = "Output and operations", hide_short_help = true, long, env = "VELT_STRICT", value_parser = BoolishValueParser::new())]
     pub strict: bool,
+
+    /// Where a run whose removals a guard (--max-removals, --max-user-removals) held back
+    /// writes them as a plan file, to review and then `velt-group-sync apply`. Default: beside
+    /// the report (`REPORT-NAME.held-plan.json`).
+    #[arg(
+        help_heading = "Modes and removals",
+        hide_short_help = true,
+        long,
+        value_name = "PATH",
+        env = "VELT_HELD_PLAN"
+    )]
+    pub held_plan: Option<PathBuf>,
+}
+
+/// `plan`: the options of `sync` but a dry run's, and where the plan goes.
+#[derive(Debug, Clone, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub input: InputArgs,
+
+    #[command(flatten)]
+    pub modes: ModeArgs,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub send: SendArgs,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
+
+    /// Stop before reading the server if any record is invalid (exit 2).
+    #[arg(help_heading = "Output and operations", hide_short_help = true, long, env = "VELT_STRICT", value_parser = BoolishValueParser::new())]
+    pub strict: bool,
+
+    /// Write the plan file here (JSON; see docs/plan-file.md).
+    #[arg(
+        long,
+        value_name = "PLAN.json",
+        default_value = "velt-group-sync-plan.json"
+    )]
+    pub out: PathBuf,
+
+    /// Exit 4 when the plan holds changes and 0 when it holds none (1, 2, 3, 130 and 143 keep
+    /// their meaning), for a pipeline to tell "nothing to do" from "review this".
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+/// `apply`: the plan file, and how this run reaches the API and what it leaves behind; how it
+/// sends (rate, chunk size, API version, base URL) is the plan's.
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// The plan file (from `plan`, or a `sync`'s held-back removals).
+    #[arg(value_name = "PLAN.json")]
+    pub plan: PathBuf,
+
+    #[command(flatten)]
+    pub access: AccessArgs,
+
+    #[command(flatten)]
+    pub ops: OpsArgs,
 }
 
 /// How the run decides what to change: the mode, removals' safety limits, what is protected.

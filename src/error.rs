@@ -18,6 +18,8 @@ pub mod exit {
     pub const SIGINT: u8 = 130;
     /// Interrupted by SIGTERM; likewise.
     pub const SIGTERM: u8 = 143;
+    /// `plan --detailed-exitcode`: the plan holds changes (0: it holds none).
+    pub const CHANGES: u8 = 4;
 }
 
 /// How a run that sent requests ended: everything its exit code depends on, decided in

@@ -34,6 +34,7 @@ pub mod plan;
 pub mod provision;
 pub mod pushgateway;
 pub mod report;
+pub mod saved;
 pub mod sync;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -57,7 +58,26 @@ pub async fn run(cli: Cli) -> u8 {
     let mut output = Output::new(cli.quiet, cli.log_format);
     output.all_changes = cli.verbose > 0;
     let result = match cli.command {
-        Command::Sync(args) => return run_sync(&args, output).await,
+        Command::Sync(args) => return run_sync(&args, output, sync::Job::Sync).await.0,
+        Command::Plan(args) => {
+            let sync_args = commands::plan_as_sync(&args);
+            let job = sync::Job::Plan { out: &args.out };
+            let (code, planned) = run_sync(&sync_args, output, job).await;
+            let changes = planned.map_or(0, |p| p.changes());
+            return if args.detailed_exitcode && code == error::exit::OK && changes > 0 {
+                error::exit::CHANGES
+            } else {
+                code
+            };
+        }
+        Command::Apply(args) => match commands::apply_as_sync(&args) {
+            Ok((sync_args, file)) => {
+                return run_sync(&sync_args, output, sync::Job::Apply(&file))
+                    .await
+                    .0;
+            }
+            Err(e) => Err(e),
+        },
         Command::Validate(args) => commands::validate(&args),
         Command::Emulator(args) => commands::serve_emulator(&args).await,
         Command::Completions { shell } => commands::completions(shell),
@@ -66,9 +86,14 @@ pub async fn run(cli: Cli) -> u8 {
     exit_code(result, &output)
 }
 
-/// `sync` with the process around it: signals, credentials, the built-in emulator, and the
-/// metrics file written at the end of every run.
-async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
+/// `sync` (or `plan`, `apply`) with the process around it: signals, credentials, the built-in
+/// emulator, and the metrics file written at the end of every run. Returns the exit code and,
+/// for `plan`, the plan's counts.
+async fn run_sync(
+    args: &SyncArgs,
+    output: Output,
+    job: sync::Job<'_>,
+) -> (u8, Option<saved::Counts>) {
     let started = Instant::now();
     let interrupt = Interrupt::new();
     let notify = match notify::Notify::resolve(
@@ -82,13 +107,14 @@ async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
         Err(e) => {
             let code = exit_code(Err(e), &output);
             output::say_summary(&output, None, code);
-            return code;
+            return (code, None);
         }
     };
     let SyncResult {
         stats,
         result,
         ended,
+        planned,
     } = match prepare(args, &interrupt).await {
         Ok((client, emulator)) => {
             let session = Session {
@@ -96,7 +122,7 @@ async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
                 interrupt,
                 output,
             };
-            let synced = sync::sync(args, &session).await;
+            let synced = sync::run(args, &session, job).await;
             if let Some(emu) = emulator {
                 emu.stop().await;
             }
@@ -106,6 +132,7 @@ async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
             stats: metrics::RunStats::default(),
             result: Err(e),
             ended: None,
+            planned: None,
         },
     };
     let code = exit_code(result, &output);
@@ -114,7 +141,7 @@ async fn run_sync(args: &SyncArgs, output: Output) -> u8 {
     for warning in notify.send(code, ended.as_ref(), started.elapsed()).await {
         output.say("notify_failed", &format!("warning: {warning}"));
     }
-    code
+    (code, planned)
 }
 
 /// Signals routed to `interrupt`, and the client to send with: to the built-in emulator

@@ -272,6 +272,19 @@ impl Planner {
         Some(Resolved { group: g, short })
     }
 
+    /// The index of group (`org`, `group`), added with no members if the plan has none
+    /// yet (a saved plan's group that only loses members); `Err` says why the IDs are not
+    /// valid.
+    pub fn group(&mut self, org: &str, group: &str) -> Result<u32, String> {
+        if let Some(g) = self.state.find_group(org, group) {
+            return Ok(g);
+        }
+        match check("organizationId", org).or_else(|| check("organizationUserGroupId", group)) {
+            Some(reason) => Err(reason),
+            None => Ok(self.state.add_group(org, group)),
+        }
+    }
+
     pub fn finish(self) -> Plan {
         self.state.plan
     }

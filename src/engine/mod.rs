@@ -17,6 +17,7 @@ mod reconcile;
 pub mod retry;
 mod send;
 pub mod throttle;
+mod verify;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -33,6 +34,8 @@ use crate::ledger::{Decisions, Ledger};
 use crate::outcome::Status;
 use crate::plan::Plan;
 use crate::provision::decide;
+use crate::saved::Given;
+use crate::saved::fingerprint::{Fingerprint, Reads};
 
 /// `--mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -171,8 +174,10 @@ pub struct Execution {
     /// The first failure to write the resume journal: a resume may resend what it missed.
     pub journal_error: Option<String>,
     /// Why the run sent no write at all after its reads (provisioning would have created an
-    /// organization): a configuration error.
+    /// organization, or a saved plan is stale): a configuration error.
     pub refused: Option<String>,
+    /// Fingerprints of what the run read, for a plan file.
+    pub reads: Reads,
 }
 
 /// Requests counted as their answers come.
@@ -302,6 +307,7 @@ impl<'a> Run<'a> {
             throttle_exhausted: self.gate.throttled().1,
             journal_error: lock(&self.journal_error).take(),
             refused: None,
+            reads: Reads::default(),
         }
     }
 
@@ -363,10 +369,43 @@ pub async fn execute(
     journal: Option<&mut Journal>,
 ) -> Execution {
     let run = Run::new(client, opts, interrupt, journal);
-    let unread = match run.reconcile(plan, interrupt).await {
-        Ok((decisions, unread)) => {
+    let decided = run.reconcile(plan, interrupt).await;
+    finish_run(run, decided, plan, ledger, progress, interrupt).await
+}
+
+/// Makes exactly a saved plan's changes: re-reads every group and organization the plan
+/// touches and, unless one holds anything but what the plan read (give or take the plan's own
+/// changes, found done), sends what is still to do. A stale plan sends nothing: `refused`
+/// says what changed.
+#[allow(clippy::too_many_arguments)]
+pub async fn apply(
+    plan: &Plan,
+    ledger: &mut Ledger,
+    client: &VeltClient,
+    opts: &ExecOptions,
+    progress: &ProgressBar,
+    interrupt: &Interrupt,
+    journal: Option<&mut Journal>,
+    given: &Given,
+) -> Execution {
+    let run = Run::new(client, opts, interrupt, journal);
+    let decided = run.verify(plan, given, interrupt).await;
+    finish_run(run, decided, plan, ledger, progress, interrupt).await
+}
+
+/// After the reads: takes in what they decided, then sends (a dry run only marks what would go).
+async fn finish_run(
+    run: Run<'_>,
+    decided: Result<(Decisions, u64, Reads), Ended>,
+    plan: &Plan,
+    ledger: &mut Ledger,
+    progress: &ProgressBar,
+    interrupt: &Interrupt,
+) -> Execution {
+    let (unread, reads) = match decided {
+        Ok((decisions, unread, reads)) => {
             ledger.take(decisions);
-            unread
+            (unread, reads)
         }
         Err(Ended::Stopped) => {
             // Nothing was written; every row says why.
@@ -376,13 +415,16 @@ pub async fn execute(
         }
         Err(Ended::Refused(why)) => return run.refuse(why),
     };
-    if opts.dry_run {
+    if run.opts.dry_run {
         for o in ledger.outcomes_mut() {
             if o.still_to_send() {
                 o.status = Status::Planned;
             }
         }
-        return run.execution(None, unread);
+        return Execution {
+            reads,
+            ..run.execution(None, unread)
+        };
     }
     progress.set_length(ledger.len() as u64);
     // Done already: from the journal, unchanged, or refused removals (which are never sent).
@@ -390,7 +432,16 @@ pub async fn execute(
     progress.inc(done as u64);
     let interrupted = send::send_all(&run, plan, ledger, progress, interrupt).await;
     run.say_why_unsent(ledger, interrupted);
-    run.execution(interrupted, unread)
+    Execution {
+        reads,
+        ..run.execution(interrupted, unread)
+    }
+}
+
+/// The fingerprint of a listing that was read.
+fn fingerprint<E>(listing: &Result<Vec<crate::client::OrgUser>, E>) -> Option<Fingerprint> {
+    let users = listing.as_ref().ok()?;
+    Some(Fingerprint::of(users.iter().map(|u| u.user_id.as_str())))
 }
 
 /// How the reading before sending ended a run early.
@@ -410,7 +461,7 @@ impl Run<'_> {
         &self,
         plan: &Plan,
         interrupt: &Interrupt,
-    ) -> Result<(Decisions, u64), Ended> {
+    ) -> Result<(Decisions, u64, Reads), Ended> {
         let opts = self.opts;
         let mut decisions = Decisions::default();
         // Provisioning must not create an organization by a typo: each must hold a user.
@@ -425,16 +476,24 @@ impl Run<'_> {
                     return Err(Ended::Refused(why));
                 }
             }
-            return Ok((decisions, 0));
+            return Ok((decisions, 0, Reads::default()));
         }
         let current = self
             .read_groups(plan, interrupt)
             .await
             .ok_or(Ended::Stopped)?;
+        let mut reads = Reads {
+            groups: current.iter().map(fingerprint).collect(),
+            orgs: Vec::new(),
+        };
         let users = match &plan.accounts {
             Some(a) => {
-                let read = self.read_org_users(a, interrupt).await;
-                Some(reconcile::listings(read.ok_or(Ended::Stopped)?))
+                let read = self
+                    .read_org_users(a, interrupt)
+                    .await
+                    .ok_or(Ended::Stopped)?;
+                reads.orgs = read.iter().map(fingerprint).collect();
+                Some(reconcile::listings(read))
             }
             None => None,
         };
@@ -467,7 +526,7 @@ impl Run<'_> {
             decisions.leavers = decided.leavers;
             unread += decided.unread;
         }
-        Ok((decisions, unread))
+        Ok((decisions, unread, reads))
     }
 
     /// Every row the run did not send says why: a spent throttle budget, a signal, or

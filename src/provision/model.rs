@@ -135,6 +135,52 @@ impl Accounts {
         accounts
     }
 
+    /// The accounts a saved plan names: `users` as (organization, user, name, e-mail), in
+    /// order, and every organization of `orgs`; each of the plan's `memberships`
+    /// (organization, user) is linked to its user's account where the plan has one.
+    pub fn listed<'p>(
+        memberships: impl ExactSizeIterator<Item = (&'p str, &'p str)>,
+        users: &[(&str, &str, &str, &str)],
+        orgs: &[&str],
+    ) -> Accounts {
+        let mut accounts = Accounts::default();
+        let mut org_index: HashMap<Box<str>, u32> = HashMap::new();
+        let mut org_of = |accounts: &mut Accounts, id: &str| {
+            *org_index.entry(id.into()).or_insert_with(|| {
+                accounts.orgs.push(Org {
+                    id: id.into(),
+                    users: Vec::new(),
+                });
+                accounts.orgs.len() as u32 - 1
+            })
+        };
+        let mut index: HashMap<(Box<str>, Box<str>), u32> = HashMap::new();
+        for &(org_id, user, name, email) in users {
+            let org = org_of(&mut accounts, org_id);
+            let a = accounts.list.len() as u32;
+            accounts.list.push(Account {
+                org,
+                user: user.into(),
+                name: name.into(),
+                email: email.into(),
+            });
+            accounts.orgs[org as usize].users.push(a);
+            index.insert((org_id.into(), user.into()), a);
+        }
+        for org in orgs {
+            org_of(&mut accounts, org);
+        }
+        accounts.of_membership = memberships
+            .map(|(org, user)| {
+                index
+                    .get(&(Box::from(org), Box::from(user)))
+                    .copied()
+                    .unwrap_or(NO_ACCOUNT)
+            })
+            .collect();
+        accounts
+    }
+
     pub fn org_of(&self, a: &Account) -> &str {
         &self.orgs[a.org as usize].id
     }
