@@ -746,9 +746,11 @@ fn help_is_grouped_short_with_h_and_every_command_has_a_man_page() {
     assert_eq!(
         names,
         [
+            "velt-group-sync-apply.1",
             "velt-group-sync-completions.1",
             "velt-group-sync-emulator.1",
             "velt-group-sync-manpage.1",
+            "velt-group-sync-plan.1",
             "velt-group-sync-sync.1",
             "velt-group-sync-validate.1",
             "velt-group-sync.1",

@@ -16,6 +16,7 @@ mod nights;
 mod notify;
 mod ops;
 mod paced;
+mod plan_apply;
 mod provision;
 mod quota;
 mod reconcile;

@@ -258,7 +258,14 @@ pub enum Server<'a> {
 
 /// Flags whose value is a path: resolved against the test's directory, as the binary run
 /// there would.
-const PATH_FLAGS: &[&str] = &["--report", "--state", "--group-map", "--metrics-file"];
+const PATH_FLAGS: &[&str] = &[
+    "--report",
+    "--state",
+    "--group-map",
+    "--metrics-file",
+    "--out",
+    "--held-plan",
+];
 
 /// `sync ARGV...` (the input first) run in-process as the binary would run it in `dir`:
 /// relative paths are `dir`'s. Returns the exit code or error, the figures and the rows of
@@ -268,14 +275,36 @@ pub async fn sync_argv(server: Server<'_>, dir: &Path, argv: &[&str]) -> InProce
     run_in_process(server, dir, argv, interrupt).await
 }
 
+/// `plan ARGV...` or `apply ARGV...` (`command`), in-process as [`sync_argv`] runs `sync`.
+pub async fn command_argv(
+    server: Server<'_>,
+    dir: &Path,
+    command: &'static str,
+    argv: &[&str],
+) -> InProcess {
+    let interrupt = velt_group_sync::interrupt::Interrupt::new();
+    run_command(server, dir, command, argv, interrupt).await
+}
+
 async fn run_in_process(
     server: Server<'_>,
     dir: &Path,
     argv: &[&str],
     interrupt: velt_group_sync::interrupt::Interrupt,
 ) -> InProcess {
+    run_command(server, dir, "sync", argv, interrupt).await
+}
+
+async fn run_command(
+    server: Server<'_>,
+    dir: &Path,
+    command: &'static str,
+    argv: &[&str],
+    interrupt: velt_group_sync::interrupt::Interrupt,
+) -> InProcess {
     use clap::Parser;
     use velt_group_sync::cli::{Cli, Command};
+    use velt_group_sync::sync::Job;
     let mut resolved: Vec<String> = Vec::new();
     let mut report = None;
     for (i, a) in argv.iter().enumerate() {
@@ -290,11 +319,35 @@ async fn run_in_process(
         }
         resolved.push(value);
     }
-    let mut full = vec!["velt-group-sync", "-q", "sync", "--jitter-seed", "7"];
+    let mut full = vec!["velt-group-sync", "-q", command];
+    if command != "apply" {
+        full.extend(["--jitter-seed", "7"]);
+    }
     full.extend(resolved.iter().map(String::as_str));
     let cli = Cli::try_parse_from(full).expect("arguments");
-    let Command::Sync(args) = cli.command else {
-        panic!("not a sync command")
+    let (plan_out, file, args) = match cli.command {
+        Command::Sync(args) => (None, None, *args),
+        Command::Plan(p) => (
+            Some(p.out.clone()),
+            None,
+            velt_group_sync::commands::plan_as_sync(&p),
+        ),
+        Command::Apply(a) => match velt_group_sync::commands::apply_as_sync(&a) {
+            Ok((args, file)) => (None, Some(file), args),
+            Err(e) => {
+                return InProcess {
+                    result: Err(e),
+                    stats: Default::default(),
+                    rows: Vec::new(),
+                };
+            }
+        },
+        _ => panic!("not sync, plan or apply"),
+    };
+    let job = match (&plan_out, &file) {
+        (Some(out), _) => Job::Plan { out },
+        (_, Some(file)) => Job::Apply(file),
+        _ => Job::Sync,
     };
     let credentials = velt_group_sync::client::Credentials::new(API_KEY, AUTH_TOKEN);
     let client = match server {
@@ -321,7 +374,7 @@ async fn run_in_process(
             all_changes: false,
         },
     };
-    let synced = velt_group_sync::sync::sync(&args, &session).await;
+    let synced = velt_group_sync::sync::run(&args, &session, job).await;
     let rows = match report.filter(|r| r.exists()) {
         Some(path) => read_report(&path),
         None => Vec::new(),
