@@ -422,9 +422,12 @@ pub fn rows_with(rows: &[Row], status: &str) -> std::collections::BTreeSet<Strin
         .collect()
 }
 
-/// Runs `cmd` to the end as `output()` does, and gives the peak resident memory of that child
-/// alone, in MB (from `wait4`), so that children of tests running beside it cannot change
-/// the figure (`getrusage(RUSAGE_CHILDREN)` takes the largest child of the whole process).
+/// Runs `cmd` to the end as `output()` does, and gives the peak resident memory of the program
+/// it runs, in MB: the high-water mark of its own memory (`VmHWM`), read while it runs.
+/// Not `wait4`'s `ru_maxrss`: that counts the memory the child shared with this test process
+/// between its fork and its exec, so a test binary that has grown (tests beside it holding
+/// large buffers) would pass its own size to the child's figure. `VmHWM` only rises, so the
+/// last reading misses at most what the program grew in its last 2 ms.
 // The child is reaped by wait4 below, which clippy does not see.
 #[allow(clippy::zombie_processes)]
 pub fn output_with_peak(mut cmd: std::process::Command) -> (std::process::Output, f64) {
@@ -442,15 +445,36 @@ pub fn output_with_peak(mut cmd: std::process::Command) -> (std::process::Output
     let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
     let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
     let pid = libc::pid_t::try_from(child.id()).expect("pid fits");
+    let status_file = format!("/proc/{pid}/status");
+    let high_water = || -> Option<f64> {
+        let text = std::fs::read_to_string(&status_file).ok()?;
+        let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb / 1024.0)
+    };
+    let mut peak: f64 = 0.0;
     let mut status = 0;
-    // SAFETY: wait4(2) on our own child, which std has not waited for; it fills `usage`.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4");
+    loop {
+        // Read before reaping: a reaped child's figures are gone.
+        if let Some(mb) = high_water() {
+            peak = peak.max(mb);
+        }
+        // SAFETY: waitpid(2) on our own child, which std has not waited for.
+        let waited = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        assert!(waited >= 0, "waitpid");
+        if waited == pid {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(
+        peak > 0.0,
+        "no reading of the child's memory: it ended before the first"
+    );
     let output = std::process::Output {
         status: std::process::ExitStatus::from_raw(status),
         stdout: stdout.join().expect("stdout thread"),
         stderr: stderr.join().expect("stderr thread"),
     };
-    (output, usage.ru_maxrss as f64 / 1024.0)
+    (output, peak)
 }
