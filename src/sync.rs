@@ -347,14 +347,17 @@ async fn read_input(args: &SyncArgs, session: &Session) -> Result<Option<Plan>, 
     }
 }
 
+/// What the input holds, before the server is read: `input_memberships`, not the report's
+/// rows, which in delta and mirror modes also count the members to remove (the summary and
+/// the change list count those).
 fn log_plan(plan: &Plan, chunk_size: usize) {
     tracing::info!(
         event = "plan",
         groups = plan.groups.len(),
-        memberships = plan.memberships.len(),
+        input_memberships = plan.memberships.len(),
         invalid = plan.invalid.len(),
         duplicates = plan.duplicates,
-        requests = plan.request_count(chunk_size),
+        add_requests = plan.request_count(chunk_size),
     );
 }
 
