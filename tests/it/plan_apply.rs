@@ -192,18 +192,48 @@ async fn an_apply_finds_its_own_changes_done_and_sends_the_rest() {
     assert_eq!(zed["status"], "unchanged");
 }
 
-#[tokio::test]
-async fn an_apply_with_state_keeps_its_journal() {
-    let emu = seeded(EmulatorConfig::default());
+/// An apply stopped by a signal after its first write resumes from its journal: the second
+/// run sends only what the first did not, and the server ends in the export's state.
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_apply_resumes_from_its_journal() {
+    use std::time::Duration;
+    let emu = std::sync::Arc::new(seeded(EmulatorConfig {
+        latency: (Duration::from_millis(100), Duration::from_millis(100)),
+        seed: Some(7),
+        ..EmulatorConfig::default()
+    }));
     let dir = tempfile::tempdir().unwrap();
-    let run = plan(&emu, dir.path(), &[]).await;
+    let one_at_a_time = [
+        "--chunk-size",
+        "1",
+        "--concurrency",
+        "1",
+        "--max-concurrency",
+        "1",
+    ];
+    let run = plan(&emu, dir.path(), &one_at_a_time).await;
     assert_eq!(run.code(), 0, "{}", run.error());
+    let interrupt = velt_group_sync::interrupt::Interrupt::new();
+    let stopper = interrupt.clone();
+    let watched = emu.clone();
+    tokio::spawn(async move {
+        while watched.calls(Call::Add) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        stopper.signal(143);
+    });
     let argv = ["plan.json", "--report", "a.csv", "--state", "state.jsonl"];
-    let run = command_argv(Server::Emulator(&emu), dir.path(), "apply", &argv).await;
-    assert_eq!(run.code(), 0, "{}", run.error());
+    let server = || Server::Emulator(&emu);
+    let first = command_argv_with(server(), dir.path(), "apply", &argv, interrupt).await;
+    assert_eq!(first.code(), 143, "{:?}", first.result);
+    assert_ne!(state(&emu), export_state(), "the first run was cut short");
+    let second = command_argv(server(), dir.path(), "apply", &argv).await;
+    assert_eq!(second.code(), 0, "{}", second.error());
     assert_eq!(state(&emu), export_state());
-    let text = std::fs::read_to_string(dir.path().join("state.jsonl")).unwrap();
-    assert!(!text.is_empty(), "the journal was kept");
+    let sent: Vec<String> = emu.received().into_iter().flat_map(|(_, u)| u).collect();
+    let distinct: BTreeSet<&String> = sent.iter().collect();
+    assert_eq!(sent.len(), distinct.len(), "no add sent twice: {sent:?}");
+    assert_eq!(distinct.len(), 2);
 }
 
 /// A guard trip in `sync` does everything else, writes the held-back removals beside the

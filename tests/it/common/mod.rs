@@ -286,6 +286,17 @@ pub async fn command_argv(
     run_command(server, dir, command, argv, interrupt).await
 }
 
+/// The same, with an interrupt the test may signal.
+pub async fn command_argv_with(
+    server: Server<'_>,
+    dir: &Path,
+    command: &'static str,
+    argv: &[&str],
+    interrupt: velt_group_sync::interrupt::Interrupt,
+) -> InProcess {
+    run_command(server, dir, command, argv, interrupt).await
+}
+
 async fn run_in_process(
     server: Server<'_>,
     dir: &Path,
