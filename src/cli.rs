@@ -15,6 +15,7 @@ use crate::engine::defaults;
 pub use crate::text::parse_duration;
 pub use values::*;
 
+pub mod config;
 mod values;
 
 #[derive(Debug, Parser)]
@@ -30,6 +31,13 @@ mod values;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Read options from this TOML file, keys named as the long flags (`user-column = "Work
+    /// Email"`, `group-column = ["Department", "Location"]`); paths in it are relative to it.
+    /// A flag given, then its environment variable, win over the file. `velt-group-sync init`
+    /// writes one.
+    #[arg(long, global = true, value_name = "FILE", env = "VELT_CONFIG")]
+    pub config: Option<PathBuf>,
 
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "VELT_LOG_FORMAT")]

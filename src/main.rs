@@ -2,8 +2,6 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     use velt_group_sync::input::sheet;
     let mut args = std::env::args_os().skip(1);
@@ -14,7 +12,25 @@ fn main() -> ExitCode {
     if let Ok(exe) = std::env::current_exe() {
         sheet::use_worker(exe);
     }
-    let cli = velt_group_sync::cli::Cli::parse();
+    use velt_group_sync::cli::config::{self, ArgsError};
+    let cli = match config::parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(ArgsError::Config(message)) => {
+            eprintln!("velt-group-sync: error: {message}");
+            return ExitCode::from(velt_group_sync::error::exit::USAGE);
+        }
+        Err(ArgsError::Clap(e, config)) => {
+            let code = e.exit_code();
+            let _ = e.print();
+            if let Some(path) = config.filter(|_| code != 0) {
+                eprintln!(
+                    "velt-group-sync: note: options also came from {}; a bad value may be there",
+                    path.display()
+                );
+            }
+            return ExitCode::from(u8::try_from(code).unwrap_or(2));
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

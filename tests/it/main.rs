@@ -6,6 +6,7 @@ mod common;
 
 mod api;
 mod cli;
+mod config;
 mod emulator;
 mod formats;
 mod hardening;

@@ -265,6 +265,7 @@ const PATH_FLAGS: &[&str] = &[
     "--metrics-file",
     "--out",
     "--held-plan",
+    "--config",
 ];
 
 /// `sync ARGV...` (the input first) run in-process as the binary would run it in `dir`:
@@ -313,8 +314,7 @@ async fn run_command(
     argv: &[&str],
     interrupt: velt_group_sync::interrupt::Interrupt,
 ) -> InProcess {
-    use clap::Parser;
-    use velt_group_sync::cli::{Cli, Command};
+    use velt_group_sync::cli::Command;
     use velt_group_sync::sync::Job;
     let mut resolved: Vec<String> = Vec::new();
     let mut report = None;
@@ -335,7 +335,18 @@ async fn run_command(
         full.extend(["--jitter-seed", "7"]);
     }
     full.extend(resolved.iter().map(String::as_str));
-    let cli = Cli::try_parse_from(full).expect("arguments");
+    let argv: Vec<std::ffi::OsString> = full.iter().map(Into::into).collect();
+    let cli = match velt_group_sync::cli::config::parse(argv) {
+        Ok(cli) => cli,
+        Err(velt_group_sync::cli::config::ArgsError::Config(message)) => {
+            return InProcess {
+                result: Err(velt_group_sync::error::Error::Config(message)),
+                stats: Default::default(),
+                rows: Vec::new(),
+            };
+        }
+        Err(e) => panic!("arguments: {e:?}"),
+    };
     let (plan_out, file, args) = match cli.command {
         Command::Sync(args) => (None, None, *args),
         Command::Plan(p) => (
