@@ -72,6 +72,11 @@ pub enum Command {
     /// notifications as `sync`. Refused (exit 2, nothing sent) if the server changed since the
     /// plan was made.
     Apply(Box<ApplyArgs>),
+    /// Start a configuration from an export: read it as `sync` would, choose the user, group,
+    /// status, name and e-mail columns (saying why), write a commented TOML file (never over an
+    /// existing one) and, when the groups are names, a group map to fill in; print what was
+    /// found and the next command.
+    Init(Box<InitArgs>),
     /// Read and check a membership file with the same rules as `sync`, print what is wrong
     /// line by line and the plan's counts; send nothing. Exit 0 clean, 1 invalid records,
     /// 2 unreadable.
@@ -345,6 +350,35 @@ pub struct SyncArgs {
         env = "VELT_HELD_PLAN"
     )]
     pub held_plan: Option<PathBuf>,
+}
+
+/// `init`: the export, and how to read it where that cannot be told from its bytes.
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// The export (CSV, JSON, JSON Lines or a workbook).
+    #[arg(value_name = "EXPORT")]
+    pub export: PathBuf,
+
+    /// The organization every row goes to (written as `org`).
+    #[arg(long, value_name = "ID")]
+    pub org: Option<String>,
+
+    /// Where to write the configuration; an existing file is never overwritten.
+    #[arg(long, value_name = "FILE", default_value = "velt-group-sync.toml")]
+    pub out: PathBuf,
+
+    /// The export's format, when its name and first bytes do not tell it.
+    #[arg(long, value_enum, default_value_t = crate::input::FormatArg::Auto)]
+    pub format: crate::input::FormatArg,
+
+    /// The export's encoding when it is not UTF-8 and has no byte order mark (default: UTF-8,
+    /// else windows-1252).
+    #[arg(long, value_name = "LABEL", value_parser = parse_encoding)]
+    pub encoding: Option<&'static encoding_rs::Encoding>,
+
+    /// The workbook's sheet (default: the first).
+    #[arg(long, value_name = "NAME")]
+    pub sheet: Option<String>,
 }
 
 /// `plan`: the options of `sync` but a dry run's, and where the plan goes.

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use crate::cli::{
-    ApplyArgs, Cli, Command, EmulatorArgs, PlanArgs, ShapeArg, SyncArgs, ValidateArgs,
+    ApplyArgs, Cli, Command, EmulatorArgs, InitArgs, PlanArgs, ShapeArg, SyncArgs, ValidateArgs,
 };
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV};
 use crate::emulator::{Emulator, EmulatorConfig, WindowShape};
@@ -156,6 +156,86 @@ pub fn apply_as_sync(args: &ApplyArgs) -> Result<(SyncArgs, PlanFile), Error> {
     sync.strict = false;
     sync.held_plan = None;
     Ok((*sync, file))
+}
+
+/// The `init` command: write a configuration for an export, then check it by reading the
+/// export with it as `validate` would, and say what to do next.
+pub fn init(args: &InitArgs) -> Result<u8, Error> {
+    use crate::input::{Format, FormatArg};
+    let reading = crate::init::Reading {
+        encoding: args.encoding,
+        sheet: args.sheet.clone(),
+        format: match args.format {
+            FormatArg::Auto => None,
+            FormatArg::Csv => Some(Format::Csv),
+            FormatArg::Json => Some(Format::Json),
+            FormatArg::Jsonl => Some(Format::Jsonl),
+            FormatArg::Xlsx => Some(Format::Xlsx),
+        },
+    };
+    let request = crate::init::Request {
+        export: &args.export,
+        org: args.org.as_deref(),
+        out: &args.out,
+        reading,
+    };
+    let written = crate::init::run(&request).map_err(Error::Config)?;
+    let mut text = written.findings.clone();
+    text.push_str(&format!("wrote {}", written.config.display()));
+    match &written.map {
+        Some((map, true)) => text.push_str(&format!(
+            " and {} (fill in its organizationUserGroupId column)",
+            map.display()
+        )),
+        Some((map, false)) => text.push_str(&format!(
+            "; {} was there already and was left as it is",
+            map.display()
+        )),
+        None => {}
+    }
+    text.push('\n');
+    text.push_str(&format!(
+        "check: {}\n",
+        check(&args.export, &written.config)
+    ));
+    let export = args.export.display();
+    let config = written.config.display();
+    text.push_str(&format!(
+        "next: review {config}{}, then\n  velt-group-sync validate {export} --config {config}\n  velt-group-sync plan {export} --config {config} --out plan.json\n",
+        if matches!(written.map, Some((_, true))) { " and the group map" } else { "" }
+    ));
+    print_bytes(text.as_bytes())
+}
+
+/// The export read with the new configuration, as `validate` reads it: its counts, or why not.
+fn check(export: &std::path::Path, config: &std::path::Path) -> String {
+    let argv: Vec<std::ffi::OsString> = vec![
+        "velt-group-sync".into(),
+        "validate".into(),
+        export.into(),
+        "--config".into(),
+        config.into(),
+    ];
+    let args = match crate::cli::config::parse(argv) {
+        Ok(Cli {
+            command: Command::Validate(args),
+            ..
+        }) => args,
+        Ok(_) => return "the configuration did not read as validate's options".into(),
+        Err(crate::cli::config::ArgsError::Config(e)) => return e,
+        Err(crate::cli::config::ArgsError::Clap(e, _)) => {
+            return e.to_string().lines().next().unwrap_or("").to_string();
+        }
+    };
+    match read_plan(&args.input) {
+        Ok(plan) => format!(
+            "read with it: {} memberships in {} groups, {} invalid records",
+            plan.memberships.len(),
+            plan.groups.len(),
+            plan.invalid.len()
+        ),
+        Err(e) => format!("not readable with it yet: {e}"),
+    }
 }
 
 /// The `emulator` command: serve until interrupted.

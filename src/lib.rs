@@ -22,6 +22,7 @@ pub mod error;
 pub mod files;
 pub mod guard;
 pub mod history;
+pub mod init;
 pub mod input;
 pub mod interrupt;
 pub mod journal;
@@ -82,6 +83,7 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Emulator(args) => commands::serve_emulator(&args).await,
         Command::Completions { shell } => commands::completions(shell),
         Command::Manpage { out_dir } => commands::manpage(out_dir.as_deref()),
+        Command::Init(args) => commands::init(&args),
     };
     exit_code(result, &output)
 }

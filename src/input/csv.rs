@@ -337,7 +337,7 @@ impl<R: Read> Read for LineCounting<R> {
 }
 
 /// The candidate that occurs most often outside quotes in the header line; `,` on a tie.
-pub(super) fn detect_delimiter(header: &[u8]) -> u8 {
+pub(crate) fn detect_delimiter(header: &[u8]) -> u8 {
     let mut counts = [0usize; 3];
     let mut quoted = false;
     for &b in header {

@@ -28,8 +28,10 @@ mod xlsx;
 
 pub use mapping::{Filter, GroupMap, Mapping};
 
+pub(crate) use csv::detect_delimiter;
 pub(crate) use open::read_error;
-use open::{format_from_extension, read_path_into, sniff};
+use open::read_path_into;
+pub(crate) use open::{format_from_extension, is_workbook, sniff};
 
 pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 

@@ -161,7 +161,7 @@ pub(super) fn read_path_into(
 const HEAD: usize = 8192;
 
 /// A zip (xlsx, xlsm, ods) or OLE (xls) file's first bytes.
-fn is_workbook(head: &[u8]) -> bool {
+pub(crate) fn is_workbook(head: &[u8]) -> bool {
     head.starts_with(b"PK\x03\x04") || head.starts_with(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1")
 }
 
@@ -210,7 +210,7 @@ fn explain_not_utf8(e: Error, head: &[u8]) -> Error {
     }
 }
 
-pub(super) fn format_from_extension(path: &Path) -> Option<Format> {
+pub(crate) fn format_from_extension(path: &Path) -> Option<Format> {
     let ext = path.extension()?.to_str()?.to_ascii_lowercase();
     match ext.as_str() {
         "csv" | "tsv" | "txt" => Some(Format::Csv),
@@ -223,7 +223,7 @@ pub(super) fn format_from_extension(path: &Path) -> Option<Format> {
 
 /// The first non-blank byte decides: `[` is JSON; `{` is JSON Lines when the object ends on
 /// its first line, else a JSON object wrapping the records; anything else CSV.
-pub(super) fn sniff(head: &[u8]) -> Format {
+pub(crate) fn sniff(head: &[u8]) -> Format {
     let head = head.strip_prefix(BOM).unwrap_or(head);
     let Some(at) = head.iter().position(|b| !b.is_ascii_whitespace()) else {
         return Format::Csv;

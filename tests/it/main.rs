@@ -13,6 +13,7 @@ mod hardening;
 mod hostile;
 mod hostile_workbooks;
 mod hr;
+mod init;
 mod nights;
 mod notify;
 mod ops;
