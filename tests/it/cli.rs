@@ -749,6 +749,7 @@ fn help_is_grouped_short_with_h_and_every_command_has_a_man_page() {
             "velt-group-sync-apply.1",
             "velt-group-sync-completions.1",
             "velt-group-sync-emulator.1",
+            "velt-group-sync-init.1",
             "velt-group-sync-manpage.1",
             "velt-group-sync-plan.1",
             "velt-group-sync-sync.1",
