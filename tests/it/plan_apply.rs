@@ -507,3 +507,67 @@ async fn the_binary_says_how_to_apply_and_exits_4_on_changes() {
     );
     assert!(dir.path().join("night.held-plan.json").exists());
 }
+
+/// `--max-user-removals` holds leavers back: their deletion is in the held plan, whose apply
+/// deletes exactly those users, after the run created the new one.
+#[tokio::test]
+async fn held_back_user_deletions_are_approved_by_applying_their_plan() {
+    let emu = in_process_emulator(EmulatorConfig::default());
+    let users: Vec<String> = (1..=10).map(|i| format!("u{i:02}")).collect();
+    for u in &users {
+        emu.seed_org_user(
+            "acme",
+            u,
+            &format!("Name {u}"),
+            &format!("{u}@acme.example"),
+        );
+    }
+    emu.seed("acme", "eng", &users);
+    let dir = tempfile::tempdir().unwrap();
+    let mut input = String::from("userId,name,email,group\n");
+    for u in users[..6].iter().chain(["new1".to_string()].iter()) {
+        input.push_str(&format!("{u},Name {u},{u}@acme.example,eng\n"));
+    }
+    std::fs::write(dir.path().join("in.csv"), input).unwrap();
+    let argv = [
+        "in.csv",
+        "--org",
+        "acme",
+        "--group-column",
+        "group",
+        "--mode",
+        "mirror",
+        "--provision-users",
+        "--deprovision-users",
+        "--max-removals",
+        "100%",
+        "--report",
+        "night.csv",
+    ];
+    let run = sync_argv(Server::Emulator(&emu), dir.path(), &argv).await;
+    assert_eq!(run.code(), 1, "{:?}", run.result);
+    assert!(
+        emu.org_users("acme").contains_key("new1"),
+        "the new user was created"
+    );
+    assert_eq!(
+        emu.calls(Call::DeleteOrgUsers),
+        0,
+        "4 of 10 is past the 5% guard"
+    );
+    let held: BTreeSet<(String, String)> = planned(dir.path(), "night.held-plan.json")
+        .into_iter()
+        .map(|(k, _, _, u)| (k, u))
+        .collect();
+    let expected: BTreeSet<(String, String)> = ["u07", "u08", "u09", "u10"]
+        .map(|u| ("delete".to_string(), u.to_string()))
+        .into();
+    assert_eq!(held, expected);
+    let run = apply(&emu, dir.path(), "night.held-plan.json").await;
+    assert_eq!(run.code(), 0, "{}", run.error());
+    let left: BTreeSet<String> = emu.org_users("acme").into_keys().collect();
+    let mut wanted: BTreeSet<String> = users[..6].iter().cloned().collect();
+    wanted.insert("new1".into());
+    assert_eq!(left, wanted);
+    assert_eq!(emu.calls(Call::DeleteOrgUsers), 1);
+}
