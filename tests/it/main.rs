@@ -7,6 +7,7 @@ mod common;
 mod api;
 mod cli;
 mod config;
+mod deploy;
 mod emulator;
 mod formats;
 mod hardening;

@@ -1,87 +1,81 @@
 //! The deploy samples, run as written, night after night: the crontab's own command line (its
-//! fixed `--state`, mode and flags) against one emulator, with an export that changes every
-//! night, an interrupted night and its resume.
+//! configuration file, with the recipe's mode, rate, guards and fixed journal) against one
+//! emulator, with a BambooHR export that changes every night, an interrupted night and its
+//! resume; and what cron mails.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Stdio;
 
 use crate::common::*;
+use crate::deploy::Sandbox;
 use velt_group_sync::emulator::{Emulator, EmulatorConfig};
 
-/// The arguments the crontab sample passes to velt-group-sync, with its paths moved into
-/// `dir` and the emulator as the target.
-fn crontab_args(dir: &Path, base_url: &str) -> Vec<String> {
-    let crontab = std::fs::read_to_string(samples().join("deploy/crontab")).unwrap();
-    let line = crontab
-        .lines()
-        .find(|l| l.starts_with("15 2 "))
-        .expect("the crontab's schedule line");
-    let (_, after) = line
-        .split_once("/usr/local/bin/velt-group-sync ")
+/// The job's own words on the crontab's line, paths moved: `--config FILE sync EXPORT`.
+fn crontab_args(sandbox: &Sandbox) -> Vec<String> {
+    let command = sandbox.crontab_command();
+    let binary = env!("CARGO_BIN_EXE_velt-group-sync");
+    let (_, after) = command
+        .split_once(&format!("{binary} "))
         .expect("the binary in the crontab");
-    // The job's own words: up to the redirection of its log.
-    let (command, _) = after.split_once(" 2>>").expect("the log's redirection");
-    let mut args: Vec<String> = command
-        .split_whitespace()
-        .map(|a| match a {
-            "/srv/hr/acme/export.csv" => dir.join("export.csv").display().to_string(),
-            p if p.starts_with("/var/lib/") || p.starts_with("/var/log/") => {
-                let name = Path::new(p).file_name().unwrap();
-                dir.join(name).display().to_string()
-            }
-            other => other.to_string(),
-        })
-        .collect();
-    args.extend(["--base-url".to_string(), base_url.to_string()]);
-    args
+    let (words, _) = after.split_once(" 2>>").expect("the log's redirection");
+    words.split_whitespace().map(String::from).collect()
 }
 
-/// The other two samples say the same as the crontab: mode, rate and a fixed journal.
+/// Every sample runs the one configuration file, and none overrides its mode, rate, guards
+/// or journal with a variable of its own.
 #[test]
-fn the_three_samples_agree_on_mode_rate_and_journal() {
+fn the_three_samples_run_the_one_configuration() {
     let read = |name: &str| std::fs::read_to_string(samples().join("deploy").join(name)).unwrap();
-    let crontab = read("crontab");
-    assert!(crontab.contains("--mode mirror --rate 5 --state /var/lib/velt-group-sync/acme/"));
-    let service = read("velt-group-sync.service");
-    for line in [
-        "VELT_MODE=mirror",
-        "VELT_RATE=5",
-        "VELT_STATE=/var/lib/velt-group-sync/",
-    ] {
-        assert!(service.contains(line), "service: {line}");
+    let config = "/etc/velt-group-sync/velt-group-sync.toml";
+    for sample in ["crontab", "velt-group-sync.service", "cronjob.yaml"] {
+        let text = read(sample);
+        assert!(text.contains(config), "{sample} runs {config}");
+        for option in ["MODE", "RATE", "STATE", "REPORT", "MAX_REMOVALS"] {
+            assert!(
+                !text.contains(&format!("VELT_{option}")),
+                "{sample} sets VELT_{option}"
+            );
+        }
     }
-    let cronjob = read("cronjob.yaml");
+    let toml = read("velt-group-sync.toml");
     for line in [
-        "{name: VELT_MODE, value: mirror}",
-        "{name: VELT_RATE, value: \"5\"}",
-        "{name: VELT_STATE, value: /data/",
+        "mode = \"mirror\"",
+        "rate = 5",
+        "state = \"/var/lib/velt-group-sync/",
     ] {
-        assert!(cronjob.contains(line), "cronjob: {line}");
+        assert!(toml.contains(line), "{line}");
     }
 }
 
-/// An export of `users`, all in one group (so that a night at the sample's 5 requests a
-/// second is a read, an add and a removal).
-fn write_export(dir: &Path, users: &BTreeSet<u32>) -> BTreeSet<(String, String, String)> {
-    let mut text = String::from("organizationId,organizationUserGroupId,userId\n");
+/// A BambooHR export of `users`, all active in Research, Berlin: each one two memberships.
+fn write_export(sandbox: &Sandbox, users: &BTreeSet<u32>) -> BTreeSet<(String, String, String)> {
+    let mut text =
+        String::from("Employee #,First Name,Last Name,Work Email,Department,Location,Status\n");
     let mut want = BTreeSet::new();
     for u in users {
-        let group = "staff".to_string();
-        text.push_str(&format!("acme,{group},user-{u:04}\n"));
-        want.insert(("acme".to_string(), group, format!("user-{u:04}")));
+        let email = format!("user-{u:04}@acme.example");
+        text.push_str(&format!("{u},User,{u:04},{email},Research,Berlin,Active\n"));
+        for group in ["research", "office-berlin"] {
+            want.insert(("acme".to_string(), group.to_string(), email.clone()));
+        }
     }
-    std::fs::write(dir.join("export.csv"), text).unwrap();
+    std::fs::write(sandbox.path("in/export.csv"), text).unwrap();
     want
 }
 
-async fn night(dir: &Path, args: &[String]) -> Option<i32> {
-    let mut cmd = process(dir);
+fn night_command(sandbox: &Sandbox, base_url: &str, args: &[String]) -> std::process::Command {
+    let mut cmd = sandbox.command(env!("CARGO_BIN_EXE_velt-group-sync"), base_url);
     cmd.env("VELT_API_KEY", API_KEY)
         .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
+    cmd
+}
+
+async fn night(sandbox: &Sandbox, base_url: &str, args: &[String]) -> Option<i32> {
+    let mut cmd = night_command(sandbox, base_url, args);
     let status = tokio::task::spawn_blocking(move || cmd.status().unwrap())
         .await
         .unwrap();
@@ -102,54 +96,64 @@ async fn the_samples_run_night_after_night_with_a_changing_export_and_an_interru
         ..EmulatorConfig::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let args = crontab_args(dir.path(), &emu.base_url());
+    // The organization exists (provisioning never creates one by a typo).
+    emu.seed_org_user(
+        "acme",
+        "user-0001@acme.example",
+        "User 0001",
+        "user-0001@acme.example",
+    );
+    let sandbox = Sandbox::new();
+    let url = emu.base_url();
+    let args = crontab_args(&sandbox);
     let mut users: BTreeSet<u32> = (0..300).collect();
     let mut next = 300;
-    // Three ordinary nights: each time 3% leave and a few join.
+    // Three ordinary nights: each time five leave (within the recipe's 2% of users) and a
+    // few join.
     for n in 0..3 {
-        let want = write_export(dir.path(), &users);
-        assert_eq!(night(dir.path(), &args).await, Some(0), "night {n}");
+        let want = write_export(&sandbox, &users);
+        assert_eq!(night(&sandbox, &url, &args).await, Some(0), "night {n}");
         assert_eq!(
             held_set(&emu),
             want,
             "night {n}: the server equals the export"
         );
-        let leavers: Vec<u32> = users.iter().copied().step_by(33).take(9).collect();
+        let org: BTreeSet<String> = emu.org_users("acme").into_keys().collect();
+        assert_eq!(
+            org.len(),
+            users.len(),
+            "night {n}: leavers left the organization"
+        );
+        let leavers: Vec<u32> = users.iter().copied().step_by(33).take(5).collect();
         for u in leavers {
             users.remove(&u);
         }
         users.extend(next..next + 4);
         next += 4;
     }
-    // An interrupted night: SIGTERM while its add is on the wire (after its read); its
-    // removals are never sent.
-    let want = write_export(dir.path(), &users);
-    let before = emu.requests();
+    // An interrupted night: SIGTERM while its first add is on the wire; its removals are
+    // never sent.
+    let want = write_export(&sandbox, &users);
     let sent_before = emu.received().len();
-    let child = spawn_night(dir.path(), &args);
-    wait_until("the night started adding", || emu.requests() > before + 1).await;
+    let child = night_command(&sandbox, &url, &args).spawn().unwrap();
+    wait_until("the night started adding", || {
+        emu.received().len() > sent_before
+    })
+    .await;
     signal(&child, libc::SIGTERM);
     assert_eq!(exit_code(child).await, Some(143), "an interrupted night");
-    let journal = std::fs::read_to_string(dir.path().join("state.jsonl")).unwrap();
+    let journal = std::fs::read_to_string(sandbox.path("state/state.jsonl")).unwrap();
     assert!(
         !journal.ends_with("complete\n"),
         "an interrupted run is resumed"
     );
     let sent_interrupted = sent_set(&emu.received()[sent_before..]);
-    assert!(
-        !sent_interrupted.is_empty(),
-        "calls: add {} delete {} get {}; arrivals {:?}",
-        emu.calls(velt_group_sync::emulator::Call::Add),
-        emu.calls(velt_group_sync::emulator::Call::Delete),
-        emu.calls(velt_group_sync::emulator::Call::GetUsers),
-        emu.arrivals().iter().rev().take(4).collect::<Vec<_>>()
-    );
+    assert!(!sent_interrupted.is_empty());
     assert_ne!(held_set(&emu), want, "the interrupted night did not finish");
     // Its resume, the next morning, with the same export: the answered requests of the
     // interrupted night (graceful stop let the one in flight finish) are not sent again.
     let sent_before_resume = emu.received().len();
-    assert_eq!(night(dir.path(), &args).await, Some(0), "the resume");
+    assert_eq!(night(&sandbox, &url, &args).await, Some(0), "the resume");
     assert_eq!(held_set(&emu), want);
     let resent = sent_set(&emu.received()[sent_before_resume..]);
     assert!(
@@ -168,9 +172,20 @@ async fn the_samples_run_night_after_night_with_a_changing_export_and_an_interru
         users.remove(&u);
     }
     users.extend(next..next + 3);
-    let want = write_export(dir.path(), &users);
-    assert_eq!(night(dir.path(), &args).await, Some(0), "the night after");
+    let want = write_export(&sandbox, &users);
+    assert_eq!(
+        night(&sandbox, &url, &args).await,
+        Some(0),
+        "the night after"
+    );
     assert_eq!(held_set(&emu), want);
+    // A report per night, dated: the nights of one day share one.
+    let reports: Vec<_> = std::fs::read_dir(sandbox.path("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("report-"))
+        .collect();
+    assert!(!reports.is_empty());
 }
 
 /// The (group, user) pairs of these add requests.
@@ -181,54 +196,11 @@ fn sent_set(received: &[(String, Vec<String>)]) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-fn spawn_night(dir: &Path, args: &[String]) -> std::process::Child {
-    process(dir)
-        .env("VELT_API_KEY", API_KEY)
-        .env("VELT_AUTH_TOKEN", AUTH_TOKEN)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-/// The crontab's command as written (flock, `sh -c`, the log, the failure path), its paths
-/// moved into `dir`, with an env file of plain `KEY=value` lines as an admin writes one.
-fn crontab_command(dir: &Path, base_url: &str) -> String {
-    std::fs::write(
-        dir.join("acme.env"),
-        format!("VELT_API_KEY={API_KEY}\nVELT_AUTH_TOKEN={AUTH_TOKEN}\nVELT_BASE_URL={base_url}\n"),
-    )
-    .unwrap();
-    let crontab = std::fs::read_to_string(samples().join("deploy/crontab")).unwrap();
-    let line = crontab.lines().find(|l| l.starts_with("15 2 ")).unwrap();
-    let command = line
-        .splitn(6, ' ')
-        .nth(5)
-        .expect("a command after the schedule");
-    let here = format!("{}/", dir.display());
-    command
-        .replace("/etc/velt-group-sync/", &here)
-        .replace(
-            "/usr/local/bin/velt-group-sync",
-            env!("CARGO_BIN_EXE_velt-group-sync"),
-        )
-        .replace("/srv/hr/acme/", &here)
-        .replace("/var/lib/velt-group-sync/acme/", &here)
-        .replace("/var/log/velt-group-sync/acme/", &here)
-        .replace("/var/lib/node_exporter/textfile/", &here)
-        .replace("/var/lock/", &here)
-}
-
 /// What cron would mail: the command's output (exit code aside).
-async fn cron_night(dir: &Path, command: &str) -> (Option<i32>, String) {
-    let cmd = std::process::Command::new("sh")
-        .current_dir(dir)
-        .args(["-c", command])
-        .env_remove("VELT_API_KEY")
-        .env_remove("VELT_AUTH_TOKEN")
-        .output();
-    let out = tokio::task::spawn_blocking(move || cmd)
+async fn cron_night(sandbox: &Sandbox, base_url: &str, command: &str) -> (Option<i32>, String) {
+    let mut cmd = sandbox.command("sh", base_url);
+    cmd.args(["-c", command]);
+    let out = tokio::task::spawn_blocking(move || cmd.output())
         .await
         .unwrap()
         .unwrap();
@@ -240,39 +212,48 @@ async fn cron_night(dir: &Path, command: &str) -> (Option<i32>, String) {
     (out.status.code(), mailed)
 }
 
-/// The crontab as written: a good night mails nothing; a failed night mails its exit code and
-/// the log's last lines; a night skipped because the lock is held says so.
+/// The crontab as written (its secrets from the sample's `export` lines): a good night mails
+/// nothing; a failed night mails its exit code and the log's last lines; a night skipped
+/// because the lock is held says so.
 #[tokio::test(flavor = "multi_thread")]
 async fn the_crontab_mails_failed_and_skipped_nights_and_nothing_else() {
     let emu = emulator(EmulatorConfig::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_export(dir.path(), &(0..5).collect());
-    let command = crontab_command(dir.path(), &emu.base_url());
-    let (code, mailed) = cron_night(dir.path(), &command).await;
+    emu.seed_org_user(
+        "acme",
+        "user-0000@acme.example",
+        "User 0000",
+        "user-0000@acme.example",
+    );
+    let sandbox = Sandbox::new();
+    let url = emu.base_url();
+    write_export(&sandbox, &(0..5).collect());
+    let command = sandbox.crontab_command();
+    let (code, mailed) = cron_night(&sandbox, &url, &command).await;
     assert_eq!(code, Some(0), "{mailed}");
     assert_eq!(mailed, "", "a good night mails nothing");
     assert_eq!(
         emu.memberships().len(),
-        5,
-        "the env file's credentials reached the job"
+        10,
+        "the secrets file's credentials reached the job"
     );
     // A bad row tonight: exit 1, mailed with the log's summary.
-    let mut text = std::fs::read_to_string(dir.path().join("export.csv")).unwrap();
-    text.push_str("acme,staff,\n");
-    std::fs::write(dir.path().join("export.csv"), text).unwrap();
-    let (code, mailed) = cron_night(dir.path(), &command).await;
+    let path = sandbox.path("in/export.csv");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("99,No,Email,,Research,Berlin,Active\n");
+    std::fs::write(&path, text).unwrap();
+    let (code, mailed) = cron_night(&sandbox, &url, &command).await;
     assert_eq!(code, Some(1));
     assert!(
-        mailed.starts_with("velt-group-sync (acme) exited 1; the log: "),
+        mailed.starts_with("velt-group-sync exited 1; the log: "),
         "{mailed}"
     );
     assert!(mailed.contains("\"event\":\"summary\""), "{mailed}");
     // The previous run still holds the lock: skipped, and said.
-    let lock = std::fs::File::create(dir.path().join("velt-group-sync-acme.lock")).unwrap();
+    let lock = std::fs::File::create(sandbox.path("state/run.lock")).unwrap();
     lock.try_lock().unwrap();
-    let (_, mailed) = cron_night(dir.path(), &command).await;
+    let (_, mailed) = cron_night(&sandbox, &url, &command).await;
     assert!(
-        mailed.contains("velt-group-sync (acme) skipped tonight"),
+        mailed.contains("velt-group-sync skipped tonight"),
         "{mailed}"
     );
     drop(lock);
@@ -305,4 +286,16 @@ fn the_samples_run_with_least_privilege() {
     assert!(!service.contains("DynamicUser=yes"));
     assert!(service.contains("Environment=VELT_METRICS_FILE=/var/lib/node_exporter/textfile/"));
     assert!(service.contains("ReadWritePaths=/var/lib/node_exporter/textfile"));
+    let secrets = read("secrets.env");
+    let settings: Vec<&str> = secrets
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .collect();
+    assert!(
+        settings
+            .iter()
+            .all(|l| l.starts_with("export VELT_API_KEY=")
+                || l.starts_with("export VELT_AUTH_TOKEN=")),
+        "secrets only, exported: {settings:?}"
+    );
 }

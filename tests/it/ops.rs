@@ -388,6 +388,7 @@ fn deploy_samples_use_only_real_options_and_variables() {
                 && !flag.is_empty()
                 && ![
                     "from-literal",
+                    "from-file",
                     "now",
                     "release",
                     "failed",
@@ -414,7 +415,22 @@ fn deploy_samples_use_only_real_options_and_variables() {
             }
         }
     }
-    assert_eq!(files, 4, "crontab, service, timer, CronJob");
+    assert_eq!(
+        files, 7,
+        "crontab, service, timer, CronJob, configuration, group map, secrets"
+    );
+    // The configuration's keys are options too.
+    let config = std::fs::read_to_string(deploy.join("velt-group-sync.toml")).unwrap();
+    for line in config
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(" = "))
+    {
+        let key = line.split(" = ").next().unwrap().trim();
+        assert!(
+            known.contains(&format!("--{key} ")) || known.contains(&format!("--{key},")),
+            "velt-group-sync.toml: unknown key {key}"
+        );
+    }
 }
 
 #[test]

@@ -673,57 +673,21 @@ async fn no_listing_makes_a_run_remove_what_it_must_keep() {
     );
 }
 
-/// The README's nightly BambooHR command line, word for word (paths aside).
-fn readme_nightly() -> Vec<String> {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let at = readme
-        .find("nightly, provisioning and offboarding:")
-        .expect("the README's nightly command");
-    let block = &readme[at..];
-    let start = block.find("```sh\n").unwrap() + 6;
-    let end = start + block[start..].find("```").unwrap();
-    let command = block[start..end].replace("\\\n", " ");
-    // Shell words: whitespace-separated, double quotes group.
-    let mut words = Vec::new();
-    let mut word = String::new();
-    let mut quoted = false;
-    for c in command.chars() {
-        match c {
-            '"' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
-                if !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-            }
-            c => word.push(c),
-        }
-    }
-    words.push(word);
-    assert_eq!(words[..2], ["velt-group-sync", "sync"]);
-    words.drain(..3); // the command and its input: the test gives its own
-    let samples = samples();
-    let mut args = Vec::new();
-    let mut it = words.into_iter().filter(|w| !w.is_empty());
-    while let Some(w) = it.next() {
-        match w.as_str() {
-            "--report" | "--state" => {
-                it.next(); // the test's own paths
-            }
-            "--group-map" => {
-                let map = it.next().unwrap();
-                args.push(w);
-                args.push(
-                    samples
-                        .join(map.trim_start_matches("samples/"))
-                        .display()
-                        .to_string(),
-                );
-            }
-            _ => args.push(w),
-        }
-    }
-    args
+/// The README's nightly recipe: the deploy samples' configuration file, as it is (the test's
+/// own report and journal paths on the command line win over the file's).
+fn readme_nightly(dir: &Path) -> Vec<String> {
+    let config = samples().join("deploy/velt-group-sync.toml");
+    [
+        "in.csv",
+        "--config",
+        config.to_str().unwrap(),
+        "--report",
+        "report-{date}.csv",
+        "--state",
+        dir.join("state").to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 #[tokio::test(start_paused = true)]
@@ -764,12 +728,10 @@ async fn the_readme_nightly_command_deletes_nobody_it_should_keep() {
              1006,Linus,Torvalds,linus@acme.example,Kernel,,Active\n",
         )
         .unwrap();
-        let mut args = readme_nightly();
-        let state = dir.path().join("state");
-        args.extend(["--state".into(), state.display().to_string()]);
+        let mut args = readme_nightly(dir.path());
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let run = sync_in_process(&emu, dir.path(), &args).await;
+        let run = sync_argv(Server::Emulator(&emu), dir.path(), &args).await;
         assert_eq!(code(&run), 1, "{extra:?}: {:?}", run.result);
         assert_eq!(
             org_users(&emu),
