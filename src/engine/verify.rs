@@ -13,7 +13,7 @@ use crate::interrupt::Interrupt;
 use crate::ledger::Decisions;
 use crate::outcome::{Outcome, Status};
 use crate::plan::Plan;
-use crate::provision::model::{Account, Action, Changed};
+use crate::provision::model::{Account, Accounts, Action, Changed};
 use crate::saved::fingerprint::{Fingerprint, Reads, take_back};
 use crate::saved::{Expected, Given};
 
@@ -41,67 +41,9 @@ impl Run<'_> {
         }
         let mut decisions = Decisions::default();
         let mut stale = Vec::new();
-        for (g, listing) in current.iter().enumerate() {
-            let group = &plan.groups[g];
-            let what = format!("group {}/{}", group.org, group.id);
-            let Some(listing) = readable(listing, &what, &mut stale) else {
-                continue;
-            };
-            let expected = &given.groups[g];
-            let adds = group.members.iter().map(|&m| plan.user_at(m));
-            let Some(gone) = compare(listing, adds, expected, &what, "members", &mut stale) else {
-                continue;
-            };
-            decisions.unchanged.extend(
-                group
-                    .members
-                    .iter()
-                    .filter(|&&m| gone.added.contains(plan.user_at(m))),
-            );
-            for user in &expected.removals {
-                let outcome = removal(gone.removed.contains(&**user), "a member");
-                decisions.strays.push((g as u32, user.to_string(), outcome));
-            }
-        }
+        groups(plan, given, &current, &mut decisions, &mut stale);
         if let (Some(users), Some(accounts)) = (&users, &plan.accounts) {
-            for (o, listing) in users.iter().enumerate() {
-                let org = &accounts.orgs[o];
-                let what = format!("organization {}", org.id);
-                let Some(listing) = readable(listing, &what, &mut stale) else {
-                    continue;
-                };
-                let expected = &given.orgs[o];
-                let creates = org
-                    .users
-                    .iter()
-                    .filter(|&&a| given.actions.get(a as usize) == Some(&Action::Create))
-                    .map(|&a| &*accounts.list[a as usize].user);
-                let Some(found) = compare(listing, creates, expected, &what, "users", &mut stale)
-                else {
-                    continue;
-                };
-                for &a in &org.users {
-                    let account = &accounts.list[a as usize];
-                    let planned = given.actions.get(a as usize).copied();
-                    let action = match planned {
-                        Some(Action::Create) if found.added.contains(&*account.user) => {
-                            Action::Keep
-                        }
-                        Some(Action::Update(changed)) if updated(listing, account, changed) => {
-                            Action::Keep
-                        }
-                        Some(action) => action,
-                        None => Action::Create,
-                    };
-                    decisions.actions.push((a, action));
-                }
-                for user in &expected.removals {
-                    let outcome = removal(found.removed.contains(&**user), "a user of it");
-                    decisions
-                        .leavers
-                        .push((o as u32, user.to_string(), outcome));
-                }
-            }
+            orgs(accounts, given, users, &mut decisions, &mut stale);
         }
         if !stale.is_empty() {
             return Err(Ended::Refused(format!(
@@ -110,6 +52,81 @@ impl Run<'_> {
             )));
         }
         Ok((decisions, 0, Reads::default()))
+    }
+}
+
+/// Each group's listing against the plan: the adds it holds, the removals it no longer holds.
+fn groups(
+    plan: &Plan,
+    given: &Given,
+    current: &[Result<Vec<OrgUser>, Failure>],
+    decisions: &mut Decisions,
+    stale: &mut Vec<String>,
+) {
+    for (g, listing) in current.iter().enumerate() {
+        let group = &plan.groups[g];
+        let what = format!("group {}/{}", group.org, group.id);
+        let Some(listing) = readable(listing, &what, stale) else {
+            continue;
+        };
+        let expected = &given.groups[g];
+        let adds = group.members.iter().map(|&m| plan.user_at(m));
+        let Some(done) = compare(listing, adds, expected, &what, "members", stale) else {
+            continue;
+        };
+        decisions.unchanged.extend(
+            group
+                .members
+                .iter()
+                .filter(|&&m| done.added.contains(plan.user_at(m))),
+        );
+        for user in &expected.removals {
+            let outcome = removal(done.removed.contains(&**user), "a member");
+            decisions.strays.push((g as u32, user.to_string(), outcome));
+        }
+    }
+}
+
+/// Each organization's users against the plan: the users it creates that are there, the
+/// updates made, the deletions done.
+fn orgs(
+    accounts: &Accounts,
+    given: &Given,
+    users: &[Result<Vec<OrgUser>, Failure>],
+    decisions: &mut Decisions,
+    stale: &mut Vec<String>,
+) {
+    for (o, listing) in users.iter().enumerate() {
+        let org = &accounts.orgs[o];
+        let what = format!("organization {}", org.id);
+        let Some(listing) = readable(listing, &what, stale) else {
+            continue;
+        };
+        let expected = &given.orgs[o];
+        let creates = org
+            .users
+            .iter()
+            .filter(|&&a| given.actions.get(a as usize) == Some(&Action::Create))
+            .map(|&a| &*accounts.list[a as usize].user);
+        let Some(done) = compare(listing, creates, expected, &what, "users", stale) else {
+            continue;
+        };
+        for &a in &org.users {
+            let account = &accounts.list[a as usize];
+            let action = match given.actions.get(a as usize).copied() {
+                Some(Action::Create) if done.added.contains(&*account.user) => Action::Keep,
+                Some(Action::Update(changed)) if updated(listing, account, changed) => Action::Keep,
+                Some(action) => action,
+                None => Action::Create,
+            };
+            decisions.actions.push((a, action));
+        }
+        for user in &expected.removals {
+            let outcome = removal(done.removed.contains(&**user), "a user of it");
+            decisions
+                .leavers
+                .push((o as u32, user.to_string(), outcome));
+        }
     }
 }
 

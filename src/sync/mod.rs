@@ -3,7 +3,7 @@
 //! interruption signal and where messages go; nothing here reads the environment or
 //! installs process-wide handlers.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use crate::changes;
@@ -21,7 +21,9 @@ use crate::outcome::Status;
 use crate::output::{Output, print_dry_run, print_plan, progress_bar};
 use crate::plan::{Defaults, Plan, Planner};
 use crate::report::{self, Ended, Refusal, ReportTarget, Summary};
-use crate::saved::{self, Given, Header, PlanFile, PlanKind};
+use crate::saved::{self, Given, PlanFile};
+
+mod plans;
 
 /// What a run needs from outside its command line.
 #[derive(Debug, Clone)]
@@ -105,14 +107,12 @@ async fn sync_inner(
     let started = Instant::now();
     let report = prepare_outputs(args)?;
     let plan_out = match job {
-        Job::Plan { out } => Some(prepare_plan_file(out)?),
+        Job::Plan { out } => Some(plans::prepare(out)?),
         _ => None,
     };
     let (plan, given) = match job {
         Job::Apply(file) => {
-            let (plan, given) = file
-                .to_apply()
-                .map_err(|e| Error::Config(format!("{}: {e}", args.input.input.display())))?;
+            let (plan, given) = plans::to_apply(file, &args.input.input)?;
             (plan, Some(given))
         }
         _ => match read_input(args, session).await? {
@@ -144,29 +144,14 @@ async fn sync_inner(
         return finish(&plan, &planned, 0, end);
     }
     let (execution, ledger) = send(args, session, &plan, given.as_ref()).await?;
-    if let (Some((out, dest)), Some(client)) = (plan_out, &session.client) {
-        let header = header(args, PlanKind::Plan, client.base_url());
-        let file = PlanFile::of_run(&plan, &ledger, &execution.reads, header);
-        saved::write_to(dest, &file).map_err(|e| {
-            Error::Config(format!(
-                "{}: cannot write the plan file ({e})",
-                out.display()
-            ))
-        })?;
-        session.output.say(
-            "plan_written",
-            &format!(
-                "wrote the plan to {}: {} change(s); review it, then `velt-group-sync apply {}`",
-                out.display(),
-                file.counts.changes(),
-                out.display()
-            ),
-        );
-        *planned = Some(file.counts);
+    if let (Some(out), Some(client)) = (plan_out, &session.client) {
+        let written = plans::write(args, out, client.base_url(), (&plan, &ledger), &execution)?;
+        session.output.say("plan_written", &written.1);
+        *planned = Some(written.0);
     }
     let held = match (job, &session.client) {
         (Job::Sync, Some(client)) if !args.dry_run => {
-            hold_back(args, &plan, &ledger, &execution, client.base_url())
+            plans::hold_back(args, &plan, &ledger, &execution, client.base_url())
         }
         _ => None,
     };
@@ -175,126 +160,6 @@ async fn sync_inner(
         session.output.say("removals_held_back", &held);
     }
     Ok(code)
-}
-
-/// `plan --out`: checked before anything is read, so that a bad path costs nothing.
-fn prepare_plan_file(out: &Path) -> Result<(&Path, crate::files::Destination), Error> {
-    crate::files::Destination::prepare(out, ".velt-plan", 0o600)
-        .map(|d| (out, d))
-        .map_err(|e| {
-            Error::Config(crate::files::unwritable(out, &e, "the plan file", "--out").to_string())
-        })
-}
-
-/// A plan file's header: what it is, the input it was made from, and the options that shape
-/// sending, by their long flags, as the flags take them (what `apply` sends with).
-fn header(args: &SyncArgs, kind: PlanKind, base_url: &str) -> Header {
-    use clap::ValueEnum;
-    use serde_json::json;
-    let name = |v: Option<clap::builder::PossibleValue>| v.map(|v| v.get_name().to_string());
-    let duration = |d| json!(crate::text::format_duration(d));
-    let send = &args.send;
-    let mut options = std::collections::BTreeMap::new();
-    let mut set = |key: &str, value| {
-        options.insert(key.to_string(), value);
-    };
-    set("base-url", json!(base_url));
-    set(
-        "api-version",
-        json!(name(args.server.api_version.to_possible_value())),
-    );
-    set("mode", json!(name(args.modes.mode.to_possible_value())));
-    set("chunk-size", json!(send.chunk_size));
-    set(
-        "rate",
-        json!(match send.rate {
-            RateArg::Fixed(r) => r.to_string(),
-            RateArg::Auto => "auto".to_string(),
-        }),
-    );
-    set("max-rate", json!(send.max_rate));
-    set("burst", json!(send.burst));
-    set("concurrency", json!(send.concurrency));
-    set("max-concurrency", json!(send.max_concurrency));
-    set("max-retries", json!(send.max_retries));
-    set("max-backoff", duration(send.max_backoff));
-    set("max-retry-after", duration(send.max_retry_after));
-    set("max-throttle-wait", duration(send.max_throttle_wait));
-    set("grace", duration(send.grace));
-    set("page-size", json!(args.modes.page_size));
-    set(
-        "create-missing-groups",
-        json!(args.modes.create_missing_groups),
-    );
-    if let Some(role) = args.modes.access_role {
-        set("access-role", json!(role.as_str()));
-    }
-    let input = (kind == PlanKind::Plan).then(|| {
-        let path = &args.input.input;
-        let stdin = path.as_os_str() == "-";
-        saved::InputPrint {
-            path: if stdin {
-                "<stdin>".into()
-            } else {
-                path.display().to_string()
-            },
-            sha256: (!stdin).then(|| saved::sha256_file(path).ok()).flatten(),
-        }
-    });
-    Header {
-        kind,
-        input,
-        options,
-    }
-}
-
-/// Where a run's held-back removals go: `--held-plan`, or beside the report.
-fn held_plan_path(args: &SyncArgs) -> PathBuf {
-    if let Some(path) = &args.held_plan {
-        return path.clone();
-    }
-    let report = crate::history::dated(&args.ops.report, std::time::SystemTime::now());
-    if report.as_os_str() == "-" {
-        return PathBuf::from("velt-group-sync-held-plan.json");
-    }
-    report.with_extension("held-plan.json")
-}
-
-/// After a run that sent: the removals a guard held back, written as a plan file to approve.
-/// Returns what to tell the operator. A run cut short writes none: its re-run decides again.
-fn hold_back(
-    args: &SyncArgs,
-    plan: &Plan,
-    ledger: &Ledger,
-    execution: &crate::engine::Execution,
-    base_url: &str,
-) -> Option<String> {
-    if execution.interrupted.is_some()
-        || execution.throttle_exhausted
-        || execution.auth_failure.is_some()
-    {
-        return None;
-    }
-    let header = header(args, PlanKind::HeldBackRemovals, base_url);
-    let file = PlanFile::of_run(plan, ledger, &execution.reads, header);
-    if file.changes.is_empty() {
-        return None;
-    }
-    let path = held_plan_path(args);
-    let held = file.counts.remove + file.counts.delete;
-    Some(match saved::write(&path, &file) {
-        Ok(()) => format!(
-            "{held} removal(s) were held back by a safety limit (--max-removals / \
-             --max-user-removals): review {}, then `velt-group-sync apply {}` to make them",
-            path.display(),
-            path.display()
-        ),
-        Err(e) => format!(
-            "error: {held} removal(s) were held back, and the plan of them could not be written \
-             ({}); re-run with a higher limit to make them",
-            crate::files::unwritable(&path, &e, "the held-back plan", "--held-plan")
-        ),
-    })
 }
 
 /// Where a run's report goes, and what it says at the end: filled in by `finish`.
