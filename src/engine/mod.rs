@@ -359,6 +359,12 @@ impl Kind {
 /// ledger takes in as rows), then sends: organization users first, then every group's chunks,
 /// skipping what the ledger holds as done (a journal's confirmations). In a dry run only the
 /// reads are sent.
+///
+/// With `given` (`apply`), it decides nothing: it makes exactly a saved plan's changes. It
+/// re-reads every group and organization the plan touches and, unless one holds anything but
+/// what the plan read (give or take the plan's own changes, found done), sends what is still
+/// to do. A stale plan sends nothing: `refused` says what changed.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     plan: &Plan,
     ledger: &mut Ledger,
@@ -367,29 +373,13 @@ pub async fn execute(
     progress: &ProgressBar,
     interrupt: &Interrupt,
     journal: Option<&mut Journal>,
+    given: Option<&Given>,
 ) -> Execution {
     let run = Run::new(client, opts, interrupt, journal);
-    let decided = run.reconcile(plan, interrupt).await;
-    finish_run(run, decided, plan, ledger, progress, interrupt).await
-}
-
-/// Makes exactly a saved plan's changes: re-reads every group and organization the plan
-/// touches and, unless one holds anything but what the plan read (give or take the plan's own
-/// changes, found done), sends what is still to do. A stale plan sends nothing: `refused`
-/// says what changed.
-#[allow(clippy::too_many_arguments)]
-pub async fn apply(
-    plan: &Plan,
-    ledger: &mut Ledger,
-    client: &VeltClient,
-    opts: &ExecOptions,
-    progress: &ProgressBar,
-    interrupt: &Interrupt,
-    journal: Option<&mut Journal>,
-    given: &Given,
-) -> Execution {
-    let run = Run::new(client, opts, interrupt, journal);
-    let decided = run.verify(plan, given, interrupt).await;
+    let decided = match given {
+        Some(given) => run.verify(plan, given, interrupt).await,
+        None => run.reconcile(plan, interrupt).await,
+    };
     finish_run(run, decided, plan, ledger, progress, interrupt).await
 }
 

@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use crate::input::{Format, detect_delimiter, format_from_extension, is_workbook, sniff};
+use crate::input::{
+    Format, detect_delimiter, format_from_extension, is_workbook, sniff, utf16_without_bom,
+};
 
 /// The largest export `init` reads whole.
 const MAX_BYTES: u64 = 512 << 20;
@@ -91,31 +93,6 @@ fn decode(
             let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
             (text.into_owned(), encoding_rs::WINDOWS_1252.name(), true)
         }
-    }
-}
-
-/// UTF-16 of mostly ASCII without a BOM: one half of the bytes mostly NUL.
-fn utf16_without_bom(bytes: &[u8]) -> Option<&'static encoding_rs::Encoding> {
-    let sample = &bytes[..bytes.len().min(4096)];
-    if sample.len() < 4 {
-        return None;
-    }
-    let zeros = |parity: usize| {
-        sample
-            .iter()
-            .skip(parity)
-            .step_by(2)
-            .filter(|&&b| b == 0)
-            .count()
-    };
-    let half = sample.len() / 2;
-    let (even, odd) = (zeros(0), zeros(1));
-    if odd * 10 >= half * 7 && even * 10 <= half {
-        Some(encoding_rs::UTF_16LE)
-    } else if even * 10 >= half * 7 && odd * 10 <= half {
-        Some(encoding_rs::UTF_16BE)
-    } else {
-        None
     }
 }
 

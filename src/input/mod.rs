@@ -31,7 +31,7 @@ pub use mapping::{Filter, GroupMap, Mapping};
 pub(crate) use csv::detect_delimiter;
 pub(crate) use open::read_error;
 use open::read_path_into;
-pub(crate) use open::{format_from_extension, is_workbook, sniff};
+pub(crate) use open::{format_from_extension, is_workbook, sniff, utf16_without_bom};
 
 pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
 

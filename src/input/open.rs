@@ -129,7 +129,7 @@ pub(super) fn read_path_into(
         return Ok(stats);
     }
     let utf16_bom = head.starts_with(b"\xFF\xFE") || head.starts_with(b"\xFE\xFF");
-    if opts.encoding.is_none() && !utf16_bom && looks_utf16(&head) {
+    if opts.encoding.is_none() && !utf16_bom && utf16_without_bom(&head).is_some() {
         return Err(Error::input(
             &name,
             1,
@@ -165,11 +165,12 @@ pub(crate) fn is_workbook(head: &[u8]) -> bool {
     head.starts_with(b"PK\x03\x04") || head.starts_with(b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1")
 }
 
-/// Text whose every other byte is NUL, most of the time: UTF-16 of mostly ASCII.
-fn looks_utf16(head: &[u8]) -> bool {
+/// Text whose every other byte is NUL, most of the time: UTF-16 of mostly ASCII, without a
+/// byte order mark; which UTF-16 it is (little-endian when the odd bytes are the NULs).
+pub(crate) fn utf16_without_bom(head: &[u8]) -> Option<&'static encoding_rs::Encoding> {
     let sample = &head[..head.len().min(4096)];
     if sample.len() < 4 {
-        return false;
+        return None;
     }
     let zeros = |parity: usize| {
         sample
@@ -182,7 +183,15 @@ fn looks_utf16(head: &[u8]) -> bool {
     let half = sample.len() / 2;
     let (even, odd) = (zeros(0), zeros(1));
     // One half of the bytes mostly NUL, the other hardly ever (all NUL is no text at all).
-    even.max(odd) * 10 >= half * 7 && even.min(odd) * 10 <= half
+    let mostly = |n: usize| n * 10 >= half * 7;
+    let hardly = |n: usize| n * 10 <= half;
+    if mostly(odd) && hardly(even) {
+        Some(encoding_rs::UTF_16LE)
+    } else if mostly(even) && hardly(odd) {
+        Some(encoding_rs::UTF_16BE)
+    } else {
+        None
+    }
 }
 
 /// The not-UTF-8 message, with what the file most likely is and the flag to use.

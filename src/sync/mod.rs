@@ -277,33 +277,17 @@ async fn send(
     let mut ledger = Ledger::new(plan, opts.mode == Mode::Remove, Status::NotAttempted);
     ledger.confirm(&already_added);
     let progress = progress_bar(&session.output, plan.memberships.len() as u64);
-    let mut execution = match given {
-        Some(given) => {
-            crate::engine::apply(
-                plan,
-                &mut ledger,
-                client,
-                &opts,
-                &progress,
-                &session.interrupt,
-                journal.as_mut(),
-                given,
-            )
-            .await
-        }
-        None => {
-            execute(
-                plan,
-                &mut ledger,
-                client,
-                &opts,
-                &progress,
-                &session.interrupt,
-                journal.as_mut(),
-            )
-            .await
-        }
-    };
+    let mut execution = execute(
+        plan,
+        &mut ledger,
+        client,
+        &opts,
+        &progress,
+        &session.interrupt,
+        journal.as_mut(),
+        given,
+    )
+    .await;
     progress.finish_and_clear();
     if let Some(why) = execution.refused.take() {
         return Err(Error::Config(why));

@@ -7,21 +7,6 @@ use std::path::Path;
 use crate::common::*;
 use velt_group_sync::emulator::EmulatorConfig;
 
-const BAMBOO_FLAGS: &[&str] = &[
-    "--org",
-    "acme",
-    "--user-column",
-    "Work Email",
-    "--user-id-case",
-    "lower",
-    "--group-column",
-    "Department",
-    "--group-column",
-    "Location",
-    "--include",
-    "Status=Active",
-];
-
 /// The same options as a file, its group map beside it (`conf/`), named relative to it.
 fn bamboo_config(dir: &Path) -> std::path::PathBuf {
     let conf = dir.join("conf");
@@ -64,10 +49,9 @@ async fn the_same_options_from_flags_and_from_a_file_give_the_same_plan() {
     let config = bamboo_config(dir.path());
     let input = samples().join("hr/bamboohr-employees.csv");
     let input = input.to_str().unwrap();
-    let map = samples().join("hr/bamboohr-groups.csv");
-    let mut flags = vec![input, "--dry-run", "--report", "flags.csv", "--group-map"];
-    flags.push(map.to_str().unwrap());
-    flags.extend_from_slice(BAMBOO_FLAGS);
+    let bamboo = crate::hr::bamboo_args(&samples());
+    let mut flags = vec![input, "--dry-run", "--report", "flags.csv"];
+    flags.extend(bamboo.iter().map(String::as_str));
     let by_flags = sync_argv(Server::Emulator(&emu), dir.path(), &flags).await;
     assert_eq!(by_flags.code(), 0, "{}", by_flags.error());
     let by_file = sync_argv(

@@ -75,7 +75,7 @@ const BAMBOO_ARGS: &[&str] = &[
     "Status=Active",
 ];
 
-fn bamboo_args(samples: &Path) -> Vec<String> {
+pub(crate) fn bamboo_args(samples: &Path) -> Vec<String> {
     let map = samples.join("hr/bamboohr-groups.csv");
     BAMBOO_ARGS
         .iter()

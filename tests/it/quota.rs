@@ -65,6 +65,7 @@ async fn run(config: EmulatorConfig, plan: Plan, opts: ExecOptions) -> Run {
         &ProgressBar::hidden(),
         &interrupt,
         None,
+        None,
     )
     .await;
     Run {
