@@ -57,11 +57,15 @@ pub enum ArgsError {
 
 /// The command line, with the options of `--config FILE` (or `VELT_CONFIG`) beneath it.
 pub fn parse(argv: Vec<OsString>) -> Result<Cli, ArgsError> {
-    let path = config_path(&argv).or_else(|| {
-        std::env::var_os("VELT_CONFIG")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    });
+    // Only the commands it configures read it: `init` writes one, `emulator` takes none.
+    let configured = subcommand(&argv).is_some_and(|s| CONFIGURED.contains(&s.as_str()));
+    let path = config_path(&argv)
+        .or_else(|| {
+            std::env::var_os("VELT_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .filter(|_| configured);
     let mut command = Cli::command();
     if let Some(path) = &path {
         command = layered(command, path).map_err(ArgsError::Config)?;
@@ -70,6 +74,19 @@ pub fn parse(argv: Vec<OsString>) -> Result<Cli, ArgsError> {
         .try_get_matches_from(argv)
         .map_err(|e| ArgsError::Clap(e, path.clone()))?;
     Cli::from_arg_matches(&matches).map_err(|e| ArgsError::Clap(e, path))
+}
+
+/// The command's name: the first word that is neither an option nor a global option's value.
+fn subcommand(argv: &[OsString]) -> Option<String> {
+    let mut args = argv.iter().skip(1).map(|a| a.to_string_lossy());
+    while let Some(a) = args.next() {
+        if a == "--config" || a == "--log-format" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a.into_owned());
+        }
+    }
+    None
 }
 
 /// `--config FILE` or `--config=FILE` on the command line (before any `--`).
@@ -318,6 +335,10 @@ mod tests {
         assert_eq!(
             config_path(&argv(&["x", "sync", "--", "--config", "c"])),
             None
+        );
+        assert_eq!(
+            subcommand(&argv(&["x", "-q", "--config", "a.toml", "plan", "in.csv"])).as_deref(),
+            Some("plan")
         );
     }
 }

@@ -196,3 +196,44 @@ fn unknown_keys_secrets_and_bad_toml_are_refused_naming_the_line() {
         "{stderr}"
     );
 }
+
+/// Only the commands a configuration configures read it: `init` writes the file that
+/// VELT_CONFIG may already name, and `completions` takes none.
+#[test]
+fn init_and_other_commands_do_not_read_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        samples().join("hr/bamboohr-employees.csv"),
+        dir.path().join("export.csv"),
+    )
+    .unwrap();
+    let out = bin(dir.path())
+        .args(["init", "export.csv", "--org", "acme"])
+        .env("VELT_CONFIG", "velt-group-sync.toml")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("velt-group-sync.toml").exists());
+    std::fs::write(dir.path().join("bad.toml"), "no-such-key = 1\n").unwrap();
+    let out = bin(dir.path())
+        .args(["--config", "bad.toml", "completions", "bash"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // validate does read it.
+    let out = bin(dir.path())
+        .args(["--config", "bad.toml", "validate", "export.csv"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
