@@ -134,17 +134,24 @@ pub fn apply_as_sync(args: &ApplyArgs) -> Result<(SyncArgs, PlanFile), Error> {
     }
     argv.push("--".into());
     argv.push(args.plan.display().to_string());
-    let parsed = <Cli as clap::Parser>::try_parse_from(&argv).map_err(|e| {
+    // The plan's options alone: sync's variables in this environment (a nightly host's
+    // VELT_MODE, VELT_DEPROVISION_USERS, ...) decide nothing here.
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command().mut_subcommand("sync", |sync| sync.mut_args(|a| a.env(None)));
+    let invalid = |e: clap::Error| {
         let first = e.to_string();
         let first = first
             .lines()
             .next()
             .unwrap_or("")
-            .trim_start_matches("error: ");
+            .trim_start_matches("error: ")
+            .to_string();
         Error::Config(format!(
             "{shown}: the plan's options are not valid: {first}"
         ))
-    })?;
+    };
+    let matches = command.try_get_matches_from(&argv).map_err(invalid)?;
+    let parsed = Cli::from_arg_matches(&matches).map_err(invalid)?;
     let Command::Sync(mut sync) = parsed.command else {
         return Err(Error::Runtime(
             "the plan's options did not read as a sync".into(),
@@ -152,9 +159,6 @@ pub fn apply_as_sync(args: &ApplyArgs) -> Result<(SyncArgs, PlanFile), Error> {
     };
     sync.access = args.access.clone();
     sync.ops = args.ops.clone();
-    sync.dry_run = false;
-    sync.strict = false;
-    sync.held_plan = None;
     Ok((*sync, file))
 }
 

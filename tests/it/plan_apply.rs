@@ -506,6 +506,24 @@ async fn the_binary_says_how_to_apply_and_exits_4_on_changes() {
         "{stderr}"
     );
     assert!(dir.path().join("night.held-plan.json").exists());
+    // Applied where the environment holds sync's options of a nightly host: they decide
+    // nothing (the plan did), and the held-back removals go.
+    let out = bin_with_credentials(dir.path())
+        .args(["apply", "night.held-plan.json", "--report", "approved.csv"])
+        .env("VELT_DEPROVISION_USERS", "1")
+        .env("VELT_EMAIL_COLUMN", "Work Email")
+        .env("VELT_PROTECT_USERS", "@no-such-file")
+        .env("VELT_MODE", "add")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let left: Vec<String> = emu.memberships().into_iter().map(|m| m.2).collect();
+    assert_eq!(left, ["u01", "u02", "u03", "u04", "u05"]);
 }
 
 /// `--max-user-removals` holds leavers back: their deletion is in the held plan, whose apply
