@@ -105,7 +105,7 @@ async fn sync_inner(
     planned: &mut Option<saved::Counts>,
 ) -> Result<u8, Error> {
     let started = Instant::now();
-    let report = prepare_outputs(args)?;
+    let report = prepare_outputs(args, job)?;
     let plan_out = match job {
         Job::Plan { out } => Some(plans::prepare(out)?),
         _ => None,
@@ -175,14 +175,17 @@ struct End<'a> {
 
 /// Checks everything a run writes before it reads or sends anything, and prepares the
 /// report (dated, when `--report` says so).
-fn prepare_outputs(args: &SyncArgs) -> Result<ReportTarget, Error> {
+fn prepare_outputs(args: &SyncArgs, job: Job<'_>) -> Result<ReportTarget, Error> {
     if args.ops.keep_reports.is_some() && !args.ops.report.to_string_lossy().contains("{date}") {
         return Err(Error::Config(
             "--keep-reports needs a dated --report: put {date} in its file name (report-{date}.csv)"
                 .into(),
         ));
     }
-    let report_path = crate::history::dated(&args.ops.report, std::time::SystemTime::now());
+    let mut report_path = crate::history::dated(&args.ops.report, std::time::SystemTime::now());
+    if matches!(job, Job::Apply(_)) {
+        report_path = plans::beside_a_report(report_path);
+    }
     refuse_report_over_input(&report_path, &args.input.input)?;
     check_provisioning(args)?;
     let report = ReportTarget::prepare(&report_path, args.ops.report_format)?;

@@ -21,6 +21,22 @@ pub(super) fn prepare(out: &Path) -> Result<(&Path, Destination), Error> {
         })
 }
 
+/// `apply`'s report, which never replaces one that is there (the night's whose removals it
+/// approves, when both take the configuration's `report`): `NAME.applied.EXT` beside it.
+pub(super) fn beside_a_report(report: PathBuf) -> PathBuf {
+    if !report.is_file() {
+        return report;
+    }
+    let stem = report
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let name = match report.extension() {
+        Some(ext) => format!("{stem}.applied.{}", ext.to_string_lossy()),
+        None => format!("{stem}.applied"),
+    };
+    report.with_file_name(name)
+}
+
 /// Writes `plan`'s file; returns its counts and what to tell the operator.
 pub(super) fn write(
     args: &SyncArgs,

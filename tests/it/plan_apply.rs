@@ -267,8 +267,18 @@ async fn a_guard_trip_writes_the_held_plan_and_its_apply_removes_exactly_those()
         .into();
     assert_eq!(held, expected);
 
-    let run = apply(&emu, dir.path(), "night.held-plan.json").await;
+    // Approved with the night's own report path: the night's report stays, the apply's
+    // goes beside it.
+    let night = std::fs::read_to_string(dir.path().join("night.csv")).unwrap();
+    let argv = ["night.held-plan.json", "--report", "night.csv"];
+    let run = command_argv(Server::Emulator(&emu), dir.path(), "apply", &argv).await;
     assert_eq!(run.code(), 0, "{}", run.error());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("night.csv")).unwrap(),
+        night
+    );
+    let applied = read_report(&dir.path().join("night.applied.csv"));
+    assert_eq!(rows_with(&applied, "removed").len(), 3);
     let (_, removed) = writes(&emu);
     assert_eq!(removed, ["u08", "u09", "u10"].map(String::from).into());
     let members: BTreeSet<String> = emu.memberships().into_iter().map(|m| m.2).collect();

@@ -397,7 +397,14 @@ async fn run_command(
         },
     };
     let synced = velt_group_sync::sync::run(&args, &session, job).await;
-    let rows = match report.filter(|r| r.exists()) {
+    // The report the run says it wrote (a dated name filled in, an apply's beside the
+    // night's), else the one its flag named.
+    let written = synced
+        .ended
+        .as_ref()
+        .map(|e| std::path::PathBuf::from(&e.report))
+        .filter(|p| p.is_absolute());
+    let rows = match written.or(report).filter(|r| r.exists()) {
         Some(path) => read_report(&path),
         None => Vec::new(),
     };
