@@ -1,18 +1,14 @@
-//! The commands besides `sync`: `validate` (read and check an input as `sync` would), the
+//! The commands besides `sync`, `plan` and `apply`: `init`, `validate` (read and check an input as `sync` would), the
 //! standalone `emulator`, and the generated completions and man page.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use crate::cli::{
-    ApplyArgs, Cli, Command, EmulatorArgs, InitArgs, PlanArgs, ShapeArg, SyncArgs, ValidateArgs,
-};
+use crate::cli::{Cli, Command, EmulatorArgs, InitArgs, ShapeArg, ValidateArgs};
 use crate::client::{API_KEY_ENV, AUTH_TOKEN_ENV};
 use crate::emulator::{Emulator, EmulatorConfig, WindowShape};
-use crate::engine::Mode;
 use crate::error::{Error, exit};
 use crate::output::{plan_counts, to_stderr};
-use crate::saved::{self, EntryKind, PlanFile};
 use crate::sync::read_plan;
 use crate::text::escape_controls;
 
@@ -57,109 +53,6 @@ pub fn validate(args: &ValidateArgs) -> Result<u8, Error> {
     } else {
         exit::INCOMPLETE
     })
-}
-
-/// `plan`'s options as a dry `sync`'s. Add mode reads the groups as delta does: a plan is
-/// made from what the server holds, and holds only what would change.
-pub fn plan_as_sync(args: &PlanArgs) -> SyncArgs {
-    let mut modes = args.modes.clone();
-    if modes.mode == Mode::Add {
-        modes.mode = Mode::Delta;
-    }
-    SyncArgs {
-        input: args.input.clone(),
-        modes,
-        server: args.server.clone(),
-        access: args.access.clone(),
-        send: args.send.clone(),
-        ops: args.ops.clone(),
-        dry_run: true,
-        strict: args.strict,
-        held_plan: None,
-    }
-}
-
-/// The plan file options `apply` sends with (`mode` is only for the reader).
-const APPLIED: [&str; 16] = [
-    "base-url",
-    "api-version",
-    "chunk-size",
-    "rate",
-    "max-rate",
-    "burst",
-    "concurrency",
-    "max-concurrency",
-    "max-retries",
-    "max-backoff",
-    "max-retry-after",
-    "max-throttle-wait",
-    "grace",
-    "page-size",
-    "create-missing-groups",
-    "access-role",
-];
-
-/// `apply`'s run as a `sync`'s: the plan file's options, read by the same flags' parsers,
-/// with this command line's access and outputs. Returns the plan file too.
-pub fn apply_as_sync(args: &ApplyArgs) -> Result<(SyncArgs, PlanFile), Error> {
-    let file = saved::read(&args.plan).map_err(Error::Config)?;
-    let shown = args.plan.display();
-    let provisions = file.changes.iter().any(|e| {
-        matches!(
-            e.kind,
-            EntryKind::Create | EntryKind::Update | EntryKind::Delete
-        )
-    });
-    let mut argv: Vec<String> = ["velt-group-sync", "sync", "--mode", "delta"]
-        .map(String::from)
-        .to_vec();
-    if provisions {
-        argv.push("--provision-users".into());
-    }
-    for (key, value) in &file.options {
-        if key == "mode" || (key == "access-role" && !provisions) {
-            continue;
-        }
-        if !APPLIED.contains(&key.as_str()) {
-            return Err(Error::Config(format!(
-                "{shown}: the plan's option `{key}` is not one apply takes; make the plan again with this version"
-            )));
-        }
-        match value {
-            serde_json::Value::Bool(true) => argv.push(format!("--{key}")),
-            serde_json::Value::Bool(false) | serde_json::Value::Null => {}
-            serde_json::Value::String(s) => argv.push(format!("--{key}={s}")),
-            other => argv.push(format!("--{key}={other}")),
-        }
-    }
-    argv.push("--".into());
-    argv.push(args.plan.display().to_string());
-    // The plan's options alone: sync's variables in this environment (a nightly host's
-    // VELT_MODE, VELT_DEPROVISION_USERS, ...) decide nothing here.
-    use clap::{CommandFactory, FromArgMatches};
-    let command = Cli::command().mut_subcommand("sync", |sync| sync.mut_args(|a| a.env(None)));
-    let invalid = |e: clap::Error| {
-        let first = e.to_string();
-        let first = first
-            .lines()
-            .next()
-            .unwrap_or("")
-            .trim_start_matches("error: ")
-            .to_string();
-        Error::Config(format!(
-            "{shown}: the plan's options are not valid: {first}"
-        ))
-    };
-    let matches = command.try_get_matches_from(&argv).map_err(invalid)?;
-    let parsed = Cli::from_arg_matches(&matches).map_err(invalid)?;
-    let Command::Sync(mut sync) = parsed.command else {
-        return Err(Error::Runtime(
-            "the plan's options did not read as a sync".into(),
-        ));
-    };
-    sync.access = args.access.clone();
-    sync.ops = args.ops.clone();
-    Ok((*sync, file))
 }
 
 /// The `init` command: write a configuration for an export, then check it by reading the

@@ -61,7 +61,7 @@ pub async fn run(cli: Cli) -> u8 {
     let result = match cli.command {
         Command::Sync(args) => return run_sync(&args, output, sync::Job::Sync).await.0,
         Command::Plan(args) => {
-            let sync_args = commands::plan_as_sync(&args);
+            let sync_args = sync::plans::plan_as_sync(&args);
             let job = sync::Job::Plan { out: &args.out };
             let (code, planned) = run_sync(&sync_args, output, job).await;
             let changes = planned.map_or(0, |p| p.changes());
@@ -71,7 +71,7 @@ pub async fn run(cli: Cli) -> u8 {
                 code
             };
         }
-        Command::Apply(args) => match commands::apply_as_sync(&args) {
+        Command::Apply(args) => match sync::plans::apply_as_sync(&args) {
             Ok((sync_args, file)) => {
                 return run_sync(&sync_args, output, sync::Job::Apply(&file))
                     .await

@@ -4,7 +4,7 @@
 //! the plan read, the plan is stale and nothing is sent. Otherwise what is still to do goes,
 //! and what is done already is `unchanged`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::attempt::{Failure, detail};
 use super::{Ended, Run, lock};
@@ -111,11 +111,14 @@ fn orgs(
         let Some(done) = compare(listing, creates, expected, &what, "users", stale) else {
             continue;
         };
+        // Looked up once per planned update, not searched for.
+        let by_id: HashMap<&str, &OrgUser> =
+            listing.iter().map(|u| (u.user_id.as_str(), u)).collect();
         for &a in &org.users {
             let account = &accounts.list[a as usize];
             let action = match given.actions.get(a as usize).copied() {
                 Some(Action::Create) if done.added.contains(&*account.user) => Action::Keep,
-                Some(Action::Update(changed)) if updated(listing, account, changed) => Action::Keep,
+                Some(Action::Update(changed)) if updated(&by_id, account, changed) => Action::Keep,
                 Some(action) => action,
                 None => Action::Create,
             };
@@ -208,8 +211,8 @@ fn removal(gone: bool, was: &str) -> Outcome {
 }
 
 /// Whether an organization user already has the fields a planned update sets.
-fn updated(listing: &[OrgUser], account: &Account, changed: Changed) -> bool {
-    let Some(now) = listing.iter().find(|u| *u.user_id == *account.user) else {
+fn updated(listing: &HashMap<&str, &OrgUser>, account: &Account, changed: Changed) -> bool {
+    let Some(now) = listing.get(&*account.user) else {
         return false;
     };
     let same = |field: &Option<String>, planned: &str| field.as_deref() == Some(planned);

@@ -93,7 +93,10 @@ pub fn take_back<'a>(
     removals: impl IntoIterator<Item = &'a str>,
 ) -> Found<'a> {
     let mut found = Found {
-        before: Fingerprint::of(listing.iter().copied()),
+        // The listing is a set already: no second one to build.
+        before: listing
+            .iter()
+            .fold(Fingerprint::default(), |f, id| f.with(id)),
         ..Found::default()
     };
     for id in adds {

@@ -185,26 +185,31 @@ impl PlanFile {
         let (mut changes_out, mut held) = (Vec::new(), Vec::new());
         let mut touched: BTreeMap<Place, Fingerprint> = BTreeMap::new();
         for c in changes::changes(plan, ledger, !held_only) {
+            let held_back = c.kind == Kind::HeldBack;
+            // A held-back plan holds nothing else: its run's other changes are done.
+            if held_only && !held_back {
+                continue;
+            }
             let at = place(plan, ledger, c.row);
             let entry = entry(plan, ledger, &c);
-            match (c.kind, held_only) {
-                (Kind::HeldBack, true) => {
-                    // A removal held back where nothing was read is not one to approve.
-                    let Some(f) = read(at) else { continue };
-                    touched.insert(at, f);
-                    changes_out.push(Entry { why: None, ..entry });
-                }
-                (Kind::HeldBack, false) => held.push(entry),
-                (_, true) => {}
-                (_, false) => {
-                    if let Some(f) = read(at) {
-                        touched.insert(at, f);
-                    }
-                    changes_out.push(entry);
-                }
+            if held_back && !held_only {
+                held.push(entry);
+                continue;
             }
+            match read(at) {
+                Some(f) => {
+                    touched.insert(at, f);
+                }
+                // A removal held back where nothing was read is not one to approve.
+                None if held_only => continue,
+                None => {}
+            }
+            changes_out.push(Entry {
+                why: entry.why.filter(|_| !held_only),
+                ..entry
+            });
         }
-        if held_only {
+        if held_only && !changes_out.is_empty() {
             moved_by_the_run(plan, ledger, &mut touched);
         }
         let mut counts = Counts {

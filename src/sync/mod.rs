@@ -23,7 +23,7 @@ use crate::plan::{Defaults, Plan, Planner};
 use crate::report::{self, Ended, Refusal, ReportTarget, Summary};
 use crate::saved::{self, Given, PlanFile};
 
-mod plans;
+pub mod plans;
 
 /// What a run needs from outside its command line.
 #[derive(Debug, Clone)]
@@ -151,7 +151,14 @@ async fn sync_inner(
     }
     let held = match (job, &session.client) {
         (Job::Sync, Some(client)) if !args.dry_run => {
-            plans::hold_back(args, &plan, &ledger, &execution, client.base_url())
+            let report = end.report.path();
+            plans::hold_back(
+                args,
+                (&plan, &ledger),
+                &execution,
+                client.base_url(),
+                report,
+            )
         }
         _ => None,
     };

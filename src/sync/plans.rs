@@ -1,16 +1,18 @@
 //! The plan files of a run: `plan`'s (checked writable before anything is read, written
 //! after the reads), a `sync`'s held-back removals, and `apply`'s file turned into what to
-//! send. Their header names the options that shape sending as the flags take them.
+//! send. Their header names the options that shape sending as the flags take them, and
+//! `apply` reads them back through the same flags' parsers: both directions live here.
 
 use std::path::{Path, PathBuf};
 
-use crate::cli::{RateArg, SyncArgs};
+use crate::cli::{ApplyArgs, Cli, Command, PlanArgs, RateArg, SyncArgs};
 use crate::engine::Execution;
+use crate::engine::Mode;
 use crate::error::Error;
 use crate::files::Destination;
 use crate::ledger::Ledger;
 use crate::plan::Plan;
-use crate::saved::{self, Given, Header, PlanFile, PlanKind};
+use crate::saved::{self, EntryKind, Given, Header, PlanFile, PlanKind};
 
 /// `plan --out`: checked before anything is read, so that a bad path costs nothing.
 pub(super) fn prepare(out: &Path) -> Result<(&Path, Destination), Error> {
@@ -144,12 +146,11 @@ fn header(args: &SyncArgs, kind: PlanKind, base_url: &str) -> Header {
     }
 }
 
-/// Where a run's held-back removals go: `--held-plan`, or beside the report.
-fn held_plan_path(args: &SyncArgs) -> PathBuf {
+/// Where a run's held-back removals go: `--held-plan`, or beside the report it writes.
+fn held_plan_path(args: &SyncArgs, report: &Path) -> PathBuf {
     if let Some(path) = &args.held_plan {
         return path.clone();
     }
-    let report = crate::history::dated(&args.ops.report, std::time::SystemTime::now());
     if report.as_os_str() == "-" {
         return PathBuf::from("velt-group-sync-held-plan.json");
     }
@@ -160,10 +161,10 @@ fn held_plan_path(args: &SyncArgs) -> PathBuf {
 /// Returns what to tell the operator. A run cut short writes none: its re-run decides again.
 pub(super) fn hold_back(
     args: &SyncArgs,
-    plan: &Plan,
-    ledger: &Ledger,
+    (plan, ledger): (&Plan, &Ledger),
     execution: &Execution,
     base_url: &str,
+    report: &Path,
 ) -> Option<String> {
     if execution.interrupted.is_some()
         || execution.throttle_exhausted
@@ -176,7 +177,7 @@ pub(super) fn hold_back(
     if file.changes.is_empty() {
         return None;
     }
-    let path = held_plan_path(args);
+    let path = held_plan_path(args, report);
     let held = file.counts.remove + file.counts.delete;
     Some(match saved::write(&path, &file) {
         Ok(()) => format!(
@@ -191,4 +192,107 @@ pub(super) fn hold_back(
             crate::files::unwritable(&path, &e, "the held-back plan", "--held-plan")
         ),
     })
+}
+
+/// `plan`'s options as a dry `sync`'s. Add mode reads the groups as delta does: a plan is
+/// made from what the server holds, and holds only what would change.
+pub fn plan_as_sync(args: &PlanArgs) -> SyncArgs {
+    let mut modes = args.modes.clone();
+    if modes.mode == Mode::Add {
+        modes.mode = Mode::Delta;
+    }
+    SyncArgs {
+        input: args.input.clone(),
+        modes,
+        server: args.server.clone(),
+        access: args.access.clone(),
+        send: args.send.clone(),
+        ops: args.ops.clone(),
+        dry_run: true,
+        strict: args.strict,
+        held_plan: None,
+    }
+}
+
+/// The plan file options `apply` sends with (`mode` is only for the reader).
+const APPLIED: [&str; 16] = [
+    "base-url",
+    "api-version",
+    "chunk-size",
+    "rate",
+    "max-rate",
+    "burst",
+    "concurrency",
+    "max-concurrency",
+    "max-retries",
+    "max-backoff",
+    "max-retry-after",
+    "max-throttle-wait",
+    "grace",
+    "page-size",
+    "create-missing-groups",
+    "access-role",
+];
+
+/// `apply`'s run as a `sync`'s: the plan file's options, read by the same flags' parsers,
+/// with this command line's access and outputs. Returns the plan file too.
+pub fn apply_as_sync(args: &ApplyArgs) -> Result<(SyncArgs, PlanFile), Error> {
+    let file = saved::read(&args.plan).map_err(Error::Config)?;
+    let shown = args.plan.display();
+    let provisions = file.changes.iter().any(|e| {
+        matches!(
+            e.kind,
+            EntryKind::Create | EntryKind::Update | EntryKind::Delete
+        )
+    });
+    let mut argv: Vec<String> = ["velt-group-sync", "sync", "--mode", "delta"]
+        .map(String::from)
+        .to_vec();
+    if provisions {
+        argv.push("--provision-users".into());
+    }
+    for (key, value) in &file.options {
+        if key == "mode" || (key == "access-role" && !provisions) {
+            continue;
+        }
+        if !APPLIED.contains(&key.as_str()) {
+            return Err(Error::Config(format!(
+                "{shown}: the plan's option `{key}` is not one apply takes; make the plan again with this version"
+            )));
+        }
+        match value {
+            serde_json::Value::Bool(true) => argv.push(format!("--{key}")),
+            serde_json::Value::Bool(false) | serde_json::Value::Null => {}
+            serde_json::Value::String(s) => argv.push(format!("--{key}={s}")),
+            other => argv.push(format!("--{key}={other}")),
+        }
+    }
+    argv.push("--".into());
+    argv.push(args.plan.display().to_string());
+    // The plan's options alone: sync's variables in this environment (a nightly host's
+    // VELT_MODE, VELT_DEPROVISION_USERS, ...) decide nothing here.
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command().mut_subcommand("sync", |sync| sync.mut_args(|a| a.env(None)));
+    let invalid = |e: clap::Error| {
+        let first = e.to_string();
+        let first = first
+            .lines()
+            .next()
+            .unwrap_or("")
+            .trim_start_matches("error: ")
+            .to_string();
+        Error::Config(format!(
+            "{shown}: the plan's options are not valid: {first}"
+        ))
+    };
+    let matches = command.try_get_matches_from(&argv).map_err(invalid)?;
+    let parsed = Cli::from_arg_matches(&matches).map_err(invalid)?;
+    let Command::Sync(mut sync) = parsed.command else {
+        return Err(Error::Runtime(
+            "the plan's options did not read as a sync".into(),
+        ));
+    };
+    sync.access = args.access.clone();
+    sync.ops = args.ops.clone();
+    Ok((*sync, file))
 }
