@@ -60,6 +60,24 @@ fn planned(dir: &Path, file: &str) -> BTreeSet<Change> {
         .collect()
 }
 
+/// `in.csv` (`userId,name,email,group`) mirrored into acme with its users provisioned and
+/// leavers deprovisioned, and `extra`.
+fn provisioning_mirror<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut argv = vec![
+        "in.csv",
+        "--org",
+        "acme",
+        "--group-column",
+        "group",
+        "--mode",
+        "mirror",
+        "--provision-users",
+        "--deprovision-users",
+    ];
+    argv.extend_from_slice(extra);
+    argv
+}
+
 fn change(kind: &str, group: &str, user: &str) -> Change {
     (kind.into(), "acme".into(), group.into(), user.into())
 }
@@ -298,7 +316,15 @@ async fn a_held_plan_made_stale_is_refused() {
         input.push_str(&format!("acme,eng,{u}\n"));
     }
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
-    let argv = ["in.csv", "--mode", "mirror", "--held-plan", "held.json"];
+    let argv = [
+        "in.csv",
+        "--mode",
+        "mirror",
+        "--held-plan",
+        "held.json",
+        "--report",
+        "r.csv",
+    ];
     let run = sync_argv(Server::Emulator(&emu), dir.path(), &argv).await;
     assert_eq!(run.code(), 1, "{:?}", run.result);
     // Someone joins the group before the admin approves.
@@ -415,23 +441,14 @@ async fn a_provisioning_plan_creates_updates_and_deletes_exactly_its_users() {
                  ben,Ben New,ben@acme.example,eng\n\
                  cat,Cat,cat@acme.example,eng\n";
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
-    let argv = [
-        "in.csv",
-        "--org",
-        "acme",
-        "--group-column",
-        "group",
-        "--mode",
-        "mirror",
-        "--provision-users",
-        "--deprovision-users",
+    let argv = provisioning_mirror(&[
         "--max-user-removals",
         "100%",
         "--out",
         "plan.json",
         "--report",
         "p.csv",
-    ];
+    ]);
     let run = command_argv(Server::Emulator(&emu), dir.path(), "plan", &argv).await;
     assert_eq!(run.code(), 0, "{}", run.error());
     assert_eq!(
@@ -557,21 +574,7 @@ async fn held_back_user_deletions_are_approved_by_applying_their_plan() {
         input.push_str(&format!("{u},Name {u},{u}@acme.example,eng\n"));
     }
     std::fs::write(dir.path().join("in.csv"), input).unwrap();
-    let argv = [
-        "in.csv",
-        "--org",
-        "acme",
-        "--group-column",
-        "group",
-        "--mode",
-        "mirror",
-        "--provision-users",
-        "--deprovision-users",
-        "--max-removals",
-        "100%",
-        "--report",
-        "night.csv",
-    ];
+    let argv = provisioning_mirror(&["--max-removals", "100%", "--report", "night.csv"]);
     let run = sync_argv(Server::Emulator(&emu), dir.path(), &argv).await;
     assert_eq!(run.code(), 1, "{:?}", run.result);
     assert!(

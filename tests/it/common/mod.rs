@@ -352,9 +352,9 @@ async fn run_command(
         Command::Plan(p) => (
             Some(p.out.clone()),
             None,
-            velt_group_sync::commands::plan_as_sync(&p),
+            velt_group_sync::sync::plans::plan_as_sync(&p),
         ),
-        Command::Apply(a) => match velt_group_sync::commands::apply_as_sync(&a) {
+        Command::Apply(a) => match velt_group_sync::sync::plans::apply_as_sync(&a) {
             Ok((args, file)) => (None, Some(file), args),
             Err(e) => {
                 return InProcess {
