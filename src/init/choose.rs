@@ -17,8 +17,6 @@ pub struct Column {
     pub distinct: usize,
     /// Share of the filled cells that look like e-mail addresses.
     pub emails: f64,
-    /// The first few distinct values.
-    pub samples: Vec<String>,
     /// Every distinct value, in order of first appearance (at most `MAX_DISTINCT`).
     pub values: Vec<String>,
 }
@@ -71,7 +69,6 @@ pub fn columns(table: &Table) -> Vec<Column> {
                 } else {
                     emails as f64 / filled as f64
                 },
-                samples: values.iter().take(3).cloned().collect(),
                 values,
             }
         })

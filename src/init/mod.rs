@@ -331,9 +331,11 @@ fn findings(req: &Request<'_>, t: &Table, columns: &[Column], ch: &Choices) -> S
         .unwrap_or(0)
         .min(32);
     for c in columns {
+        // The first three distinct values.
         let samples: Vec<String> = c
-            .samples
+            .values
             .iter()
+            .take(3)
             .map(|v| crate::text::clip(v).into_owned())
             .collect();
         let _ = writeln!(s, "  {:<width$}  {}", c.name, samples.join(", "));
