@@ -360,6 +360,27 @@ fn init_prints_its_findings_writes_a_map_to_fill_in_and_never_overwrites() {
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("init never overwrites"));
+    // A second configuration beside the first leaves the map as it is.
+    let second = bin(dir.path())
+        .args([
+            "init",
+            "employees.csv",
+            "--org",
+            "acme",
+            "--out",
+            "second.toml",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&second.stdout)
+            .contains("group-map.csv was there already and was left as it is")
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("group-map.csv")).unwrap(),
+        map
+    );
     // The admin fills in the map: the configuration validates.
     let filled = map
         .replace("Engineering & Product,,", "Engineering & Product,eng,")
